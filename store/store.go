@@ -1,0 +1,91 @@
+// Package store holds the state that a login needs between requests: pending
+// logins, single-use link tokens, the outbox of mail to send and the session
+// signing keys. Every backend implements Store and passes the conformance
+// suite in storetest, so the core never depends on which engine is behind it.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// ErrNotFound is returned when a key does not exist or has expired.
+var ErrNotFound = errors.New("store: not found")
+
+// ErrConflict is returned by Update when the key kept changing under it and
+// the retry budget ran out. Callers treat it as a transient failure.
+var ErrConflict = errors.New("store: too many concurrent updates")
+
+// Store is the key/value contract shared by all backends. Keys are opaque
+// strings chosen by the caller (the core uses prefixes such as "login/").
+// Values are copied in and out: a caller may reuse its slices freely.
+type Store interface {
+	// Put writes value under key. A ttl of zero means the key never expires.
+	// Put is durable when it returns.
+	Put(ctx context.Context, key string, value []byte, ttl time.Duration) error
+
+	// Get returns the value under key, or ErrNotFound.
+	Get(ctx context.Context, key string) ([]byte, error)
+
+	// Take reads and deletes key in one atomic step. Of any number of
+	// concurrent callers, exactly one gets the value; the others get
+	// ErrNotFound. This is how single-use tokens are redeemed.
+	Take(ctx context.Context, key string) ([]byte, error)
+
+	// Delete removes key. Deleting a missing key is not an error.
+	Delete(ctx context.Context, key string) error
+
+	// Update changes the value under key atomically (compare-and-swap). fn
+	// gets the current value, or found=false when the key is missing, and
+	// returns the new value. If fn returns an error, nothing is written and
+	// Update returns that error. An existing key keeps its expiry; a key
+	// created by Update gets ttl (zero: no expiry). When another writer
+	// changes the key between the read and the write, fn runs again on the
+	// fresh value, a bounded number of times, after which Update returns
+	// ErrConflict.
+	Update(ctx context.Context, key string, ttl time.Duration, fn func(current []byte, found bool) ([]byte, error)) error
+
+	Outbox
+
+	// Close releases the backend. No method may be called afterwards.
+	Close() error
+}
+
+// Outbox is a persistent queue of messages with leases: a worker claims due
+// messages, which hides them from other workers for the lease, and then
+// either acknowledges (removes) or reschedules each one. A worker that dies
+// holding a lease loses it when the lease runs out, so every message is
+// delivered at least once.
+type Outbox interface {
+	// Enqueue adds a message, due at once. ttl bounds how long it may wait
+	// in the queue at all (zero: forever); the core sets it to the life of
+	// the link the message carries. Enqueue is durable when it returns.
+	Enqueue(ctx context.Context, id string, payload []byte, ttl time.Duration) error
+
+	// Claim returns up to max messages whose due time is at or before now,
+	// oldest due first, and leases each one until now+lease.
+	Claim(ctx context.Context, now time.Time, max int, lease time.Duration) ([]OutboxItem, error)
+
+	// Ack removes a claimed message for good: it was sent or abandoned.
+	Ack(ctx context.Context, id string) error
+
+	// Retry reschedules a claimed message to be due at the given time, with
+	// its attempt counter incremented.
+	Retry(ctx context.Context, id string, at time.Time) error
+
+	// OutboxLen reports how many messages are queued, claimed or not.
+	OutboxLen(ctx context.Context) (int, error)
+}
+
+// OutboxItem is one claimed outbox message.
+type OutboxItem struct {
+	// ID is the id given to Enqueue.
+	ID string
+	// Payload is the bytes given to Enqueue.
+	Payload []byte
+	// Attempts counts earlier Retry calls for this message.
+	Attempts int
+	// EnqueuedAt is when the message was first queued.
+	EnqueuedAt time.Time
+}
