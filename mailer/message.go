@@ -1,0 +1,48 @@
+// Package mailer delivers the mail that logins depend on: it renders
+// messages from templates, keeps them in a persistent outbox and sends them
+// through SMTP servers with go-mail. The HTTP side only queues; it never waits
+// on a mail server.
+package mailer
+
+import (
+	"time"
+
+	"go.uber.org/zap/zapcore"
+)
+
+// Message is one mail in the outbox. It is stored as JSON, so its fields
+// must stay backward compatible with messages queued by an older version.
+type Message struct {
+	// ID is unique per message; it also becomes the Message-ID's local part.
+	ID string `json:"id"`
+	// Servers names the mail servers to use, in order of preference.
+	Servers []string `json:"servers"`
+	// To is the recipient's address.
+	To string `json:"to"`
+	// Subject, Text and HTML are the rendered mail.
+	Subject string `json:"subject"`
+	Text    string `json:"text"`
+	HTML    string `json:"html"`
+	// ExpiresAt is when the link in the mail stops working. A message still
+	// unsent by then is abandoned: a late link is worse than none.
+	ExpiresAt time.Time `json:"expires_at"`
+	// Reference is the login's support reference, carried for the audit log.
+	Reference string `json:"reference"`
+}
+
+// MarshalLogObject logs a message by its envelope only. Text and HTML hold
+// the sign-in link, which must never reach a log.
+func (m *Message) MarshalLogObject(enc zapcore.ObjectEncoder) error {
+	enc.AddString("id", m.ID)
+	enc.AddString("to", m.To)
+	enc.AddString("reference", m.Reference)
+	if !m.ExpiresAt.IsZero() {
+		enc.AddTime("expires_at", m.ExpiresAt)
+	}
+	return enc.AddArray("servers", zapcore.ArrayMarshalerFunc(func(arr zapcore.ArrayEncoder) error {
+		for _, s := range m.Servers {
+			arr.AppendString(s)
+		}
+		return nil
+	}))
+}

@@ -1,0 +1,313 @@
+package mailer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/mailauth/caddy-mailauth/store"
+)
+
+// Sender delivers one message and names the server that took it.
+// An error wrapping ErrPermanent ends the message's delivery; any other
+// error is retried later.
+type Sender interface {
+	Send(ctx context.Context, m *Message) (server string, err error)
+}
+
+// EventKind says what happened to a message in the outbox.
+type EventKind string
+
+const (
+	// EventSent: a server accepted the message.
+	EventSent EventKind = "sent"
+	// EventFailed: the message was dropped after a permanent error or
+	// after too many attempts.
+	EventFailed EventKind = "failed"
+	// EventRetry: an attempt failed temporarily; the message is due again
+	// at Event.RetryAt.
+	EventRetry EventKind = "retry"
+	// EventAbandoned: the link in the message expired before it could be
+	// delivered, so it was dropped unsent.
+	EventAbandoned EventKind = "abandoned"
+)
+
+// Event reports one outcome of a delivery attempt, for the audit log and
+// metrics.
+type Event struct {
+	// Kind is what happened.
+	Kind EventKind
+	// Message is the message concerned, with Text and HTML cleared: they
+	// hold the sign-in link, which must not reach logs.
+	Message *Message
+	// Server is the server that accepted or refused the message, if any.
+	Server string
+	// Attempt counts delivery attempts, this one included (1 for the first).
+	// For a message found expired when claimed, it counts the earlier
+	// attempts only.
+	Attempt int
+	// RetryAt is when a retried message is due again.
+	RetryAt time.Time
+	// Err is why the attempt failed; nil for EventSent.
+	Err error
+}
+
+// Outbox queues messages in a store.Outbox and delivers them in the
+// background with retry, backoff and failover. Any number of Outbox values,
+// in one process or several, may run on the same store at once: a claimed
+// message is leased to one worker, and a worker that dies loses its lease.
+type Outbox struct {
+	q      store.Outbox
+	sender Sender
+	logger *zap.Logger
+	events func(Event)
+	// wake is buffered (1) so that Enqueue never blocks and a burst of
+	// enqueues collapses into one extra round.
+	wake chan struct{}
+
+	// Tuning, unexported so that tests can shrink it.
+	now            func() time.Time
+	batch          int
+	lease          time.Duration
+	poll           time.Duration
+	attemptTimeout time.Duration
+	maxAttempts    int
+	backoffBase    time.Duration
+	backoffMax     time.Duration
+}
+
+// Defaults for the delivery loop.
+const (
+	defaultBatch       = 16
+	defaultLease       = 2 * time.Minute
+	defaultPoll        = time.Second
+	defaultMaxAttempts = 12
+	defaultBackoffBase = 2 * time.Second
+	defaultBackoffMax  = 5 * time.Minute
+	// An attempt may try several servers, each bounded by its own timeout.
+	// It must end well inside the lease, or a second worker could claim
+	// the message while the first is still sending it.
+	defaultAttemptTimeout = 90 * time.Second
+	// bookkeepingTimeout bounds the Ack or Retry after an attempt. It runs
+	// detached from Run's context so that an attempt cut short by shutdown
+	// is still handed back to the queue.
+	bookkeepingTimeout = 10 * time.Second
+)
+
+// NewOutbox returns an outbox on q that delivers through sender. events,
+// which may be nil, is called synchronously from the worker for every
+// outcome; it must not block for long.
+func NewOutbox(q store.Outbox, sender Sender, logger *zap.Logger, events func(Event)) *Outbox {
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	if events == nil {
+		events = func(Event) {}
+	}
+	return &Outbox{
+		q:              q,
+		sender:         sender,
+		logger:         logger,
+		events:         events,
+		wake:           make(chan struct{}, 1),
+		now:            time.Now,
+		batch:          defaultBatch,
+		lease:          defaultLease,
+		poll:           defaultPoll,
+		attemptTimeout: defaultAttemptTimeout,
+		maxAttempts:    defaultMaxAttempts,
+		backoffBase:    defaultBackoffBase,
+		backoffMax:     defaultBackoffMax,
+	}
+}
+
+// Enqueue stores m durably and wakes the worker, so that the mail leaves
+// within milliseconds when a server is up. The message stays queued at most
+// until m.ExpiresAt (forever when zero); a message that has already expired
+// is refused.
+func (o *Outbox) Enqueue(ctx context.Context, m *Message) error {
+	switch {
+	case m.ID == "":
+		return errors.New("mailer: outbox: message has no id")
+	case m.To == "":
+		return fmt.Errorf("mailer: outbox: message %s has no recipient", m.ID)
+	case len(m.Servers) == 0:
+		return fmt.Errorf("mailer: outbox: message %s names no mail server", m.ID)
+	}
+	var ttl time.Duration
+	if !m.ExpiresAt.IsZero() {
+		ttl = m.ExpiresAt.Sub(o.now())
+		if ttl <= 0 {
+			// A zero ttl would mean "keep forever" to the store.
+			return fmt.Errorf("mailer: outbox: message %s expired at %s, before it was queued", m.ID, m.ExpiresAt.Format(time.RFC3339))
+		}
+	}
+	payload, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("mailer: outbox: encoding message %s: %w", m.ID, err)
+	}
+	if err := o.q.Enqueue(ctx, m.ID, payload, ttl); err != nil {
+		return fmt.Errorf("mailer: outbox: queueing message %s: %w", m.ID, err)
+	}
+	select {
+	case o.wake <- struct{}{}:
+	default: // a wake-up is already pending
+	}
+	return nil
+}
+
+// Run delivers due messages until ctx is done, then returns once no attempt
+// is in flight. An attempt cut short by ctx is put back in the queue, due at
+// once, for whichever worker runs next.
+func (o *Outbox) Run(ctx context.Context) {
+	ticker := time.NewTicker(o.poll)
+	defer ticker.Stop()
+	for {
+		// A full batch suggests more are due: keep claiming before sleeping.
+		for ctx.Err() == nil {
+			if o.round(ctx) < o.batch {
+				break
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-o.wake:
+		case <-ticker.C:
+		}
+	}
+}
+
+// round claims one batch and delivers it concurrently, so that one slow
+// server does not hold the rest of the batch past its lease. It returns how
+// many messages it claimed.
+func (o *Outbox) round(ctx context.Context) int {
+	items, err := o.q.Claim(ctx, o.now(), o.batch, o.lease)
+	if err != nil {
+		if ctx.Err() == nil {
+			o.logger.Error("claiming outbox messages", zap.Error(err))
+		}
+		return 0
+	}
+	var wg sync.WaitGroup
+	for _, item := range items {
+		wg.Go(func() { o.deliver(ctx, item) })
+	}
+	wg.Wait()
+	return len(items)
+}
+
+// deliver makes one attempt at one claimed message and settles it in the
+// queue: acknowledged when done with, rescheduled otherwise.
+func (o *Outbox) deliver(ctx context.Context, item store.OutboxItem) {
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bookkeepingTimeout)
+	defer cancel()
+
+	var m Message
+	if err := json.Unmarshal(item.Payload, &m); err != nil {
+		// It would fail the same way on every claim; keeping it would only
+		// repeat this error forever.
+		o.logger.Error("dropping undecodable outbox message", zap.String("id", item.ID), zap.Error(err))
+		o.ack(bctx, item.ID)
+		return
+	}
+	attempt := item.Attempts + 1
+	if o.expired(&m, o.now()) {
+		o.ack(bctx, item.ID)
+		o.emit(Event{Kind: EventAbandoned, Message: &m, Attempt: item.Attempts,
+			Err: fmt.Errorf("mailer: link expired at %s before delivery", m.ExpiresAt.Format(time.RFC3339))})
+		return
+	}
+
+	sctx, scancel := context.WithTimeout(ctx, o.attemptTimeout)
+	server, err := o.sender.Send(sctx, &m)
+	scancel()
+
+	switch {
+	case err == nil:
+		o.ack(bctx, item.ID)
+		o.emit(Event{Kind: EventSent, Message: &m, Server: server, Attempt: attempt})
+	case errors.Is(err, ErrPermanent):
+		o.ack(bctx, item.ID)
+		o.emit(Event{Kind: EventFailed, Message: &m, Server: server, Attempt: attempt, Err: err})
+	case ctx.Err() != nil:
+		// Shutting down (often a config reload, whose new worker is already
+		// running): hand the message back now rather than after the lease.
+		o.retry(bctx, &m, attempt, o.now(), err)
+	case attempt >= o.maxAttempts:
+		o.ack(bctx, item.ID)
+		o.emit(Event{Kind: EventFailed, Message: &m, Server: server, Attempt: attempt,
+			Err: fmt.Errorf("mailer: giving up after %d attempts: %w", attempt, err)})
+	default:
+		at := o.now().Add(o.backoff(attempt))
+		if o.expired(&m, at) {
+			// The link would be dead before the next attempt; say so now, as
+			// the store may drop the message silently at its expiry.
+			o.ack(bctx, item.ID)
+			o.emit(Event{Kind: EventAbandoned, Message: &m, Server: server, Attempt: attempt, Err: err})
+			return
+		}
+		o.retry(bctx, &m, attempt, at, err)
+	}
+}
+
+// expired reports whether m's link no longer works at t.
+func (o *Outbox) expired(m *Message, t time.Time) bool {
+	return !m.ExpiresAt.IsZero() && !t.Before(m.ExpiresAt)
+}
+
+// backoff is the wait after the given failed attempt: base, 2×base, 4×base…
+// up to backoffMax.
+func (o *Outbox) backoff(attempt int) time.Duration {
+	d := o.backoffBase
+	for i := 1; i < attempt && d < o.backoffMax; i++ {
+		d *= 2
+	}
+	return min(d, o.backoffMax)
+}
+
+func (o *Outbox) retry(ctx context.Context, m *Message, attempt int, at time.Time, cause error) {
+	if err := o.q.Retry(ctx, m.ID, at); err != nil {
+		// The lease will run out and the message be claimed again, so the
+		// only cost is a later retry than planned.
+		o.logger.Error("rescheduling outbox message", zap.String("id", m.ID), zap.Error(err))
+	}
+	o.emit(Event{Kind: EventRetry, Message: m, Attempt: attempt, RetryAt: at, Err: cause})
+}
+
+func (o *Outbox) ack(ctx context.Context, id string) {
+	if err := o.q.Ack(ctx, id); err != nil {
+		// The message will be claimed again when its lease runs out and may
+		// then be sent twice; nothing better can be done here.
+		o.logger.Error("acknowledging outbox message", zap.String("id", id), zap.Error(err))
+	}
+}
+
+// emit logs the event and passes it on, without the message body.
+func (o *Outbox) emit(e Event) {
+	if e.Message != nil {
+		safe := *e.Message
+		safe.Text, safe.HTML = "", ""
+		e.Message = &safe
+	}
+	fields := []zap.Field{zap.Object("message", e.Message), zap.Int("attempt", e.Attempt)}
+	if e.Server != "" {
+		fields = append(fields, zap.String("server", e.Server))
+	}
+	switch e.Kind {
+	case EventSent:
+		o.logger.Info("mail sent", fields...)
+	case EventRetry:
+		o.logger.Warn("mail delayed", append(fields, zap.Time("retry_at", e.RetryAt), zap.Error(e.Err))...)
+	case EventAbandoned:
+		o.logger.Warn("mail abandoned", append(fields, zap.Error(e.Err))...)
+	case EventFailed:
+		o.logger.Error("mail failed", append(fields, zap.Error(e.Err))...)
+	}
+	o.events(e)
+}

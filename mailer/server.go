@@ -1,0 +1,393 @@
+package mailer
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/mail"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	gomail "github.com/wneessen/go-mail"
+)
+
+// TLSMode says how the connection to a mail server is protected.
+type TLSMode string
+
+const (
+	// TLSStartTLS connects in plain text and upgrades with STARTTLS; a server
+	// that does not offer STARTTLS is refused. It is the default.
+	TLSStartTLS TLSMode = "starttls"
+	// TLSImplicit speaks TLS from the first byte (SMTPS, usually port 465).
+	TLSImplicit TLSMode = "implicit"
+	// TLSNone sends in plain text. It is only accepted for a loopback host,
+	// because the mail carries sign-in links.
+	TLSNone TLSMode = "none"
+)
+
+// DefaultTimeout bounds one connection to one server (dial, TLS, auth and
+// the whole SMTP transaction) when ServerConfig.Timeout is zero.
+const DefaultTimeout = 15 * time.Second
+
+// ErrPermanent marks a delivery error that no retry can fix: the server
+// refused the message with a 5xx reply, or the message itself is unusable.
+// Sender implementations wrap it (fmt.Errorf("...: %w", ErrPermanent)) so the
+// outbox stops retrying; any other error is treated as temporary.
+var ErrPermanent = errors.New("permanent failure")
+
+// ServerConfig is one SMTP server that mail can leave through.
+type ServerConfig struct {
+	// Name identifies the server in Message.Servers, logs and events. When
+	// empty, NewSMTP uses the server's key in its map.
+	Name string
+	// Host is the server's host name or IP address. Required.
+	Host string
+	// Port defaults by TLS mode: 587 for starttls, 465 for implicit, 25 for none.
+	Port int
+	// TLS is the connection security; the default is TLSStartTLS.
+	TLS TLSMode
+	// Username and Password enable SMTP AUTH when Username is set; the
+	// strongest mechanism the server offers is picked.
+	Username string
+	Password string
+	// From is the sender, as an RFC 5322 address ("Gateway <noreply@example.com>").
+	// Its domain also names the Message-ID.
+	From string
+	// Timeout bounds one delivery attempt through this server; the default
+	// is DefaultTimeout.
+	Timeout time.Duration
+	// RootCAs verifies the server's certificate; nil means the system roots.
+	// Set it for a relay with a certificate from a private CA: certificate
+	// checks are never skipped.
+	RootCAs *x509.CertPool
+}
+
+// defaultPorts holds the port each TLS mode uses when none is configured.
+var defaultPorts = map[TLSMode]int{TLSStartTLS: 587, TLSImplicit: 465, TLSNone: 25}
+
+// withDefaults fills in what Validate documents as defaults. Validate has a
+// value receiver (it only checks), so defaults are applied on a copy.
+func (c ServerConfig) withDefaults() ServerConfig {
+	if c.TLS == "" {
+		c.TLS = TLSStartTLS
+	}
+	if c.Port == 0 {
+		c.Port = defaultPorts[c.TLS]
+	}
+	if c.Timeout == 0 {
+		c.Timeout = DefaultTimeout
+	}
+	return c
+}
+
+// Validate reports the first problem in the configuration, naming the
+// offending field so that it can be shown at config load. Zero values that
+// have defaults are accepted.
+func (c ServerConfig) Validate() error {
+	c = c.withDefaults()
+	fail := func(field, format string, args ...any) error {
+		return fmt.Errorf("mailer: server %q: %s: %s", c.Name, field, fmt.Sprintf(format, args...))
+	}
+	if strings.TrimSpace(c.Host) == "" {
+		return fail("host", "is required")
+	}
+	if strings.ContainsAny(c.Host, " /:@") && net.ParseIP(c.Host) == nil {
+		return fail("host", "%q is not a host name or IP address", c.Host)
+	}
+	if _, ok := defaultPorts[c.TLS]; !ok {
+		return fail("tls", "%q is not one of starttls, implicit, none", c.TLS)
+	}
+	if c.TLS == TLSNone && !isLoopback(c.Host) {
+		return fail("tls", "none sends sign-in links in clear text, so it is only allowed for localhost or a loopback IP, not %q", c.Host)
+	}
+	if c.Port < 1 || c.Port > 65535 {
+		return fail("port", "%d is out of range 1-65535", c.Port)
+	}
+	if c.From == "" {
+		return fail("from", "is required")
+	}
+	if _, err := fromDomain(c.From); err != nil {
+		return fail("from", "%v", err)
+	}
+	if c.Username == "" && c.Password != "" {
+		return fail("username", "is required when a password is set")
+	}
+	if c.Username != "" && c.Password == "" {
+		// An unset {env.X} expands to nothing; failing here beats an
+		// authentication error on every mail.
+		return fail("password", "is empty while username %q is set", c.Username)
+	}
+	if c.Timeout < 0 {
+		return fail("timeout", "%s is negative", c.Timeout)
+	}
+	return nil
+}
+
+// isLoopback reports whether host can only reach this machine.
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// fromDomain parses a From value and returns the domain of its address.
+func fromDomain(from string) (string, error) {
+	addr, err := mail.ParseAddress(from)
+	if err != nil {
+		return "", fmt.Errorf("%q is not an email address: %w", from, err)
+	}
+	at := strings.LastIndexByte(addr.Address, '@')
+	if at < 0 || at == len(addr.Address)-1 {
+		return "", fmt.Errorf("%q has no domain", from)
+	}
+	return addr.Address[at+1:], nil
+}
+
+// downFor is how long a server that could not be reached is tried after the
+// healthy ones. Without it every message would wait out a dead primary's
+// connect timeout before failing over.
+const downFor = 30 * time.Second
+
+// SMTP is a Sender that delivers through a set of named SMTP servers,
+// trying a message's servers in order and failing over on temporary errors.
+// It is safe for concurrent use.
+type SMTP struct {
+	servers map[string]*smtpServer
+
+	now       func() time.Time
+	mu        sync.Mutex
+	downUntil map[string]time.Time
+}
+
+// smtpServer is one configured server with its ready-made go-mail client.
+type smtpServer struct {
+	cfg    ServerConfig
+	domain string
+	client *gomail.Client
+}
+
+// NewSMTP validates every server and prepares a client for each. It does no
+// network I/O, so it is safe to call while provisioning a config.
+func NewSMTP(cfgs map[string]ServerConfig) (*SMTP, error) {
+	s := &SMTP{
+		servers:   make(map[string]*smtpServer, len(cfgs)),
+		now:       time.Now,
+		downUntil: make(map[string]time.Time),
+	}
+	// Sorted so that the error for a broken config is the same on every load.
+	names := make([]string, 0, len(cfgs))
+	for name := range cfgs {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		cfg := cfgs[name]
+		if cfg.Name == "" {
+			cfg.Name = name
+		}
+		if cfg.Name != name {
+			return nil, fmt.Errorf("mailer: server %q: name: %q differs from its key", name, cfg.Name)
+		}
+		if err := cfg.Validate(); err != nil {
+			return nil, err
+		}
+		cfg = cfg.withDefaults()
+		client, err := newClient(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("mailer: smtp %s: %w", name, err)
+		}
+		domain, _ := fromDomain(cfg.From) // checked by Validate
+		s.servers[name] = &smtpServer{cfg: cfg, domain: domain, client: client}
+	}
+	return s, nil
+}
+
+// newClient builds the go-mail client for a validated config.
+func newClient(cfg ServerConfig) (*gomail.Client, error) {
+	opts := []gomail.Option{
+		gomail.WithPort(cfg.Port),
+		gomail.WithTimeout(cfg.Timeout),
+		gomail.WithTLSConfig(&tls.Config{ServerName: cfg.Host, MinVersion: tls.VersionTLS12, RootCAs: cfg.RootCAs}),
+	}
+	switch cfg.TLS {
+	case TLSStartTLS:
+		opts = append(opts, gomail.WithTLSPolicy(gomail.TLSMandatory))
+	case TLSImplicit:
+		opts = append(opts, gomail.WithSSL())
+	case TLSNone:
+		opts = append(opts, gomail.WithTLSPolicy(gomail.NoTLS))
+	}
+	if cfg.Username != "" {
+		// Auto-discovery picks the strongest mechanism the server offers and
+		// refuses plain-text mechanisms over an unencrypted connection.
+		opts = append(opts,
+			gomail.WithSMTPAuth(gomail.SMTPAuthAutoDiscover),
+			gomail.WithUsername(cfg.Username),
+			gomail.WithPassword(cfg.Password),
+		)
+	}
+	return gomail.NewClient(cfg.Host, opts...)
+}
+
+// Send delivers m through the first of m.Servers that accepts it and
+// returns that server's name. A server that cannot be reached or answers
+// with a temporary (4xx) error is skipped for the next one; a permanent
+// refusal is returned at once, wrapping ErrPermanent, because another server
+// would refuse the same message. Servers that failed recently are tried
+// after the others.
+func (s *SMTP) Send(ctx context.Context, m *Message) (string, error) {
+	order, err := s.order(m)
+	if err != nil {
+		return "", err
+	}
+	var errs []error
+	for _, srv := range order {
+		if err := ctx.Err(); err != nil {
+			errs = append(errs, err)
+			break
+		}
+		err := s.sendVia(ctx, srv, m)
+		if err == nil {
+			s.markUp(srv.cfg.Name)
+			return srv.cfg.Name, nil
+		}
+		if errors.Is(err, ErrPermanent) {
+			return srv.cfg.Name, err
+		}
+		s.markDown(srv.cfg.Name)
+		errs = append(errs, err)
+	}
+	return "", errors.Join(errs...)
+}
+
+// order resolves m.Servers to configured servers, healthy ones first, each
+// group in the message's order of preference.
+func (s *SMTP) order(m *Message) ([]*smtpServer, error) {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var up, down []*smtpServer
+	var unknown []string
+	for _, name := range m.Servers {
+		srv, ok := s.servers[name]
+		if !ok {
+			// A reload may have renamed a server while the message waited;
+			// the others in its list can still carry it.
+			unknown = append(unknown, name)
+			continue
+		}
+		if now.Before(s.downUntil[name]) {
+			down = append(down, srv)
+		} else {
+			up = append(up, srv)
+		}
+	}
+	if len(up)+len(down) == 0 {
+		return nil, fmt.Errorf("mailer: message %s: no configured mail server among %q: %w", m.ID, unknown, ErrPermanent)
+	}
+	return append(up, down...), nil
+}
+
+func (s *SMTP) markDown(name string) {
+	s.mu.Lock()
+	s.downUntil[name] = s.now().Add(downFor)
+	s.mu.Unlock()
+}
+
+func (s *SMTP) markUp(name string) {
+	s.mu.Lock()
+	delete(s.downUntil, name)
+	s.mu.Unlock()
+}
+
+// sendVia makes one delivery attempt through one server and classifies the
+// result: nil, an error wrapping ErrPermanent, or a temporary error.
+func (s *SMTP) sendVia(ctx context.Context, srv *smtpServer, m *Message) error {
+	name := srv.cfg.Name
+	msg, err := buildMsg(srv, m, s.now())
+	if err != nil {
+		return fmt.Errorf("mailer: smtp %s: %w: %w", name, ErrPermanent, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, srv.cfg.Timeout)
+	defer cancel()
+	err = srv.client.DialAndSendWithContext(ctx, msg)
+	if err == nil || msg.IsDelivered() {
+		// A failing RSET or QUIT after the server accepted the data must not
+		// count as a failure: a retry would deliver a second login mail.
+		return nil
+	}
+	var sendErr *gomail.SendError
+	if errors.As(err, &sendErr) && isPermanent(sendErr) {
+		return fmt.Errorf("mailer: smtp %s: %w: %w", name, ErrPermanent, err)
+	}
+	// Everything else is a dial, TLS, EHLO or AUTH failure (no SendError), a
+	// 4xx reply, or a connection lost mid-transaction: another server or a
+	// later attempt may succeed.
+	return fmt.Errorf("mailer: smtp %s: %w", name, err)
+}
+
+// isPermanent reports whether a send error is the server's final word on
+// this message rather than a problem with the connection.
+func isPermanent(e *gomail.SendError) bool {
+	if e.IsTemp() {
+		return false
+	}
+	switch e.Reason {
+	case gomail.ErrGetSender, gomail.ErrGetRcpts, gomail.ErrNoUnencoded:
+		return true
+	}
+	code := e.ErrorCode()
+	return code >= 500 && code < 600
+}
+
+// buildMsg turns a Message into a go-mail message sent from srv. MIME
+// encoding is go-mail's job; this only sets content and headers.
+func buildMsg(srv *smtpServer, m *Message, now time.Time) (*gomail.Msg, error) {
+	msg := gomail.NewMsg(gomail.WithNoDefaultUserAgent())
+	if err := msg.From(srv.cfg.From); err != nil {
+		return nil, fmt.Errorf("from: %w", err)
+	}
+	if err := msg.To(m.To); err != nil {
+		return nil, fmt.Errorf("to: %w", err)
+	}
+	msg.Subject(m.Subject)
+	msg.SetMessageIDWithValue(messageIDLocal(m.ID) + "@" + srv.domain)
+	msg.SetDateWithValue(now)
+	// RFC 3834: tells auto-responders (out-of-office) not to answer.
+	msg.SetGenHeader(gomail.Header("Auto-Submitted"), "auto-generated")
+	msg.SetBodyString(gomail.TypeTextPlain, m.Text)
+	if m.HTML != "" {
+		msg.AddAlternativeString(gomail.TypeTextHTML, m.HTML)
+	}
+	return msg, nil
+}
+
+// messageIDLocal keeps the characters of id that are valid in a Message-ID's
+// dot-atom left part, so that the header stays well-formed whatever ids the
+// caller picks. The same id gives the same Message-ID on every retry, which
+// lets receivers drop duplicates.
+func messageIDLocal(id string) string {
+	var b strings.Builder
+	for _, r := range id {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9',
+			strings.ContainsRune("!#$%&'*+-/=?^_`{|}~.", r):
+			b.WriteRune(r)
+		}
+	}
+	local := strings.Trim(b.String(), ".")
+	if local == "" {
+		local = "mailauth"
+	}
+	return local
+}
+
+// Interface guards
+var _ Sender = (*SMTP)(nil)
