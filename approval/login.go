@@ -1,0 +1,80 @@
+package approval
+
+import "time"
+
+// State is where a login stands.
+type State string
+
+// A login moves pending → approved | denied | expired, then approved →
+// completed once the waiting browser has collected its session. Expired is
+// derived from the clock, never written, so nothing has to sweep the store.
+const (
+	StatePending   State = "pending"
+	StateApproved  State = "approved"
+	StateDenied    State = "denied"
+	StateExpired   State = "expired"
+	StateCompleted State = "completed"
+)
+
+// Login is one pending request to sign in, as kept in the store.
+type Login struct {
+	// ID names the login in store keys; it is not secret.
+	ID string `json:"id"`
+	// PendingHash is the hash of the secret held in the starting browser's
+	// pending cookie. Only that browser can watch and complete the login.
+	PendingHash string `json:"pending_hash"`
+	// Reference is the short code shown to the user for support.
+	Reference string `json:"reference"`
+	// Profile is the name of the profile that runs the approval.
+	Profile string `json:"profile"`
+	// Input is what the user typed.
+	Input string `json:"input"`
+	// Username, Name and Email are filled in once the directory lookup
+	// has found the user; they stay empty for an unknown input.
+	Username string `json:"username,omitempty"`
+	Name     string `json:"name,omitempty"`
+	Email    string `json:"email,omitempty"`
+	// App is the host name of the protected site.
+	App string `json:"app"`
+	// ReturnURL is the site-relative path to go to after sign-in.
+	ReturnURL string `json:"return_url"`
+	// ClientIP and UserAgent describe the browser that asked.
+	ClientIP  string `json:"client_ip"`
+	UserAgent string `json:"user_agent"`
+	// CreatedAt is when the login started; ExpiresAt is when its link dies.
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+	// State is the stored state; see EffectiveState.
+	State State `json:"state"`
+	// DecidedAt is when the login was approved or denied.
+	DecidedAt time.Time `json:"decided_at,omitzero"`
+}
+
+// EffectiveState is the state with expiry applied: a pending login past its
+// expiry is expired.
+func (l *Login) EffectiveState(now time.Time) State {
+	if l.State == StatePending && !now.Before(l.ExpiresAt) {
+		return StateExpired
+	}
+	return l.State
+}
+
+// linkRecord is what a link token's hash points to.
+type linkRecord struct {
+	LoginID string `json:"login_id"`
+	Action  string `json:"action"`
+}
+
+// Link actions. A token is bound to one login and one action.
+const actionApprove = "approve"
+
+// Store key prefixes.
+const (
+	loginPrefix = "login/"
+	tokenPrefix = "token/"
+)
+
+// loginGrace is how long a login outlives its link, so a waiting browser
+// can still learn that it expired, or collect an approval made at the last
+// second.
+const loginGrace = time.Hour

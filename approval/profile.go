@@ -1,0 +1,43 @@
+package approval
+
+import (
+	"time"
+
+	"github.com/mailauth/caddy-mailauth/directory"
+	"github.com/mailauth/caddy-mailauth/mailer"
+)
+
+// ProfileType says who approves a login.
+type ProfileType string
+
+// Profile types.
+const (
+	// TypeUser: the user approves their own login from a link in their mail.
+	TypeUser ProfileType = "user"
+	// TypeManager: the user's manager approves or denies the login.
+	TypeManager ProfileType = "manager"
+)
+
+// Profile is how approval runs for the logins it is chosen for.
+type Profile struct {
+	// Name is the profile's configured name.
+	Name string
+	// Type says who approves.
+	Type ProfileType
+	// Server is the base URL that links in mail start with, such as
+	// "https://apps.example.com". It comes from configuration and never
+	// from a request, so a forged Host header cannot redirect a link.
+	Server string
+	// LinkExpiration is how long a link works after the login started.
+	LinkExpiration time.Duration
+	// MailServers names the mail servers to send through, in order.
+	MailServers []string
+	// Directories are tried in order to find the user.
+	Directories []directory.Directory
+	// Templates render the approval mail.
+	Templates *mailer.Templates
+}
+
+// VerifyPath is the site path of the link landing page. Links are
+// Server + VerifyPath + "?token=…".
+const VerifyPath = "/.mailauth/verify"

@@ -1,0 +1,601 @@
+// Package approval is the core of caddy-mailauth: the login state machine,
+// link tokens, session cookies and the audit trail. It knows nothing of
+// Caddy; the caddymodule package translates configuration and HTTP into
+// calls on a Service.
+package approval
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"go.uber.org/zap"
+
+	"github.com/mailauth/caddy-mailauth/directory"
+	"github.com/mailauth/caddy-mailauth/mailer"
+	"github.com/mailauth/caddy-mailauth/store"
+)
+
+// Errors the HTTP layer turns into pages.
+var (
+	// ErrBadInput: the login form's identity field is empty or malformed.
+	ErrBadInput = errors.New("approval: enter a username or email address")
+	// ErrUnknownProfile: the caller named a profile that does not exist.
+	ErrUnknownProfile = errors.New("approval: unknown profile")
+	// ErrLoginNotFound: no login matches the pending cookie (it is wrong,
+	// or the login is long gone).
+	ErrLoginNotFound = errors.New("approval: login not found")
+	// ErrLinkInvalid: the link token is malformed, used or expired.
+	ErrLinkInvalid = errors.New("approval: link invalid, used or expired")
+	// ErrLoginExpired: the login ran out of time before it was approved.
+	ErrLoginExpired = errors.New("approval: login expired")
+	// ErrAlreadyDecided: the login was approved or denied already.
+	ErrAlreadyDecided = errors.New("approval: login already decided")
+	// ErrNotApproved: the login is still pending, so there is no session
+	// to collect yet.
+	ErrNotApproved = errors.New("approval: login not approved")
+)
+
+// MailQueue is where the Service puts mail. It must persist the message
+// before returning and never wait on a mail server.
+type MailQueue interface {
+	Enqueue(ctx context.Context, m *mailer.Message) error
+}
+
+// Config is what a Service is built from.
+type Config struct {
+	// Store keeps logins and link tokens.
+	Store store.Store
+	// Mail queues outgoing mail.
+	Mail MailQueue
+	// Profiles by name.
+	Profiles map[string]*Profile
+	// Codec signs session cookies.
+	Codec *SessionCodec
+	// SessionLifetime is how long a session lasts.
+	SessionLifetime time.Duration
+	// Audit records events; nil discards them.
+	Audit *Auditor
+	// Logger takes diagnostics that are not audit events.
+	Logger *zap.Logger
+	// LookupTimeout bounds the directory lookup of one login.
+	LookupTimeout time.Duration
+	// Now and Rand default to the real clock and crypto/rand; tests
+	// replace them.
+	Now  func() time.Time
+	Rand io.Reader
+}
+
+// Service runs logins. It is safe for concurrent use.
+type Service struct {
+	cfg    Config
+	audit  *Auditor
+	now    func() time.Time
+	rand   io.Reader
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+// NewService checks cfg and returns a Service. Close it to stop the
+// background work of logins still being dispatched.
+func NewService(cfg Config) (*Service, error) {
+	if cfg.Store == nil || cfg.Mail == nil || cfg.Codec == nil {
+		return nil, errors.New("approval: store, mail queue and session codec are required")
+	}
+	if cfg.SessionLifetime <= 0 {
+		return nil, errors.New("approval: session lifetime must be positive")
+	}
+	for name, p := range cfg.Profiles {
+		if p.Templates == nil || p.LinkExpiration <= 0 || p.Server == "" {
+			return nil, fmt.Errorf("approval: profile %q is incomplete", name)
+		}
+	}
+	s := &Service{cfg: cfg, audit: cfg.Audit, now: cfg.Now, rand: cfg.Rand}
+	if s.audit == nil {
+		s.audit = NewAuditor(nil)
+	}
+	if s.cfg.Logger == nil {
+		s.cfg.Logger = zap.NewNop()
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.rand == nil {
+		s.rand = rand.Reader
+	}
+	if s.cfg.LookupTimeout <= 0 {
+		s.cfg.LookupTimeout = 10 * time.Second
+	}
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	return s, nil
+}
+
+// Close stops background dispatch and waits for it.
+func (s *Service) Close() {
+	s.cancel()
+	s.wg.Wait()
+}
+
+// Wait blocks until every login started so far has been dispatched: its
+// user looked up and its mail queued. Tests and benchmarks use it.
+func (s *Service) Wait() { s.wg.Wait() }
+
+// Profile returns the named profile, or nil.
+func (s *Service) Profile(name string) *Profile { return s.cfg.Profiles[name] }
+
+// StartRequest is a login form submission with what is known of the
+// browser that sent it.
+type StartRequest struct {
+	Profile   string
+	Input     string
+	ReturnURL string
+	App       string
+	ClientIP  string
+	UserAgent string
+}
+
+// Started is what the browser that started a login gets to keep.
+type Started struct {
+	// Pending is the pending-login cookie value: it names the login and
+	// proves that this browser started it.
+	Pending string
+	// Reference is the support reference.
+	Reference string
+	// ExpiresAt is when the link will stop working.
+	ExpiresAt time.Time
+}
+
+// maxInput bounds the identity field; an email address is at most 254.
+const maxInput = 254
+
+// Start begins a login. Its answer depends only on the input's shape, never
+// on whether the user exists: the directory lookup and the mail run in the
+// background after the answer is decided, so neither the response nor its
+// timing reveals who has an account.
+func (s *Service) Start(ctx context.Context, req StartRequest) (*Started, error) {
+	input := strings.TrimSpace(req.Input)
+	if input == "" || len(input) > maxInput || !utf8.ValidString(input) || strings.IndexFunc(input, unicode.IsControl) >= 0 {
+		return nil, ErrBadInput
+	}
+	p := s.cfg.Profiles[req.Profile]
+	if p == nil {
+		return nil, fmt.Errorf("%w %q", ErrUnknownProfile, req.Profile)
+	}
+	id, err := newSecret(s.rand, 16)
+	if err != nil {
+		return nil, err
+	}
+	secret, err := newSecret(s.rand, tokenBytes)
+	if err != nil {
+		return nil, err
+	}
+	ref, err := newReference(s.rand)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	l := &Login{
+		ID:          id,
+		PendingHash: hashSecret(secret),
+		Reference:   ref,
+		Profile:     p.Name,
+		Input:       input,
+		App:         req.App,
+		ReturnURL:   SafeReturnURL(req.ReturnURL),
+		ClientIP:    req.ClientIP,
+		UserAgent:   truncate(req.UserAgent, 512),
+		CreatedAt:   now,
+		ExpiresAt:   now.Add(p.LinkExpiration),
+		State:       StatePending,
+	}
+	if err := s.putLogin(ctx, l, p.LinkExpiration+loginGrace); err != nil {
+		return nil, err
+	}
+	s.audit.Record(EventLoginStarted, l)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.dispatch(l, p)
+	}()
+	return &Started{Pending: id + "." + secret, Reference: ref, ExpiresAt: l.ExpiresAt}, nil
+}
+
+// dispatch finds the user and queues the approval mail. Failures are
+// audited, not returned: the browser already has its answer.
+func (s *Service) dispatch(l *Login, p *Profile) {
+	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.LookupTimeout)
+	defer cancel()
+	id, err := directory.Lookup(ctx, p.Directories, l.Input)
+	if err != nil {
+		if errors.Is(err, directory.ErrNotFound) {
+			s.audit.Record(EventUserUnknown, l)
+		} else {
+			s.audit.Record(EventDirectoryError, l, zap.Error(err))
+		}
+		return
+	}
+	token, err := newSecret(s.rand, tokenBytes)
+	if err != nil {
+		s.cfg.Logger.Error("dispatching login", zap.String("reference", l.Reference), zap.Error(err))
+		return
+	}
+	ttl := l.ExpiresAt.Sub(s.now())
+	if ttl <= 0 {
+		return
+	}
+	rec, _ := json.Marshal(linkRecord{LoginID: l.ID, Action: actionApprove})
+	if err := s.cfg.Store.Put(ctx, tokenPrefix+hashSecret(token), rec, ttl); err != nil {
+		s.audit.Record(EventMailFailed, l, zap.String("reason", "store"), zap.Error(err))
+		return
+	}
+	err = s.updateLogin(ctx, l.ID, func(cur *Login) error {
+		cur.Username, cur.Name, cur.Email = id.Username, id.Name, id.Email
+		return nil
+	})
+	if err != nil {
+		s.audit.Record(EventMailFailed, l, zap.String("reason", "store"), zap.Error(err))
+		return
+	}
+	l.Username, l.Name, l.Email = id.Username, id.Name, id.Email
+	msg, err := s.renderApprovalMail(l, p, token)
+	if err != nil {
+		s.audit.Record(EventMailFailed, l, zap.String("reason", "template"), zap.Error(err))
+		return
+	}
+	if err := s.cfg.Mail.Enqueue(ctx, msg); err != nil {
+		s.audit.Record(EventMailFailed, l, zap.String("reason", "outbox"), zap.Error(err))
+		return
+	}
+	s.audit.Record(EventMailQueued, l, zap.String("to", msg.To), zap.String("message_id", msg.ID))
+}
+
+func (s *Service) renderApprovalMail(l *Login, p *Profile, token string) (*mailer.Message, error) {
+	data := mailer.TemplateData{
+		Link:        strings.TrimRight(p.Server, "/") + VerifyPath + "?token=" + token,
+		User:        mailer.TemplateUser{Name: l.Name, Username: l.Username, Email: l.Email},
+		App:         l.App,
+		ClientIP:    l.ClientIP,
+		Browser:     DescribeBrowser(l.UserAgent),
+		RequestedAt: l.CreatedAt,
+		ExpiresAt:   l.ExpiresAt,
+		ExpiresIn:   HumanDuration(l.ExpiresAt.Sub(l.CreatedAt)),
+		Reference:   l.Reference,
+	}
+	subject, text, html, err := p.Templates.Render(data)
+	if err != nil {
+		return nil, err
+	}
+	mid, err := newSecret(s.rand, 16)
+	if err != nil {
+		return nil, err
+	}
+	return &mailer.Message{
+		ID:        mid,
+		Servers:   p.MailServers,
+		To:        l.Email,
+		Subject:   subject,
+		Text:      text,
+		HTML:      html,
+		ExpiresAt: l.ExpiresAt,
+		Reference: l.Reference,
+	}, nil
+}
+
+// LoginView is what the waiting page may show about a login.
+type LoginView struct {
+	Reference string
+	State     State
+	App       string
+	ReturnURL string
+	CreatedAt time.Time
+	ExpiresAt time.Time
+}
+
+// Watch returns the state of the login that the pending cookie names, as
+// long as the cookie proves that its holder started it.
+func (s *Service) Watch(ctx context.Context, pending string) (*LoginView, error) {
+	l, err := s.pendingLogin(ctx, pending)
+	if err != nil {
+		return nil, err
+	}
+	return s.view(l), nil
+}
+
+func (s *Service) view(l *Login) *LoginView {
+	return &LoginView{
+		Reference: l.Reference,
+		State:     l.EffectiveState(s.now()),
+		App:       l.App,
+		ReturnURL: l.ReturnURL,
+		CreatedAt: l.CreatedAt,
+		ExpiresAt: l.ExpiresAt,
+	}
+}
+
+// LinkView is what the link landing page shows about the login that a link
+// approves, so the person who opened it can tell whether they asked.
+type LinkView struct {
+	Reference   string
+	User        string
+	App         string
+	ClientIP    string
+	Browser     string
+	RequestedAt time.Time
+	ExpiresAt   time.Time
+	State       State
+}
+
+// OpenLink shows what a link would approve without changing anything: mail
+// scanners open links, and a GET must not burn them.
+func (s *Service) OpenLink(ctx context.Context, token, clientIP, userAgent string) (*LinkView, error) {
+	if !validSecret(token) {
+		return nil, ErrLinkInvalid
+	}
+	raw, err := s.cfg.Store.Get(ctx, tokenPrefix+hashSecret(token))
+	if errors.Is(err, store.ErrNotFound) {
+		s.audit.Record(EventLinkRejected, nil, zap.String("client_ip", clientIP), zap.String("reason", "unknown or used token"))
+		return nil, ErrLinkInvalid
+	}
+	if err != nil {
+		return nil, err
+	}
+	l, err := s.loginForLink(ctx, raw)
+	if err != nil {
+		return nil, err
+	}
+	s.audit.Record(EventLinkOpened, l, zap.String("opener_ip", clientIP), zap.String("opener_user_agent", truncate(userAgent, 512)))
+	return s.linkView(l), nil
+}
+
+// ConfirmLink redeems a link: the token is taken from the store, so it
+// works once, and the login becomes approved.
+func (s *Service) ConfirmLink(ctx context.Context, token, clientIP, userAgent string) (*LinkView, error) {
+	if !validSecret(token) {
+		return nil, ErrLinkInvalid
+	}
+	raw, err := s.cfg.Store.Take(ctx, tokenPrefix+hashSecret(token))
+	if errors.Is(err, store.ErrNotFound) {
+		s.audit.Record(EventLinkRejected, nil, zap.String("client_ip", clientIP), zap.String("reason", "unknown or used token"))
+		return nil, ErrLinkInvalid
+	}
+	if err != nil {
+		return nil, err
+	}
+	l, err := s.loginForLink(ctx, raw)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	err = s.updateLogin(ctx, l.ID, func(cur *Login) error {
+		switch cur.EffectiveState(now) {
+		case StatePending:
+			cur.State, cur.DecidedAt = StateApproved, now
+			return nil
+		case StateExpired:
+			return ErrLoginExpired
+		default:
+			return ErrAlreadyDecided
+		}
+	})
+	if err != nil {
+		if errors.Is(err, ErrLoginExpired) || errors.Is(err, ErrAlreadyDecided) {
+			s.audit.Record(EventLinkRejected, l, zap.String("reason", err.Error()), zap.String("decider_ip", clientIP))
+		}
+		return nil, err
+	}
+	l.State, l.DecidedAt = StateApproved, now
+	s.audit.Record(EventApproved, l, zap.String("decider", l.Email), zap.String("decider_ip", clientIP), zap.String("decider_user_agent", truncate(userAgent, 512)))
+	return s.linkView(l), nil
+}
+
+func (s *Service) loginForLink(ctx context.Context, raw []byte) (*Login, error) {
+	var rec linkRecord
+	if err := json.Unmarshal(raw, &rec); err != nil || rec.Action != actionApprove {
+		return nil, ErrLinkInvalid
+	}
+	l, err := s.getLogin(ctx, rec.LoginID)
+	if errors.Is(err, ErrLoginNotFound) {
+		return nil, ErrLinkInvalid
+	}
+	return l, err
+}
+
+func (s *Service) linkView(l *Login) *LinkView {
+	user := l.Name
+	if user == "" {
+		user = l.Username
+	}
+	return &LinkView{
+		Reference:   l.Reference,
+		User:        user,
+		App:         l.App,
+		ClientIP:    l.ClientIP,
+		Browser:     DescribeBrowser(l.UserAgent),
+		RequestedAt: l.CreatedAt,
+		ExpiresAt:   l.ExpiresAt,
+		State:       l.EffectiveState(s.now()),
+	}
+}
+
+// Completed is a session handed to the browser that started the login.
+type Completed struct {
+	// Cookie is the signed session cookie value.
+	Cookie string
+	// Session is what the cookie holds.
+	Session Session
+	// ReturnURL is where the browser goes next.
+	ReturnURL string
+}
+
+// Complete hands the session of an approved login to the browser holding
+// its pending cookie, once: the login becomes completed.
+func (s *Service) Complete(ctx context.Context, pending, clientIP string) (*Completed, error) {
+	l, err := s.pendingLogin(ctx, pending)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	err = s.updateLogin(ctx, l.ID, func(cur *Login) error {
+		switch cur.EffectiveState(now) {
+		case StateApproved:
+			cur.State = StateCompleted
+			return nil
+		case StatePending:
+			return ErrNotApproved
+		case StateExpired:
+			return ErrLoginExpired
+		default:
+			return ErrAlreadyDecided
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	c := &Completed{ReturnURL: l.ReturnURL}
+	if _, err := io.ReadFull(s.rand, c.Session.ID[:]); err != nil {
+		return nil, fmt.Errorf("approval: reading randomness: %w", err)
+	}
+	c.Session.User, c.Session.Email, c.Session.Profile = l.Username, l.Email, l.Profile
+	c.Session.IssuedAt = now.Unix()
+	c.Session.ExpiresAt = now.Add(s.cfg.SessionLifetime).Unix()
+	c.Cookie, err = s.cfg.Codec.Encode(&c.Session)
+	if err != nil {
+		return nil, err
+	}
+	s.audit.Record(EventSessionIssued, l, zap.String("session", fmt.Sprintf("%x", c.Session.ID[:8])), zap.Time("session_expires", time.Unix(c.Session.ExpiresAt, 0)), zap.String("collector_ip", clientIP))
+	return c, nil
+}
+
+// VerifySession checks a session cookie value. It does no store I/O.
+func (s *Service) VerifySession(value string, sess *Session) error {
+	return s.cfg.Codec.Decode(value, s.now(), sess)
+}
+
+// Logout records the end of a session. The cookie itself is cleared by the
+// caller.
+func (s *Service) Logout(sess *Session, site, clientIP, userAgent string) {
+	s.audit.Record(EventLogout, &Login{Username: sess.User, Profile: sess.Profile, App: site, ClientIP: clientIP, UserAgent: truncate(userAgent, 512)},
+		zap.String("session", fmt.Sprintf("%x", sess.ID[:8])))
+}
+
+// MailEvent turns outbox events into audit lines. Wire it as the outbox's
+// event callback.
+func (s *Service) MailEvent(ev mailer.Event) {
+	var kind Event
+	switch ev.Kind {
+	case mailer.EventSent:
+		kind = EventMailSent
+	case mailer.EventRetry:
+		kind = EventMailRetry
+	case mailer.EventAbandoned:
+		kind = EventMailAbandoned
+	default:
+		kind = EventMailFailed
+	}
+	fields := []zap.Field{zap.String("server", ev.Server), zap.Int("attempt", ev.Attempt)}
+	var l *Login
+	if ev.Message != nil {
+		l = &Login{Reference: ev.Message.Reference}
+		fields = append(fields, zap.String("to", ev.Message.To), zap.String("message_id", ev.Message.ID))
+	}
+	if ev.Err != nil {
+		fields = append(fields, zap.Error(ev.Err))
+	}
+	s.audit.Record(kind, l, fields...)
+}
+
+// pendingLogin finds the login a pending cookie names and checks that the
+// cookie's secret is the one its browser was given.
+func (s *Service) pendingLogin(ctx context.Context, pending string) (*Login, error) {
+	id, secret, ok := strings.Cut(pending, ".")
+	if !ok || id == "" || !validSecret(secret) {
+		return nil, ErrLoginNotFound
+	}
+	l, err := s.getLogin(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if !secretMatches(secret, l.PendingHash) {
+		return nil, ErrLoginNotFound
+	}
+	return l, nil
+}
+
+func (s *Service) getLogin(ctx context.Context, id string) (*Login, error) {
+	raw, err := s.cfg.Store.Get(ctx, loginPrefix+id)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, ErrLoginNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	var l Login
+	if err := json.Unmarshal(raw, &l); err != nil {
+		return nil, fmt.Errorf("approval: login %s is corrupt: %w", id, err)
+	}
+	return &l, nil
+}
+
+func (s *Service) putLogin(ctx context.Context, l *Login, ttl time.Duration) error {
+	raw, err := json.Marshal(l)
+	if err != nil {
+		return err
+	}
+	return s.cfg.Store.Put(ctx, loginPrefix+l.ID, raw, ttl)
+}
+
+// updateLogin applies fn to the stored login atomically.
+func (s *Service) updateLogin(ctx context.Context, id string, fn func(*Login) error) error {
+	err := s.cfg.Store.Update(ctx, loginPrefix+id, 0, func(cur []byte, found bool) ([]byte, error) {
+		if !found {
+			return nil, ErrLoginNotFound
+		}
+		var l Login
+		if err := json.Unmarshal(cur, &l); err != nil {
+			return nil, fmt.Errorf("approval: login %s is corrupt: %w", id, err)
+		}
+		if err := fn(&l); err != nil {
+			return nil, err
+		}
+		return json.Marshal(&l)
+	})
+	return err
+}
+
+// HumanDuration renders d for people: "15 minutes", "1 hour", "90 seconds".
+func HumanDuration(d time.Duration) string {
+	plural := func(n int64, unit string) string {
+		if n == 1 {
+			return "1 " + unit
+		}
+		return fmt.Sprintf("%d %ss", n, unit)
+	}
+	switch {
+	case d >= time.Hour && d%time.Hour == 0:
+		return plural(int64(d/time.Hour), "hour")
+	case d >= time.Minute:
+		return plural(int64((d+30*time.Second)/time.Minute), "minute")
+	default:
+		return plural(int64((d+time.Second/2)/time.Second), "second")
+	}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	// Cut on a rune boundary so the stored value stays valid UTF-8.
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}

@@ -1,0 +1,404 @@
+// Package caddymodule plugs caddy-mailauth into Caddy: the "mailauth" app
+// (a global option block) owns the store, mailer, directories and profiles,
+// and the "mailauth" HTTP handler (a site directive) protects routes with
+// them. The logic lives in the packages this one configures.
+package caddymodule
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"net/mail"
+	"net/url"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/mailauth/caddy-mailauth/approval"
+	"github.com/mailauth/caddy-mailauth/directory"
+	"github.com/mailauth/caddy-mailauth/mailer"
+	"github.com/mailauth/caddy-mailauth/store"
+)
+
+func init() {
+	caddy.RegisterModule(App{})
+}
+
+// Defaults.
+const (
+	defaultSessionLifetime = 8 * time.Hour
+	defaultLinkExpiration  = 15 * time.Minute
+	minAdvisedExpiration   = 5 * time.Minute
+	maxAdvisedExpiration   = 24 * time.Hour
+)
+
+// App is the "mailauth" app: the shared part of caddy-mailauth that every
+// site using the "mailauth" handler relies on. It is configured by the
+// global "mailauth" option block.
+type App struct {
+	// Store says where state is kept. Default: Badger under Caddy's data
+	// directory.
+	Store *StoreConfig `json:"store,omitempty"`
+	// SessionLifetime is how long a session cookie stays valid after
+	// sign-in. Default: 8h.
+	SessionLifetime caddy.Duration `json:"session_lifetime,omitempty"`
+	// CookieDomain, when set, scopes the session cookie to a parent domain
+	// (such as "example.com") so one sign-in covers its subdomains.
+	// Default: the cookie belongs to the exact host that set it.
+	CookieDomain string `json:"cookie_domain,omitempty"`
+	// MailServers are the SMTP servers, by name.
+	MailServers map[string]*MailServerConfig `json:"mail_servers,omitempty"`
+	// Directories are the sources of identities, by name.
+	Directories map[string]*DirectoryConfig `json:"directories,omitempty"`
+	// Profiles say how approval runs, by name. Sites pick one with
+	// default_profile.
+	Profiles map[string]*ProfileConfig `json:"profiles,omitempty"`
+
+	logger  *zap.Logger
+	storeID string
+	store   store.Store
+	outbox  *mailer.Outbox
+	service *approval.Service
+	stop    context.CancelFunc
+	stopped chan struct{}
+}
+
+// CaddyModule returns the Caddy module information.
+func (App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "mailauth",
+		New: func() caddy.Module { return new(App) },
+	}
+}
+
+// stores holds open stores across config reloads: a reload provisions the
+// new config before it cleans up the old one, and Badger refuses a second
+// open of the same directory.
+var stores = caddy.NewUsagePool()
+
+type pooledStore struct{ store.Store }
+
+func (p pooledStore) Destruct() error { return p.Close() }
+
+// Provision checks the configuration and builds the store, mailer,
+// directories, profiles and the approval service.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.logger = ctx.Logger()
+	repl := caddy.NewReplacer()
+	lifetime := time.Duration(a.SessionLifetime)
+	if lifetime == 0 {
+		lifetime = defaultSessionLifetime
+	}
+	if lifetime < 0 {
+		return errors.New("mailauth: session_lifetime must be positive")
+	}
+
+	servers, err := a.mailServers(repl)
+	if err != nil {
+		return err
+	}
+	dirs, err := a.directories()
+	if err != nil {
+		return err
+	}
+	profiles, err := a.profiles(servers, dirs)
+	if err != nil {
+		return err
+	}
+
+	if err := a.openStore(); err != nil {
+		return err
+	}
+	codec, err := a.sessionCodec(ctx)
+	if err != nil {
+		return err
+	}
+	audit := approval.NewAuditor(a.logger.Named("audit"))
+	smtp, err := mailer.NewSMTP(servers)
+	if err != nil {
+		return fmt.Errorf("mailauth: %w", err)
+	}
+	var svc *approval.Service
+	a.outbox = mailer.NewOutbox(a.store, smtp, a.logger.Named("mailer"), func(ev mailer.Event) { svc.MailEvent(ev) })
+	svc, err = approval.NewService(approval.Config{
+		Store:           a.store,
+		Mail:            a.outbox,
+		Profiles:        profiles,
+		Codec:           codec,
+		SessionLifetime: lifetime,
+		Audit:           audit,
+		Logger:          a.logger,
+	})
+	if err != nil {
+		return err
+	}
+	a.service = svc
+	return nil
+}
+
+func (a *App) mailServers(repl *caddy.Replacer) (map[string]mailer.ServerConfig, error) {
+	out := make(map[string]mailer.ServerConfig, len(a.MailServers))
+	for name, c := range a.MailServers {
+		if c == nil {
+			return nil, fmt.Errorf("mailauth: mail_server %q: empty", name)
+		}
+		sc := mailer.ServerConfig{
+			Name:     name,
+			Host:     c.Host,
+			Port:     c.Port,
+			TLS:      mailer.TLSMode(c.TLS),
+			Username: repl.ReplaceKnown(c.Username, ""),
+			Password: repl.ReplaceKnown(c.Password, ""),
+			From:     c.From,
+			Timeout:  time.Duration(c.Timeout),
+		}
+		if err := sc.Validate(); err != nil {
+			return nil, fmt.Errorf("mailauth: mail_server %q: %w", name, err)
+		}
+		out[name] = sc
+	}
+	return out, nil
+}
+
+func (a *App) directories() (map[string]directory.Directory, error) {
+	out := make(map[string]directory.Directory, len(a.Directories))
+	for name, c := range a.Directories {
+		if c == nil {
+			return nil, fmt.Errorf("mailauth: directory %q: empty", name)
+		}
+		switch c.Type {
+		case "local":
+			users := make([]directory.LocalUser, 0, len(c.Users))
+			for _, u := range c.Users {
+				users = append(users, directory.LocalUser{Username: u.Username, Name: u.Name, Email: u.Email, Sponsor: u.Sponsor, Attributes: u.Attributes})
+			}
+			d, err := directory.NewLocal(name, users)
+			if err != nil {
+				return nil, fmt.Errorf("mailauth: %w", err)
+			}
+			out[name] = d
+		case "":
+			return nil, fmt.Errorf("mailauth: directory %q: type is required (local)", name)
+		default:
+			return nil, fmt.Errorf("mailauth: directory %q: type %q is not supported (local)", name, c.Type)
+		}
+	}
+	return out, nil
+}
+
+func (a *App) profiles(servers map[string]mailer.ServerConfig, dirs map[string]directory.Directory) (map[string]*approval.Profile, error) {
+	if len(a.Profiles) == 0 {
+		return nil, errors.New("mailauth: no profile is configured; add a profile block")
+	}
+	out := make(map[string]*approval.Profile, len(a.Profiles))
+	for name, c := range a.Profiles {
+		if c == nil {
+			return nil, fmt.Errorf("mailauth: profile %q: empty", name)
+		}
+		field := func(f string, format string, args ...any) error {
+			return fmt.Errorf("mailauth: profile %q: %s: %s", name, f, fmt.Sprintf(format, args...))
+		}
+		p := &approval.Profile{Name: name, Type: approval.ProfileType(c.Type)}
+		switch p.Type {
+		case "":
+			p.Type = approval.TypeUser
+		case approval.TypeUser:
+		case approval.TypeManager:
+			return nil, field("type", "manager approval is not available in this version; use type user")
+		default:
+			return nil, field("type", "%q is not a profile type (user or manager)", c.Type)
+		}
+		if c.Server == "" {
+			return nil, field("server", "required: the base URL of links in mail, such as https://apps.example.com")
+		}
+		u, err := url.Parse(c.Server)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+			return nil, field("server", "%q must be an http or https URL with a host and no path, such as https://apps.example.com", c.Server)
+		}
+		p.Server = u.Scheme + "://" + u.Host
+		p.LinkExpiration = time.Duration(c.LinkExpiration)
+		if p.LinkExpiration == 0 {
+			p.LinkExpiration = defaultLinkExpiration
+		}
+		if p.LinkExpiration < 0 {
+			return nil, field("link_expiration", "must be positive")
+		}
+		if p.LinkExpiration < minAdvisedExpiration || p.LinkExpiration > maxAdvisedExpiration {
+			a.logger.Warn("link_expiration outside the recommended range: users need time to reach their inbox, and 15m to 30m is recommended",
+				zap.String("profile", name), zap.Duration("link_expiration", p.LinkExpiration))
+		}
+		p.MailServers = c.MailServers
+		if len(p.MailServers) == 0 {
+			if len(servers) != 1 {
+				return nil, field("mail_servers", "required when there is not exactly one mail_server")
+			}
+			for n := range servers {
+				p.MailServers = []string{n}
+			}
+		}
+		for _, s := range p.MailServers {
+			if _, ok := servers[s]; !ok {
+				return nil, field("mail_servers", "no mail_server named %q", s)
+			}
+		}
+		if len(c.Fallback) == 0 {
+			return nil, field("fallback", "required: name the directories that users come from")
+		}
+		for _, dn := range c.Fallback {
+			d, ok := dirs[dn]
+			if !ok {
+				return nil, field("fallback", "no directory named %q (have: %s)", dn, names(dirs))
+			}
+			p.Directories = append(p.Directories, d)
+		}
+		if c.Message != "" && c.MessageFile != "" {
+			return nil, field("message_file", "conflicts with message; set one")
+		}
+		text := c.Message
+		if c.MessageFile != "" {
+			b, err := os.ReadFile(c.MessageFile)
+			if err != nil {
+				return nil, field("message_file", "%v", err)
+			}
+			text = string(b)
+		}
+		p.Templates, err = mailer.ParseTemplates(c.Subject, text, "")
+		if err != nil {
+			return nil, field("subject/message", "%v", err)
+		}
+		out[name] = p
+	}
+	return out, nil
+}
+
+func (a *App) openStore() error {
+	sc := a.Store
+	if sc == nil {
+		sc = &StoreConfig{}
+	}
+	switch sc.Backend {
+	case "", "badger":
+	default:
+		return fmt.Errorf("mailauth: store: backend %q is not supported (badger)", sc.Backend)
+	}
+	dir := sc.Path
+	if dir == "" {
+		dir = filepath.Join(caddy.AppDataDir(), "mailauth")
+	}
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return fmt.Errorf("mailauth: store: path: %w", err)
+	}
+	id := "badger:" + dir
+	val, _, err := stores.LoadOrNew(id, func() (caddy.Destructor, error) {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, err
+		}
+		s, err := store.OpenBadger(store.BadgerOptions{Dir: dir}, a.logger.Named("store"))
+		if err != nil {
+			return nil, err
+		}
+		return pooledStore{s}, nil
+	})
+	if err != nil {
+		return fmt.Errorf("mailauth: store: opening %s: %w", dir, err)
+	}
+	a.storeID = id
+	a.store = val.(pooledStore).Store
+	return nil
+}
+
+// sessionKeyName is where the generated session signing key is kept, so
+// cookies stay valid across restarts and reloads.
+const sessionKeyName = "keys/session"
+
+func (a *App) sessionCodec(ctx context.Context) (*approval.SessionCodec, error) {
+	var key []byte
+	err := a.store.Update(ctx, sessionKeyName, 0, func(cur []byte, found bool) ([]byte, error) {
+		if found && len(cur) == approval.SessionKeySize {
+			key = cur
+			return cur, nil
+		}
+		key = make([]byte, approval.SessionKeySize)
+		if _, err := rand.Read(key); err != nil {
+			return nil, err
+		}
+		return key, nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("mailauth: loading the session key: %w", err)
+	}
+	return approval.NewSessionCodec(key)
+}
+
+// Start runs the outbox worker.
+func (a *App) Start() error {
+	ctx, cancel := context.WithCancel(context.Background())
+	a.stop = cancel
+	a.stopped = make(chan struct{})
+	go func() {
+		defer close(a.stopped)
+		a.outbox.Run(ctx)
+	}()
+	return nil
+}
+
+// Stop ends the outbox worker and waits for logins still being dispatched,
+// so no work of this config outlives it.
+func (a *App) Stop() error {
+	if a.stop != nil {
+		a.stop()
+		<-a.stopped
+	}
+	if a.service != nil {
+		a.service.Close()
+	}
+	return nil
+}
+
+// Cleanup releases the store; the last config using it closes it.
+func (a *App) Cleanup() error {
+	if a.storeID == "" {
+		return nil
+	}
+	_, err := stores.Delete(a.storeID)
+	a.storeID = ""
+	return err
+}
+
+func names[T any](m map[string]T) string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	if len(out) == 0 {
+		return "none"
+	}
+	s := ""
+	for i, n := range out {
+		if i > 0 {
+			s += ", "
+		}
+		s += n
+	}
+	return s
+}
+
+// validAddress reports whether s parses as a mail address.
+func validAddress(s string) bool {
+	_, err := mail.ParseAddress(s)
+	return err == nil
+}
+
+// Interface guards
+var (
+	_ caddy.App          = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
+)

@@ -1,0 +1,415 @@
+package caddymodule
+
+import (
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+func init() {
+	httpcaddyfile.RegisterGlobalOption("mailauth", parseGlobal)
+	httpcaddyfile.RegisterHandlerDirective("mailauth", parseHandler)
+	// Authentication belongs with Caddy's own basic_auth: after rewrites,
+	// before anything that serves or proxies.
+	httpcaddyfile.RegisterDirectiveOrder("mailauth", httpcaddyfile.After, "basic_auth")
+}
+
+// parseGlobal sets up the mailauth app from the global option block:
+//
+//	mailauth {
+//		store badger <dir>
+//		session_lifetime <duration>
+//		cookie_domain <domain>
+//		mail_server <name> {
+//			host <host>
+//			port <port>
+//			tls starttls|implicit|none
+//			username <user>
+//			password <password>
+//			from <address>
+//			timeout <duration>
+//		}
+//		directory <name> local {
+//			user <username> {
+//				name <display name>
+//				email <address>
+//				sponsor <address>
+//				attr <key> <value...>
+//			}
+//		}
+//		profile <name> {
+//			type user|manager
+//			server <base URL>
+//			subject <template>
+//			message <template>
+//			message_file <path>
+//			link_expiration <duration>
+//			mail_servers <name...>
+//			fallback <directory...>
+//		}
+//	}
+//
+// A name used twice, an unknown option, or a reference to a mail server or
+// directory that the block does not define is an error naming the line.
+func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
+	if existing != nil {
+		return nil, d.Err("the mailauth global option may appear only once")
+	}
+	app := &App{
+		MailServers: map[string]*MailServerConfig{},
+		Directories: map[string]*DirectoryConfig{},
+		Profiles:    map[string]*ProfileConfig{},
+	}
+	// Lines of references, checked once the whole block is read, since a
+	// profile may name a directory defined below it.
+	type ref struct {
+		profile, kind, name string
+		d                   caddyfile.Dispenser
+	}
+	var refs []ref
+	seen := map[string]bool{}
+	d.Next() // the option name
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		opt := d.Val()
+		once := func() error {
+			if seen[opt] {
+				return d.Errf("%s: set twice", opt)
+			}
+			seen[opt] = true
+			return nil
+		}
+		switch opt {
+		case "store":
+			if err := once(); err != nil {
+				return nil, err
+			}
+			args := d.RemainingArgs()
+			if len(args) == 0 || len(args) > 2 {
+				return nil, d.Errf("store: want 'store badger [<dir>]'")
+			}
+			if args[0] != "badger" {
+				return nil, d.Errf("store: backend %q is not supported (badger)", args[0])
+			}
+			app.Store = &StoreConfig{Backend: args[0]}
+			if len(args) == 2 {
+				app.Store.Path = args[1]
+			}
+		case "session_lifetime":
+			if err := once(); err != nil {
+				return nil, err
+			}
+			dur, err := durationArg(d, opt)
+			if err != nil {
+				return nil, err
+			}
+			app.SessionLifetime = dur
+		case "cookie_domain":
+			if err := once(); err != nil {
+				return nil, err
+			}
+			if !d.NextArg() || d.CountRemainingArgs() > 0 {
+				return nil, d.Errf("cookie_domain: want one domain")
+			}
+			app.CookieDomain = d.Val()
+		case "mail_server":
+			name, err := blockName(d, opt, app.MailServers)
+			if err != nil {
+				return nil, err
+			}
+			ms, err := parseMailServer(d)
+			if err != nil {
+				return nil, err
+			}
+			app.MailServers[name] = ms
+		case "directory":
+			name, err := blockName(d, opt, app.Directories, "local")
+			if err != nil {
+				return nil, err
+			}
+			dir, err := parseLocalDirectory(d, name)
+			if err != nil {
+				return nil, err
+			}
+			app.Directories[name] = dir
+		case "profile":
+			name, err := blockName(d, opt, app.Profiles)
+			if err != nil {
+				return nil, err
+			}
+			p := &ProfileConfig{}
+			nesting := d.Nesting()
+			fields := map[string]bool{}
+			for d.NextBlock(nesting) {
+				f := d.Val()
+				if fields[f] {
+					return nil, d.Errf("profile %q: %s: set twice", name, f)
+				}
+				fields[f] = true
+				switch f {
+				case "type", "server", "subject", "message", "message_file":
+					if !d.NextArg() || d.CountRemainingArgs() > 0 {
+						return nil, d.Errf("profile %q: %s: want one value", name, f)
+					}
+					v := d.Val()
+					switch f {
+					case "type":
+						if v != "user" && v != "manager" {
+							return nil, d.Errf("profile %q: type: %q is not a profile type (user or manager)", name, v)
+						}
+						p.Type = v
+					case "server":
+						p.Server = v
+					case "subject":
+						p.Subject = v
+					case "message":
+						p.Message = v
+					case "message_file":
+						p.MessageFile = v
+					}
+				case "link_expiration":
+					dur, err := durationArg(d, "profile "+strconv.Quote(name)+": link_expiration")
+					if err != nil {
+						return nil, err
+					}
+					p.LinkExpiration = dur
+				case "mail_servers", "fallback":
+					args := d.RemainingArgs()
+					if len(args) == 0 {
+						return nil, d.Errf("profile %q: %s: name at least one", name, f)
+					}
+					for _, a := range args {
+						refs = append(refs, ref{profile: name, kind: f, name: a, d: *d})
+					}
+					if f == "fallback" {
+						p.Fallback = args
+					} else {
+						p.MailServers = args
+					}
+				default:
+					return nil, d.Errf("profile %q: unknown option %q", name, f)
+				}
+			}
+			if p.Server == "" {
+				return nil, d.Errf("profile %q: server: required (the base URL of links in mail, such as https://apps.example.com)", name)
+			}
+			if !fields["fallback"] {
+				return nil, d.Errf("profile %q: fallback: required (the directories that users come from)", name)
+			}
+			app.Profiles[name] = p
+		default:
+			return nil, d.Errf("unknown mailauth option %q", opt)
+		}
+	}
+	for _, r := range refs {
+		ok := false
+		if r.kind == "fallback" {
+			_, ok = app.Directories[r.name]
+		} else {
+			_, ok = app.MailServers[r.name]
+		}
+		if !ok {
+			what := "directory"
+			if r.kind == "mail_servers" {
+				what = "mail_server"
+			}
+			return nil, r.d.Errf("profile %q: %s: no %s named %q", r.profile, r.kind, what, r.name)
+		}
+	}
+	return httpcaddyfile.App{Name: "mailauth", Value: caddyconfig.JSON(app, nil)}, nil
+}
+
+// blockName reads the name after a block keyword (and the fixed type words
+// that must follow it, such as "local") and refuses a name used twice.
+func blockName[T any](d *caddyfile.Dispenser, opt string, existing map[string]T, kinds ...string) (string, error) {
+	if !d.NextArg() {
+		return "", d.Errf("%s: want a name", opt)
+	}
+	name := d.Val()
+	if _, dup := existing[name]; dup {
+		return "", d.Errf("%s %q: defined twice", opt, name)
+	}
+	for _, k := range kinds {
+		if !d.NextArg() {
+			return "", d.Errf("%s %q: want the type %q", opt, name, k)
+		}
+		if d.Val() != k {
+			return "", d.Errf("%s %q: type %q is not supported (%s)", opt, name, d.Val(), k)
+		}
+	}
+	if d.NextArg() {
+		return "", d.Errf("%s %q: unexpected %q", opt, name, d.Val())
+	}
+	return name, nil
+}
+
+func parseMailServer(d *caddyfile.Dispenser) (*MailServerConfig, error) {
+	ms := &MailServerConfig{}
+	nesting := d.Nesting()
+	fields := map[string]bool{}
+	for d.NextBlock(nesting) {
+		f := d.Val()
+		if fields[f] {
+			return nil, d.Errf("mail_server: %s: set twice", f)
+		}
+		fields[f] = true
+		if f == "timeout" {
+			dur, err := durationArg(d, "mail_server: timeout")
+			if err != nil {
+				return nil, err
+			}
+			ms.Timeout = dur
+			continue
+		}
+		if !d.NextArg() || d.CountRemainingArgs() > 0 {
+			return nil, d.Errf("mail_server: %s: want one value", f)
+		}
+		v := d.Val()
+		switch f {
+		case "host":
+			ms.Host = v
+		case "port":
+			port, err := strconv.Atoi(v)
+			if err != nil || port < 1 || port > 65535 {
+				return nil, d.Errf("mail_server: port: %q is not a port number", v)
+			}
+			ms.Port = port
+		case "tls":
+			if v != "starttls" && v != "implicit" && v != "none" {
+				return nil, d.Errf("mail_server: tls: %q is not one of starttls, implicit, none", v)
+			}
+			ms.TLS = v
+		case "username":
+			ms.Username = v
+		case "password":
+			ms.Password = v
+		case "from":
+			if !validAddress(v) {
+				return nil, d.Errf("mail_server: from: %q is not a mail address", v)
+			}
+			ms.From = v
+		default:
+			return nil, d.Errf("mail_server: unknown option %q", f)
+		}
+	}
+	if ms.Host == "" {
+		return nil, d.Err("mail_server: host: required")
+	}
+	if ms.From == "" {
+		return nil, d.Err("mail_server: from: required")
+	}
+	return ms, nil
+}
+
+func parseLocalDirectory(d *caddyfile.Dispenser, dirName string) (*DirectoryConfig, error) {
+	dir := &DirectoryConfig{Type: "local"}
+	nesting := d.Nesting()
+	users := map[string]bool{}
+	for d.NextBlock(nesting) {
+		if d.Val() != "user" {
+			return nil, d.Errf("directory %q: unknown option %q (user)", dirName, d.Val())
+		}
+		if !d.NextArg() || d.CountRemainingArgs() > 0 {
+			return nil, d.Errf("directory %q: user: want one username", dirName)
+		}
+		u := &LocalUserConfig{Username: d.Val()}
+		if users[u.Username] {
+			return nil, d.Errf("directory %q: user %q: defined twice", dirName, u.Username)
+		}
+		users[u.Username] = true
+		un := d.Nesting()
+		fields := map[string]bool{}
+		for d.NextBlock(un) {
+			f := d.Val()
+			if f != "attr" && fields[f] {
+				return nil, d.Errf("directory %q: user %q: %s: set twice", dirName, u.Username, f)
+			}
+			fields[f] = true
+			switch f {
+			case "name", "email", "sponsor":
+				if !d.NextArg() || d.CountRemainingArgs() > 0 {
+					return nil, d.Errf("directory %q: user %q: %s: want one value", dirName, u.Username, f)
+				}
+				v := d.Val()
+				if f != "name" && !validAddress(v) {
+					return nil, d.Errf("directory %q: user %q: %s: %q is not a mail address", dirName, u.Username, f, v)
+				}
+				switch f {
+				case "name":
+					u.Name = v
+				case "email":
+					u.Email = v
+				case "sponsor":
+					u.Sponsor = v
+				}
+			case "attr":
+				args := d.RemainingArgs()
+				if len(args) < 2 {
+					return nil, d.Errf("directory %q: user %q: attr: want a key and at least one value", dirName, u.Username)
+				}
+				if u.Attributes == nil {
+					u.Attributes = map[string][]string{}
+				}
+				u.Attributes[args[0]] = append(u.Attributes[args[0]], args[1:]...)
+			default:
+				return nil, d.Errf("directory %q: user %q: unknown option %q", dirName, u.Username, f)
+			}
+		}
+		if u.Email == "" {
+			return nil, d.Errf("directory %q: user %q: email: required", dirName, u.Username)
+		}
+		dir.Users = append(dir.Users, u)
+	}
+	return dir, nil
+}
+
+func durationArg(d *caddyfile.Dispenser, what string) (caddy.Duration, error) {
+	if !d.NextArg() || d.CountRemainingArgs() > 0 {
+		return 0, d.Errf("%s: want one duration", what)
+	}
+	dur, err := caddy.ParseDuration(d.Val())
+	if err != nil {
+		return 0, d.Errf("%s: %v", what, err)
+	}
+	if dur <= 0 {
+		return 0, d.Errf("%s: must be positive", what)
+	}
+	return caddy.Duration(dur), nil
+}
+
+// parseHandler sets up the handler from the site directive:
+//
+//	mailauth {
+//		default_profile <name>
+//	}
+func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := &Handler{}
+	h.Next() // the directive name
+	if h.NextArg() {
+		return nil, h.ArgErr()
+	}
+	for h.NextBlock(0) {
+		switch h.Val() {
+		case "default_profile":
+			if m.DefaultProfile != "" {
+				return nil, h.Err("default_profile: set twice")
+			}
+			if !h.NextArg() || h.CountRemainingArgs() > 0 {
+				return nil, h.Err("default_profile: want one profile name")
+			}
+			m.DefaultProfile = h.Val()
+		default:
+			return nil, h.Errf("unknown mailauth option %q", h.Val())
+		}
+	}
+	if m.DefaultProfile == "" {
+		return nil, h.Err("default_profile: required (the profile that runs logins on this site)")
+	}
+	return m, nil
+}

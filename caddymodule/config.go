@@ -1,0 +1,98 @@
+package caddymodule
+
+import (
+	"github.com/caddyserver/caddy/v2"
+)
+
+// StoreConfig says where logins, link tokens, the outbox and the session
+// keys are kept.
+type StoreConfig struct {
+	// Backend is the store engine. Only "badger" (embedded, the default) is
+	// available in this version.
+	Backend string `json:"backend,omitempty"`
+	// Path is Badger's directory. Default: "mailauth" under Caddy's data
+	// directory. Only one Caddy process may use a directory at a time.
+	Path string `json:"path,omitempty"`
+}
+
+// MailServerConfig is one SMTP server that approval mail can go through.
+type MailServerConfig struct {
+	// Host is the SMTP server's host name or IP address. Required.
+	Host string `json:"host,omitempty"`
+	// Port is the SMTP port. Default: 587 for starttls, 465 for implicit,
+	// 25 for none.
+	Port int `json:"port,omitempty"`
+	// TLS is how the connection is secured: "starttls" (mandatory
+	// STARTTLS, the default), "implicit" (TLS from the first byte, usually
+	// port 465) or "none", which is refused unless the host is a loopback
+	// address.
+	TLS string `json:"tls,omitempty"`
+	// Username and Password authenticate to the server when Username is
+	// set. Both may be placeholders such as {env.SMTP_PASSWORD}, expanded
+	// when the config loads.
+	Username string `json:"username,omitempty"`
+	Password string `json:"password,omitempty"`
+	// From is the sender, such as "Access Gateway <noreply@example.com>".
+	// Required.
+	From string `json:"from,omitempty"`
+	// Timeout bounds one delivery attempt: dial, TLS, auth and send.
+	// Default: 15s.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+}
+
+// DirectoryConfig is one source of identities.
+type DirectoryConfig struct {
+	// Type is the kind of directory. Only "local" is available in this
+	// version.
+	Type string `json:"type,omitempty"`
+	// Users lists the users of a local directory.
+	Users []*LocalUserConfig `json:"users,omitempty"`
+}
+
+// LocalUserConfig is one user of a local directory.
+type LocalUserConfig struct {
+	// Username is the account name; users may log in with it. Required.
+	Username string `json:"username,omitempty"`
+	// Name is the display name shown in mail and pages. Optional.
+	Name string `json:"name,omitempty"`
+	// Email is where the user's sign-in mail goes; users may also log in
+	// with it. Required.
+	Email string `json:"email,omitempty"`
+	// Sponsor is the email of the person who approves this user's logins
+	// under a manager profile.
+	Sponsor string `json:"sponsor,omitempty"`
+	// Attributes are values that policies can match, such as
+	// {"department": ["IT"]}.
+	Attributes map[string][]string `json:"attributes,omitempty"`
+}
+
+// ProfileConfig says how approval runs for the logins it applies to.
+type ProfileConfig struct {
+	// Type is who approves: "user" (the user clicks a link sent to their
+	// own address, the default). Manager Approval ("manager") is not
+	// available in this version and is refused at load.
+	Type string `json:"type,omitempty"`
+	// Server is the base URL of links in mail, such as
+	// "https://apps.example.com". Required. Links are never built from a
+	// request's Host header, so a forged header cannot redirect them.
+	Server string `json:"server,omitempty"`
+	// Subject is the mail subject, a text/template. Default: "Sign in to
+	// {{.App}}".
+	Subject string `json:"subject,omitempty"`
+	// Message is the plain-text body, a text/template with the fields
+	// .Link, .User.Name, .User.Username, .User.Email, .App, .ClientIP,
+	// .Browser, .RequestedAt, .ExpiresAt, .ExpiresIn and .Reference.
+	// Default: a built-in message. Conflicts with MessageFile.
+	Message string `json:"message,omitempty"`
+	// MessageFile is a file holding Message, read when the config loads.
+	MessageFile string `json:"message_file,omitempty"`
+	// LinkExpiration is how long a link works. Default: 15m. Values
+	// under 5m or over 24h load with a warning; 15m to 30m is recommended.
+	LinkExpiration caddy.Duration `json:"link_expiration,omitempty"`
+	// MailServers names the mail servers to send through, in order.
+	// Default: all configured servers when there is exactly one.
+	MailServers []string `json:"mail_servers,omitempty"`
+	// Fallback names the directories that identities come from, tried in
+	// order; the first that knows the user wins. Required.
+	Fallback []string `json:"fallback,omitempty"`
+}

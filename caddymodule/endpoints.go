@@ -1,0 +1,194 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/mailauth/caddy-mailauth/approval"
+)
+
+// loginForm shows the sign-in form, or sends a browser that is already
+// signed in straight on.
+func (h *Handler) loginForm(w http.ResponseWriter, r *http.Request) error {
+	ret := approval.SafeReturnURL(r.URL.Query().Get("return"))
+	if v, ok := cookieValue(r.Header, sessionCookie); ok {
+		var s approval.Session
+		if h.app.service.VerifySession(v, &s) == nil {
+			http.Redirect(w, r, ret, http.StatusSeeOther)
+			return nil
+		}
+	}
+	return h.render(w, http.StatusOK, "login.html", pageData{Title: "Sign in", App: siteHost(r), Return: ret})
+}
+
+// loginStart starts a login and sends the browser to the waiting page. The
+// answer is the same whether or not the user exists.
+func (h *Handler) loginStart(w http.ResponseWriter, r *http.Request) error {
+	if err := r.ParseForm(); err != nil {
+		return caddyhttp.Error(http.StatusBadRequest, err)
+	}
+	ret := approval.SafeReturnURL(r.PostForm.Get("return"))
+	started, err := h.app.service.Start(r.Context(), approval.StartRequest{
+		Profile:   h.DefaultProfile,
+		Input:     r.PostForm.Get("identity"),
+		ReturnURL: ret,
+		App:       siteHost(r),
+		ClientIP:  clientIP(r),
+		UserAgent: r.UserAgent(),
+	})
+	if errors.Is(err, approval.ErrBadInput) {
+		return h.render(w, http.StatusBadRequest, "login.html", pageData{Title: "Sign in", App: siteHost(r), Return: ret, Error: "Enter your username or email address."})
+	}
+	if err != nil {
+		h.logger.Error("starting a login", zap.Error(err))
+		return h.render(w, http.StatusServiceUnavailable, "message.html", pageData{Title: "Sign-in is unavailable", Message: "Sign-in is unavailable right now. Please try again in a minute."})
+	}
+	http.SetCookie(w, &http.Cookie{
+		Name:     pendingCookie,
+		Value:    started.Pending,
+		Path:     prefix,
+		Expires:  started.ExpiresAt.Add(time.Hour),
+		Secure:   true,
+		HttpOnly: true,
+		SameSite: http.SameSiteLaxMode,
+	})
+	http.Redirect(w, r, prefix+"wait", http.StatusSeeOther)
+	return nil
+}
+
+// wait shows the waiting page for the login this browser started.
+func (h *Handler) wait(w http.ResponseWriter, r *http.Request) error {
+	v, err := h.watch(r)
+	if err != nil {
+		return h.render(w, http.StatusOK, "message.html", pageData{Title: "No sign-in in progress", Message: "This browser has no sign-in in progress.", Action: "Sign in", ActionURL: prefix + "login"})
+	}
+	d := pageData{Title: "Check your email", App: v.App, Return: v.ReturnURL, Login: v, Now: time.Now()}
+	switch v.State {
+	case approval.StateExpired:
+		d.Title = "Link expired"
+		return h.render(w, http.StatusOK, "expired.html", d)
+	case approval.StateCompleted:
+		http.Redirect(w, r, v.ReturnURL, http.StatusSeeOther)
+		return nil
+	}
+	return h.render(w, http.StatusOK, "wait.html", d)
+}
+
+// status answers the waiting page's polls.
+func (h *Handler) status(w http.ResponseWriter, r *http.Request) error {
+	w.Header().Set("Content-Type", "application/json")
+	v, err := h.watch(r)
+	if err != nil {
+		w.WriteHeader(http.StatusNotFound)
+		return json.NewEncoder(w).Encode(map[string]string{"state": "unknown"})
+	}
+	left := int(time.Until(v.ExpiresAt).Seconds())
+	if left < 0 {
+		left = 0
+	}
+	return json.NewEncoder(w).Encode(struct {
+		State     approval.State `json:"state"`
+		ExpiresIn int            `json:"expires_in"`
+	}{v.State, left})
+}
+
+func (h *Handler) watch(r *http.Request) (*approval.LoginView, error) {
+	p, ok := cookieValue(r.Header, pendingCookie)
+	if !ok {
+		return nil, approval.ErrLoginNotFound
+	}
+	return h.app.service.Watch(r.Context(), p)
+}
+
+// verifyOpen is the link landing page. It shows what the link approves and
+// a Confirm button; it changes nothing, because mail scanners open links.
+func (h *Handler) verifyOpen(w http.ResponseWriter, r *http.Request) error {
+	token := r.URL.Query().Get("token")
+	v, err := h.app.service.OpenLink(r.Context(), token, clientIP(r), r.UserAgent())
+	if err != nil {
+		return h.linkError(w, err)
+	}
+	if v.State != approval.StatePending {
+		return h.linkError(w, approval.ErrLinkInvalid)
+	}
+	return h.render(w, http.StatusOK, "verify.html", pageData{Title: "Confirm sign-in", App: v.App, Link: v, Token: token})
+}
+
+// verifyConfirm redeems the link.
+func (h *Handler) verifyConfirm(w http.ResponseWriter, r *http.Request) error {
+	if err := r.ParseForm(); err != nil {
+		return caddyhttp.Error(http.StatusBadRequest, err)
+	}
+	v, err := h.app.service.ConfirmLink(r.Context(), r.PostForm.Get("token"), clientIP(r), r.UserAgent())
+	if err != nil {
+		return h.linkError(w, err)
+	}
+	return h.render(w, http.StatusOK, "approved.html", pageData{Title: "Sign-in approved", App: v.App, Link: v})
+}
+
+func (h *Handler) linkError(w http.ResponseWriter, err error) error {
+	switch {
+	case errors.Is(err, approval.ErrLinkInvalid), errors.Is(err, approval.ErrAlreadyDecided):
+		return h.render(w, http.StatusGone, "message.html", pageData{Title: "Link not valid", Message: "This sign-in link has already been used or has expired. Links work once and only for a short time. Start a new sign-in from the app if you still need one."})
+	case errors.Is(err, approval.ErrLoginExpired):
+		return h.render(w, http.StatusGone, "message.html", pageData{Title: "Link expired", Message: "This sign-in request has expired. Start a new sign-in from the app."})
+	}
+	h.logger.Error("redeeming a link", zap.Error(err))
+	return h.render(w, http.StatusServiceUnavailable, "message.html", pageData{Title: "Try again", Message: "The link could not be checked right now. Please try again in a minute."})
+}
+
+// complete hands the session to the browser that started the login.
+func (h *Handler) complete(w http.ResponseWriter, r *http.Request) error {
+	p, ok := cookieValue(r.Header, pendingCookie)
+	if !ok {
+		http.Redirect(w, r, prefix+"login", http.StatusSeeOther)
+		return nil
+	}
+	c, err := h.app.service.Complete(r.Context(), p, clientIP(r))
+	switch {
+	case errors.Is(err, approval.ErrNotApproved):
+		http.Redirect(w, r, prefix+"wait", http.StatusSeeOther)
+		return nil
+	case errors.Is(err, approval.ErrLoginNotFound), errors.Is(err, approval.ErrAlreadyDecided), errors.Is(err, approval.ErrLoginExpired):
+		clearCookie(w, pendingCookie, prefix, "")
+		http.Redirect(w, r, prefix+"login", http.StatusSeeOther)
+		return nil
+	case err != nil:
+		h.logger.Error("completing a login", zap.Error(err))
+		return h.render(w, http.StatusServiceUnavailable, "message.html", pageData{Title: "Try again", Message: "Sign-in could not be completed right now. Please reload this page in a minute."})
+	}
+	clearCookie(w, pendingCookie, prefix, "")
+	http.SetCookie(w, &http.Cookie{
+		Name:     sessionCookie,
+		Value:    c.Cookie,
+		Path:     "/",
+		Domain:   h.app.CookieDomain,
+		Expires:  time.Unix(c.Session.ExpiresAt, 0),
+		Secure:   true,
+		HttpOnly: true,
+		SameSite: http.SameSiteLaxMode,
+	})
+	http.Redirect(w, r, c.ReturnURL, http.StatusSeeOther)
+	return nil
+}
+
+// logout ends the session in this browser.
+func (h *Handler) logout(w http.ResponseWriter, r *http.Request) error {
+	if v, ok := cookieValue(r.Header, sessionCookie); ok {
+		var s approval.Session
+		if h.app.service.VerifySession(v, &s) == nil {
+			h.app.service.Logout(&s, siteHost(r), clientIP(r), r.UserAgent())
+		}
+	}
+	clearCookie(w, sessionCookie, "/", h.app.CookieDomain)
+	return h.render(w, http.StatusOK, "message.html", pageData{Title: "Signed out", Message: "You are signed out.", Action: "Sign in again", ActionURL: prefix + "login"})
+}
+
+func clearCookie(w http.ResponseWriter, name, path, domain string) {
+	http.SetCookie(w, &http.Cookie{Name: name, Value: "", Path: path, Domain: domain, MaxAge: -1, Secure: true, HttpOnly: true, SameSite: http.SameSiteLaxMode})
+}

@@ -1,0 +1,209 @@
+package caddymodule
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/mailauth/caddy-mailauth/approval"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Cookie names. The pending cookie is scoped to the endpoint prefix so the
+// protected app never sees it.
+const (
+	sessionCookie = "mailauth_session"
+	pendingCookie = "mailauth_pending"
+	prefix        = "/.mailauth/"
+)
+
+// Handler is the "mailauth" HTTP handler. It serves the login endpoints
+// under /.mailauth/ and lets a request through to the next handler only
+// with a valid session cookie, setting {http.auth.user.id} and
+// {http.auth.user.email} as Caddy's basic auth does.
+type Handler struct {
+	// DefaultProfile names the profile (from the global mailauth block)
+	// that runs logins on this site. Required.
+	DefaultProfile string `json:"default_profile,omitempty"`
+
+	app    *App
+	csrf   *http.CrossOriginProtection
+	logger *zap.Logger
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.mailauth",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision finds the mailauth app and checks the site's profile.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	if h.DefaultProfile == "" {
+		return errors.New("mailauth: default_profile is required")
+	}
+	appIface, err := ctx.App("mailauth")
+	if err != nil {
+		return fmt.Errorf("mailauth: loading the mailauth app (configure it in the global mailauth block): %w", err)
+	}
+	h.app = appIface.(*App)
+	if h.app.service == nil {
+		return errors.New("mailauth: the global mailauth block is missing")
+	}
+	if h.app.service.Profile(h.DefaultProfile) == nil {
+		return fmt.Errorf("mailauth: default_profile: no profile named %q (have: %s)", h.DefaultProfile, names(h.app.Profiles))
+	}
+	// Cross-site POSTs are refused: a login form posted from another site
+	// would let it flood inboxes or fix a session.
+	h.csrf = http.NewCrossOriginProtection()
+	return nil
+}
+
+// ServeHTTP serves the endpoints, or checks the session and passes on.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if strings.HasPrefix(r.URL.Path, prefix) {
+		return h.serveEndpoint(w, r)
+	}
+	if v, ok := cookieValue(r.Header, sessionCookie); ok {
+		var s approval.Session
+		if err := h.app.service.VerifySession(v, &s); err == nil {
+			repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+			repl.Set("http.auth.user.id", s.User)
+			repl.Set("http.auth.user.email", s.Email)
+			return next.ServeHTTP(w, r)
+		} else if c := h.logger.Check(zapcore.DebugLevel, "session cookie refused"); c != nil {
+			c.Write(zap.Error(err))
+		}
+	}
+	if (r.Method == http.MethodGet || r.Method == http.MethodHead) && acceptsHTML(r) {
+		http.Redirect(w, r, prefix+"login?return="+url.QueryEscape(r.URL.RequestURI()), http.StatusFound)
+		return nil
+	}
+	w.Header().Set("WWW-Authenticate", `MailAuth realm="`+siteHost(r)+`"`)
+	return caddyhttp.Error(http.StatusUnauthorized, errors.New("mailauth: no valid session"))
+}
+
+func (h *Handler) serveEndpoint(w http.ResponseWriter, r *http.Request) error {
+	hdr := w.Header()
+	hdr.Set("Cache-Control", "no-store")
+	hdr.Set("Referrer-Policy", "no-referrer")
+	hdr.Set("X-Content-Type-Options", "nosniff")
+	hdr.Set("X-Frame-Options", "DENY")
+	hdr.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	if r.Method == http.MethodPost {
+		if err := h.csrf.Check(r); err != nil {
+			return caddyhttp.Error(http.StatusForbidden, err)
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
+	}
+	route := strings.TrimPrefix(r.URL.Path, prefix)
+	switch {
+	case route == "login" && isGet(r):
+		return h.loginForm(w, r)
+	case route == "login" && r.Method == http.MethodPost:
+		return h.loginStart(w, r)
+	case route == "wait" && isGet(r):
+		return h.wait(w, r)
+	case route == "status" && isGet(r):
+		return h.status(w, r)
+	case route == "verify" && isGet(r):
+		return h.verifyOpen(w, r)
+	case route == "verify" && r.Method == http.MethodPost:
+		return h.verifyConfirm(w, r)
+	case route == "complete" && r.Method == http.MethodPost:
+		return h.complete(w, r)
+	case route == "logout" && r.Method == http.MethodPost:
+		return h.logout(w, r)
+	case route == "logout" && isGet(r):
+		return h.render(w, http.StatusOK, "logout.html", pageData{Title: "Sign out"})
+	case strings.HasPrefix(route, "static/") && isGet(r):
+		return serveStatic(w, r, strings.TrimPrefix(route, "static/"))
+	}
+	return caddyhttp.Error(http.StatusNotFound, nil)
+}
+
+func isGet(r *http.Request) bool { return r.Method == http.MethodGet || r.Method == http.MethodHead }
+
+// acceptsHTML tells browsers from API clients: a browser that is sent to a
+// login page can follow it, a script needs a 401.
+func acceptsHTML(r *http.Request) bool {
+	for _, v := range r.Header.Values("Accept") {
+		if strings.Contains(v, "text/html") {
+			return true
+		}
+	}
+	return false
+}
+
+// clientIP is the address Caddy resolved for the client, which honours the
+// server's trusted_proxies setting; a raw X-Forwarded-For is never read.
+func clientIP(r *http.Request) string {
+	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok && ip != "" {
+		return ip
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// siteHost is the host the request was for, used only as the app's name
+// in pages and mail; links never use it.
+func siteHost(r *http.Request) string {
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.ToLower(host)
+	for i := 0; i < len(host); i++ {
+		c := host[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '-' || c == ':' || c == '[' || c == ']') {
+			return "this site"
+		}
+	}
+	if host == "" {
+		return "this site"
+	}
+	return host
+}
+
+// cookieValue finds a cookie in the request headers without allocating,
+// unlike http.Request.Cookie, which parses every cookie on every request.
+func cookieValue(h http.Header, name string) (string, bool) {
+	for _, line := range h["Cookie"] {
+		for len(line) > 0 {
+			var part string
+			part, line, _ = strings.Cut(line, ";")
+			part = strings.TrimLeft(part, " \t")
+			if len(part) > len(name) && part[len(name)] == '=' && part[:len(name)] == name {
+				v := strings.TrimRight(part[len(name)+1:], " \t")
+				if len(v) > 1 && v[0] == '"' && v[len(v)-1] == '"' {
+					v = v[1 : len(v)-1]
+				}
+				return v, v != ""
+			}
+		}
+	}
+	return "", false
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

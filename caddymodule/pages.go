@@ -1,0 +1,84 @@
+package caddymodule
+
+import (
+	"bytes"
+	"embed"
+	"html/template"
+	"io/fs"
+	"mime"
+	"net/http"
+	"path"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/mailauth/caddy-mailauth/approval"
+)
+
+//go:embed pages/*.html
+var pageFiles embed.FS
+
+//go:embed static
+var staticFiles embed.FS
+
+// pages are parsed once; each page template includes the shared layout.
+var pages = func() map[string]*template.Template {
+	funcs := template.FuncMap{
+		"clock": func(t time.Time) string { return t.Format("15:04 MST") },
+		"human": approval.HumanDuration,
+		"until": func(t time.Time) int { return max(0, int(time.Until(t).Seconds())) },
+	}
+	layout := template.Must(template.New("layout.html").Funcs(funcs).ParseFS(pageFiles, "pages/layout.html"))
+	out := map[string]*template.Template{}
+	entries, _ := fs.Glob(pageFiles, "pages/*.html")
+	for _, e := range entries {
+		name := path.Base(e)
+		if name == "layout.html" {
+			continue
+		}
+		out[name] = template.Must(template.Must(layout.Clone()).ParseFS(pageFiles, e))
+	}
+	return out
+}()
+
+// pageData is everything a page may show. Every value is escaped by
+// html/template on output.
+type pageData struct {
+	Title     string
+	App       string
+	Return    string
+	Error     string
+	Message   string
+	Action    string
+	ActionURL string
+	Token     string
+	Login     *approval.LoginView
+	Link      *approval.LinkView
+	Now       time.Time
+}
+
+// render writes a page. It renders into a buffer first so a template error
+// becomes a clean 500 rather than half a page.
+func (h *Handler) render(w http.ResponseWriter, status int, name string, d pageData) error {
+	t := pages[name]
+	var buf bytes.Buffer
+	if err := t.ExecuteTemplate(&buf, "layout.html", d); err != nil {
+		return caddyhttp.Error(http.StatusInternalServerError, err)
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
+	_, err := w.Write(buf.Bytes())
+	return err
+}
+
+func serveStatic(w http.ResponseWriter, r *http.Request, name string) error {
+	b, err := staticFiles.ReadFile("static/" + path.Clean("/" + name)[1:])
+	if err != nil {
+		return caddyhttp.Error(http.StatusNotFound, nil)
+	}
+	w.Header().Set("Content-Type", mime.TypeByExtension(path.Ext(name)))
+	// Assets are embedded in the binary, so they change only with it.
+	w.Header().Set("Cache-Control", "public, max-age=3600")
+	_, err = w.Write(b)
+	return err
+}
