@@ -1,0 +1,374 @@
+package test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mailauth/caddy-mailauth/test/mailpit"
+)
+
+// caddyBinary builds cmd/caddy once per test process (with the race
+// detector, so the integration tests also check the module for races).
+// CADDY_BIN overrides it with a binary built elsewhere.
+var caddyBinary = sync.OnceValues(func() (string, error) {
+	if bin := os.Getenv("CADDY_BIN"); bin != "" {
+		return bin, nil
+	}
+	out, err := filepath.Abs(filepath.Join(".cache", "caddy"))
+	if err != nil {
+		return "", err
+	}
+	cmd := exec.Command("go", "build", "-race", "-o", out, "../cmd/caddy")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("building caddy: %w", err)
+	}
+	return out, nil
+})
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("finding a free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// caddyProc is a Caddy process started by a test.
+type caddyProc struct {
+	cmd     *exec.Cmd
+	logs    *lockedBuffer
+	exited  chan struct{}
+	Port    int
+	BaseURL string
+	DataDir string
+}
+
+// env describes one test deployment: a Caddy with mailauth in front of an
+// upstream that echoes the identity headers, and a mailpit.
+type env struct {
+	t        *testing.T
+	caddy    *caddyProc
+	mail     *mailpit.Server
+	upstream *httptest.Server
+	Port     int
+}
+
+// Server is the profile's server: the base URL that links in mail use.
+func (e *env) Server() string { return fmt.Sprintf("http://localhost:%d", e.Port) }
+
+// URL is where test clients reach the site.
+func (e *env) URL(path string) string { return fmt.Sprintf("http://127.0.0.1:%d%s", e.Port, path) }
+
+// defaultCaddyfile is the deployment the flow tests use. %[1]d is the site
+// port, %[2]d the admin port, %[3]d mailpit's SMTP port, %[4]s the store
+// directory and %[5]s the upstream's address.
+const defaultCaddyfile = `{
+	admin 127.0.0.1:%[2]d
+	auto_https off
+	mailauth {
+		store badger %[4]s
+		session_lifetime 1h
+		mail_server local {
+			host 127.0.0.1
+			port %[3]d
+			tls none
+			from "Access Gateway <gateway@example.test>"
+		}
+		directory staff local {
+			user alice {
+				name "Alice Example"
+				email alice@example.test
+				attr department IT
+			}
+			user bob {
+				email bob@example.test
+			}
+		}
+		profile daily {
+			type user
+			server http://localhost:%[1]d
+			subject "Sign in to {{.App}}"
+			link_expiration 15m
+			mail_servers local
+			fallback staff
+		}
+	}
+}
+
+http://:%[1]d {
+	bind 127.0.0.1
+	mailauth {
+		default_profile daily
+	}
+	reverse_proxy %[5]s {
+		header_up X-Remote-User {http.auth.user.id}
+		header_up X-Remote-Email {http.auth.user.email}
+	}
+}
+`
+
+// newEnv starts mailpit, an upstream and Caddy with caddyfile (a format
+// string as defaultCaddyfile).
+func newEnv(t *testing.T, caddyfile string) *env {
+	t.Helper()
+	e := &env{t: t, mail: mailpit.Start(t)}
+	e.upstream = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "upstream saw user=%q email=%q path=%s\n", r.Header.Get("X-Remote-User"), r.Header.Get("X-Remote-Email"), r.URL.Path)
+	}))
+	t.Cleanup(e.upstream.Close)
+	e.Port = freePort(t)
+	storeDir := filepath.Join(t.TempDir(), "store")
+	cfg := fmt.Sprintf(caddyfile, e.Port, freePort(t), e.mail.SMTPPort, storeDir, strings.TrimPrefix(e.upstream.URL, "http://"))
+	e.caddy = startCaddy(t, cfg, e.Port)
+	return e
+}
+
+// startCaddy runs `caddy run` on the given Caddyfile and waits until the
+// site port answers. The process is stopped by PID when the test ends.
+func startCaddy(t *testing.T, caddyfile string, sitePort int) *caddyProc {
+	t.Helper()
+	bin, err := caddyBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := &caddyProc{logs: &lockedBuffer{}, exited: make(chan struct{}), Port: sitePort, BaseURL: fmt.Sprintf("http://127.0.0.1:%d", sitePort), DataDir: filepath.Join(dir, "data")}
+	p.cmd = exec.Command(bin, "run", "--config", path, "--adapter", "caddyfile")
+	p.cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+p.DataDir, "XDG_CONFIG_HOME="+filepath.Join(dir, "config"))
+	p.cmd.Stdout = p.logs
+	p.cmd.Stderr = p.logs
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("starting caddy: %v", err)
+	}
+	go func() { p.cmd.Wait(); close(p.exited) }()
+	t.Cleanup(func() {
+		p.Stop(t)
+		if t.Failed() {
+			t.Logf("caddy log:\n%s", p.logs.String())
+		}
+	})
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		select {
+		case <-p.exited:
+			t.Fatalf("caddy exited at start:\n%s", p.logs.String())
+		default:
+		}
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", sitePort), 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return p
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("caddy did not listen on %d within a minute:\n%s", sitePort, p.logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Stop ends Caddy gracefully (SIGTERM) and kills it if it hangs.
+func (p *caddyProc) Stop(t testing.TB) {
+	select {
+	case <-p.exited:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(15 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.exited
+		t.Errorf("caddy did not stop within 15s of SIGTERM")
+	}
+}
+
+// auditEvents returns the audit lines Caddy has logged so far.
+func (p *caddyProc) auditEvents(t testing.TB) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	sc := bufio.NewScanner(strings.NewReader(p.logs.String()))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var m map[string]any
+		if json.Unmarshal(sc.Bytes(), &m) != nil || m["logger"] != "mailauth.audit" {
+			continue
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// waitForAudit waits until an audit line with event ev has been logged.
+func (p *caddyProc) waitForAudit(t testing.TB, ev string, timeout time.Duration) map[string]any {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		for _, m := range p.auditEvents(t) {
+			if m["event"] == ev {
+				return m
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no audit event %q within %s; log:\n%s", ev, timeout, p.logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// loopbackJar keeps cookies as a browser does for a loopback origin:
+// browsers treat http://localhost and 127.0.0.0/8 as secure contexts and so
+// store and send Secure cookies there, while net/http/cookiejar sends them
+// only over https. The tests speak plain HTTP to loopback, so the jar sees
+// loopback URLs as https.
+type loopbackJar struct{ jar *cookiejar.Jar }
+
+func newLoopbackJar() *loopbackJar {
+	j, _ := cookiejar.New(nil)
+	return &loopbackJar{jar: j}
+}
+
+func (l *loopbackJar) secure(u *url.URL) *url.URL {
+	host := u.Hostname()
+	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+		c := *u
+		c.Scheme = "https"
+		return &c
+	}
+	return u
+}
+
+func (l *loopbackJar) SetCookies(u *url.URL, cookies []*http.Cookie) {
+	l.jar.SetCookies(l.secure(u), cookies)
+}
+
+func (l *loopbackJar) Cookies(u *url.URL) []*http.Cookie { return l.jar.Cookies(l.secure(u)) }
+
+// browser is an HTTP client with its own cookie jar: one device. It does
+// not follow redirects, so tests see each step.
+type browser struct {
+	t      *testing.T
+	client *http.Client
+	jar    *loopbackJar
+}
+
+func newBrowser(t *testing.T) *browser {
+	jar := newLoopbackJar()
+	return &browser{t: t, jar: jar, client: &http.Client{
+		Jar:           jar,
+		Timeout:       20 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}}
+}
+
+type response struct {
+	Status   int
+	Header   http.Header
+	Body     string
+	Location string
+}
+
+func (b *browser) do(req *http.Request) *response {
+	b.t.Helper()
+	if req.Header.Get("Accept") == "" {
+		req.Header.Set("Accept", "text/html,application/xhtml+xml")
+	}
+	req.Header.Set("User-Agent", "Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0")
+	resp, err := b.client.Do(req)
+	if err != nil {
+		b.t.Fatalf("%s %s: %v", req.Method, req.URL, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return &response{Status: resp.StatusCode, Header: resp.Header, Body: string(body), Location: resp.Header.Get("Location")}
+}
+
+func (b *browser) get(u string) *response {
+	b.t.Helper()
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodGet, u, nil)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	return b.do(req)
+}
+
+func (b *browser) post(u string, form url.Values) *response {
+	b.t.Helper()
+	req, err := http.NewRequestWithContext(context.Background(), http.MethodPost, u, strings.NewReader(form.Encode()))
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	return b.do(req)
+}
+
+// cookie returns the value of the named cookie the jar would send to u.
+func (b *browser) cookie(u, name string) string {
+	pu, _ := url.Parse(u)
+	for _, c := range b.jar.Cookies(pu) {
+		if c.Name == name {
+			return c.Value
+		}
+	}
+	return ""
+}
+
+var linkPattern = regexp.MustCompile(`https?://[^\s"<>]+/\.mailauth/verify\?token=[A-Za-z0-9_-]+`)
+
+// linkIn returns the sign-in link in a mail's text part.
+func linkIn(t testing.TB, text string) string {
+	t.Helper()
+	link := linkPattern.FindString(text)
+	if link == "" {
+		t.Fatalf("no sign-in link in the mail text:\n%s", text)
+	}
+	return link
+}
+
+// onSite rewrites a link on the profile's server (http://localhost:port)
+// to the address the test clients use; the path and token are kept.
+func (e *env) onSite(link string) string {
+	return strings.Replace(link, e.Server(), fmt.Sprintf("http://127.0.0.1:%d", e.Port), 1)
+}
