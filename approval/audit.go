@@ -54,14 +54,16 @@ func (a *Auditor) Record(ev Event, l *Login, extra ...zap.Field) {
 		if user == "" {
 			user = l.Input
 		}
-		fields = append(fields,
-			zap.String("reference", l.Reference),
-			zap.String("user", user),
-			zap.String("profile", l.Profile),
-			zap.String("site", l.App),
-			zap.String("client_ip", l.ClientIP),
-			zap.String("user_agent", l.UserAgent),
-		)
+		// Events about mail carry only a reference; empty fields are left
+		// out rather than logged as "".
+		for _, f := range [...]struct{ k, v string }{
+			{"reference", l.Reference}, {"user", user}, {"profile", l.Profile},
+			{"site", l.App}, {"client_ip", l.ClientIP}, {"user_agent", l.UserAgent},
+		} {
+			if f.v != "" {
+				fields = append(fields, zap.String(f.k, f.v))
+			}
+		}
 	}
 	ce.Write(append(fields, extra...)...)
 }

@@ -19,8 +19,9 @@
   function tick() {
     if (!remaining) { return; }
     left = Math.max(0, left - 1);
-    var m = Math.floor(left / 60), s = left % 60;
-    remaining.textContent = m > 0 ? m + " min " + s + " s" : s + " s";
+    // Same wording as the server renders: whole minutes, then seconds.
+    var m = Math.ceil(left / 60);
+    remaining.textContent = left >= 120 ? m + " minutes" : left + (left === 1 ? " second" : " seconds");
   }
 
   function poll() {

@@ -1,0 +1,40 @@
+# caddy-mailauth. `make run` starts a demo; `make test` installs what the
+# tests need (idempotent) and runs every test with the race detector.
+
+GO       ?= go
+BIN      := bin
+TESTBIN  := test/.cache/caddy
+
+.PHONY: all build run test setup check unit integration bench clean
+
+all: build
+
+## build: Caddy with the standard modules and mailauth, in bin/caddy.
+build:
+	$(GO) build -o $(BIN)/caddy ./cmd/caddy
+
+## setup: install chromium and mailpit when missing (idempotent).
+setup:
+	bash test/setup.sh
+
+## check: formatting and vet.
+check:
+	@out="$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))"; \
+	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+## test: everything, against real mailpit, Caddy and Chromium.
+test: setup check
+	$(GO) build -race -o $(TESTBIN) ./cmd/caddy
+	CADDY_BIN=$(CURDIR)/$(TESTBIN) $(GO) test -race -count=1 -timeout 15m ./...
+
+## bench: Go benchmarks of the hot paths.
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./approval/ ./caddymodule/ ./store/
+
+## run: the demo: Caddy on http://localhost:8080 and mailpit on :8025.
+run: build setup
+	bash test/demo/run.sh $(BIN)/caddy
+
+clean:
+	rm -rf $(BIN) test/.cache

@@ -1,0 +1,182 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	_ "github.com/caddyserver/caddy/v2/modules/standard"
+)
+
+// adapt runs the Caddyfile adapter as `caddy adapt` does.
+func adapt(t *testing.T, src string) ([]byte, error) {
+	t.Helper()
+	out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(src), map[string]any{"filename": "Caddyfile"})
+	return out, err
+}
+
+// globalBlock wraps mailauth options in a minimal valid site.
+func globalBlock(opts string) string {
+	return "{\n\tmailauth {\n" + opts + "\n\t}\n}\n\nhttp://:8080 {\n\tmailauth {\n\t\tdefault_profile daily\n\t}\n\trespond ok\n}\n"
+}
+
+const validOpts = `		mail_server m {
+			host 127.0.0.1
+			port 1025
+			tls none
+			from gw@example.test
+		}
+		directory staff local {
+			user alice {
+				email alice@example.test
+				attr department IT Ops
+			}
+		}
+		profile daily {
+			server https://apps.example.test
+			fallback staff
+		}`
+
+func TestCaddyfileExampleAdapts(t *testing.T) {
+	src, err := os.ReadFile(filepath.Join("..", "Caddyfile.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := adapt(t, string(src))
+	if err != nil {
+		t.Fatalf("Caddyfile.example does not adapt: %v", err)
+	}
+	var cfg struct {
+		Apps struct {
+			Mailauth App `json:"mailauth"`
+		} `json:"apps"`
+	}
+	if err := json.Unmarshal(out, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	app := cfg.Apps.Mailauth
+	if app.Profiles["daily"] == nil || app.Profiles["daily"].Server != "https://apps.example.com" || len(app.Profiles["daily"].Fallback) != 1 {
+		t.Fatalf("profile daily not adapted as written: %+v", app.Profiles["daily"])
+	}
+	if u := app.Directories["staff"].Users; len(u) != 2 || u[0].Sponsor != "bob@example.com" || u[0].Attributes["department"][0] != "IT" {
+		t.Fatalf("directory staff not adapted as written: %+v", u)
+	}
+	if ms := app.MailServers["primary"]; ms == nil || ms.Port != 587 || ms.TLS != "starttls" || ms.Password != "{env.SMTP_PASSWORD}" {
+		t.Fatalf("mail_server primary not adapted as written (placeholders must survive to load time): %+v", ms)
+	}
+	if !strings.Contains(string(out), `"handler":"mailauth"`) || !strings.Contains(string(out), `"default_profile":"daily"`) {
+		t.Fatalf("site handler missing from adapted JSON:\n%s", out)
+	}
+	// Authentication must run before the proxy.
+	if strings.Index(string(out), `"handler":"mailauth"`) > strings.Index(string(out), `"handler":"reverse_proxy"`) {
+		t.Fatal("mailauth is ordered after reverse_proxy")
+	}
+}
+
+func TestCaddyfileAttrCollectsValues(t *testing.T) {
+	out, err := adapt(t, globalBlock(validOpts))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), `"department":["IT","Ops"]`) {
+		t.Fatalf("attr with two values not kept as a list:\n%s", out)
+	}
+}
+
+// TestCaddyfileErrorsNameFieldAndLine: every mistake is refused with the
+// field's name and the line it is on.
+func TestCaddyfileErrorsNameFieldAndLine(t *testing.T) {
+	for _, tc := range []struct {
+		name, opts, want string
+	}{
+		{"unknown option", "\t\tstorage badger /x", "Caddyfile:3 - Error during parsing: unknown mailauth option \"storage\""},
+		{"store backend", "\t\tstore postgres /x", "Caddyfile:3 - Error during parsing: store: backend \"postgres\" is not supported"},
+		{"bad session_lifetime", "\t\tsession_lifetime soon", "Caddyfile:3 - Error during parsing: session_lifetime:"},
+		{"mail_server without host", "\t\tmail_server m {\n\t\t\tfrom gw@example.test\n\t\t}", "mail_server: host: required"},
+		{"mail_server bad tls", "\t\tmail_server m {\n\t\t\thost h\n\t\t\ttls sometimes\n\t\t}", "Caddyfile:5 - Error during parsing: mail_server: tls: \"sometimes\" is not one of"},
+		{"mail_server bad port", "\t\tmail_server m {\n\t\t\thost h\n\t\t\tport 99999\n\t\t}", "Caddyfile:5 - Error during parsing: mail_server: port"},
+		{"mail_server bad from", "\t\tmail_server m {\n\t\t\thost h\n\t\t\tfrom not-an-address\n\t\t}", "Caddyfile:5 - Error during parsing: mail_server: from"},
+		{"duplicate mail_server", "\t\tmail_server m {\n\t\t\thost h\n\t\t\tfrom a@b.c\n\t\t}\n\t\tmail_server m {\n\t\t\thost h\n\t\t\tfrom a@b.c\n\t\t}", "Caddyfile:7 - Error during parsing: mail_server \"m\": defined twice"},
+		{"directory type", "\t\tdirectory d ldapish {\n\t\t}", "Caddyfile:3 - Error during parsing: directory \"d\": type \"ldapish\" is not supported"},
+		{"user without email", "\t\tdirectory d local {\n\t\t\tuser alice {\n\t\t\t\tname Alice\n\t\t\t}\n\t\t}", "directory \"d\": user \"alice\": email: required"},
+		{"user bad sponsor", "\t\tdirectory d local {\n\t\t\tuser alice {\n\t\t\t\temail a@b.c\n\t\t\t\tsponsor nobody\n\t\t\t}\n\t\t}", "Caddyfile:6 - Error during parsing: directory \"d\": user \"alice\": sponsor"},
+		{"profile type", "\t\tprofile p {\n\t\t\ttype robot\n\t\t}", "Caddyfile:4 - Error during parsing: profile \"p\": type: \"robot\" is not a profile type"},
+		{"profile without server", "\t\tprofile p {\n\t\t\tfallback x\n\t\t}", "profile \"p\": server: required"},
+		{"profile link_expiration", "\t\tprofile p {\n\t\t\tlink_expiration -5m\n\t\t}", "Caddyfile:4 - Error during parsing: profile \"p\": link_expiration: must be positive"},
+		{"profile unknown field", "\t\tprofile p {\n\t\t\tmessage_html /x\n\t\t}", "Caddyfile:4 - Error during parsing: profile \"p\": unknown option \"message_html\""},
+		{"fallback to missing directory", validOpts + "\n\t\tprofile q {\n\t\t\tserver https://x.test\n\t\t\tfallback staff corp\n\t\t}", "Caddyfile:21 - Error during parsing: profile \"q\": fallback: no directory named \"corp\""},
+		{"mail_servers to missing server", validOpts + "\n\t\tprofile q {\n\t\t\tserver https://x.test\n\t\t\tmail_servers m backup\n\t\t\tfallback staff\n\t\t}", "Caddyfile:21 - Error during parsing: profile \"q\": mail_servers: no mail_server named \"backup\""},
+		{"field set twice", "\t\tprofile p {\n\t\t\tserver https://a.test\n\t\t\tserver https://b.test\n\t\t}", "Caddyfile:5 - Error during parsing: profile \"p\": server: set twice"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := adapt(t, globalBlock(tc.opts))
+			if err == nil {
+				t.Fatalf("config was accepted; want an error containing %q", tc.want)
+			}
+			want, line := tc.want, ""
+			if m := lineRE.FindStringSubmatch(tc.want); m != nil {
+				want, line = m[2], ", at Caddyfile:"+m[1]
+			}
+			if !strings.Contains(err.Error(), want) || !strings.HasSuffix(err.Error(), line) {
+				t.Fatalf("error %q\ndoes not contain %q and end in %q", err, want, line)
+			}
+		})
+	}
+}
+
+func TestSiteDirectiveNeedsDefaultProfile(t *testing.T) {
+	_, err := adapt(t, "{\n\tmailauth {\n"+validOpts+"\n\t}\n}\n\nhttp://:8080 {\n\tmailauth {\n\t}\n\trespond ok\n}\n")
+	if err == nil || !strings.HasSuffix(err.Error(), "at Caddyfile:24") || !strings.Contains(err.Error(), "default_profile: required") {
+		t.Fatalf("want default_profile required at line 24, got %v", err)
+	}
+}
+
+// loadJSON provisions a config as `caddy validate` does, with the store in
+// a temporary directory.
+func loadJSON(t *testing.T, src string) error {
+	t.Helper()
+	src = strings.Replace(src, "\t\tmail_server m {", "\t\tstore badger "+filepath.ToSlash(t.TempDir())+"\n\t\tmail_server m {", 1)
+	out, err := adapt(t, src)
+	if err != nil {
+		return err
+	}
+	var cfg caddy.Config
+	if err := json.Unmarshal(out, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	return caddy.Validate(&cfg)
+}
+
+func TestValidConfigProvisions(t *testing.T) {
+	if err := loadJSON(t, globalBlock(validOpts)); err != nil {
+		t.Fatalf("a valid config was refused: %v", err)
+	}
+}
+
+// TestLoadErrorsNameTheField covers what only provisioning can check.
+func TestLoadErrorsNameTheField(t *testing.T) {
+	for _, tc := range []struct{ name, src, want string }{
+		{"unknown default_profile", strings.Replace(globalBlock(validOpts), "default_profile daily", "default_profile nightly", 1), `default_profile: no profile named "nightly"`},
+		{"manager type not yet available", globalBlock(strings.Replace(validOpts, "server https://apps", "type manager\n\t\t\tserver https://apps", 1)), `profile "daily": type: manager approval is not available`},
+		{"server with a path", globalBlock(strings.Replace(validOpts, "https://apps.example.test", "https://apps.example.test/login", 1)), `profile "daily": server:`},
+		{"tls none off loopback", globalBlock(strings.Replace(validOpts, "host 127.0.0.1", "host smtp.example.test", 1)), `mail_server "m"`},
+		{"bad subject template", globalBlock(strings.Replace(validOpts, "fallback staff", "fallback staff\n\t\t\tsubject \"{{.Nope}}\"", 1)), `profile "daily": subject/message`},
+		{"missing message_file", globalBlock(strings.Replace(validOpts, "fallback staff", "fallback staff\n\t\t\tmessage_file /nonexistent/mail.txt", 1)), `profile "daily": message_file`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := loadJSON(t, tc.src)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("want an error containing %q, got %v", tc.want, err)
+			}
+		})
+	}
+}
+
+// lineRE splits "Caddyfile:N - Error during parsing: message" in the
+// table into the line and the message.
+var lineRE = regexp.MustCompile(`^Caddyfile:(\d+) - Error during parsing: (.*)$`)

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs what the tests and the demo need, and nothing that is already
+# there, so running it twice costs seconds: Debian's chromium for the browser
+# tests, and mailpit (the SMTP server the tests deliver to).
+set -euo pipefail
+
+MAILPIT_VERSION=v1.33.1
+
+need_apt=()
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+if [ ${#need_apt[@]} -gt 0 ]; then
+	echo "setup: installing ${need_apt[*]} from Debian"
+	if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+	$SUDO apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+gobin="$(go env GOBIN)"
+[ -n "$gobin" ] || gobin="$(go env GOPATH)/bin"
+# `go version -m` reads the module version stamped into the binary; it runs
+# nothing (`mailpit version` would try to reach the network).
+if ! go version -m "$gobin/mailpit" 2>/dev/null | grep -Eq "^[[:space:]]+mod[[:space:]]+github.com/axllent/mailpit[[:space:]]+${MAILPIT_VERSION}"; then
+	echo "setup: building mailpit ${MAILPIT_VERSION} (once; it is kept in $gobin)"
+	# Built outside this module so its dependencies stay out of our go.mod.
+	(cd "$(mktemp -d)" && GOFLAGS=-buildvcs=false go install "github.com/axllent/mailpit@${MAILPIT_VERSION}")
+fi
+echo "setup: ok ($(chromium --version 2>/dev/null), mailpit ${MAILPIT_VERSION} in $gobin)"
