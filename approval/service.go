@@ -230,6 +230,7 @@ func (s *Service) dispatch(l *Login, p *Profile) {
 	}
 	ttl := l.ExpiresAt.Sub(s.now())
 	if ttl <= 0 {
+		s.audit.Record(EventMailAbandoned, l, zap.String("reason", "the link expired before the directory answered"))
 		return
 	}
 	rec, _ := json.Marshal(linkRecord{LoginID: l.ID, Action: actionApprove})
@@ -571,7 +572,9 @@ func (s *Service) updateLogin(ctx context.Context, id string, fn func(*Login) er
 	return err
 }
 
-// HumanDuration renders d for people: "15 minutes", "1 hour", "90 seconds".
+// HumanDuration renders d for people: "15 minutes", "1 hour", "45 seconds".
+// Durations of a minute or more are rounded to the minute (90s is "2
+// minutes"); only whole hours are counted in hours (90m is "90 minutes").
 func HumanDuration(d time.Duration) string {
 	plural := func(n int64, unit string) string {
 		if n == 1 {
