@@ -72,6 +72,9 @@ type env struct {
 	mail     *mailpit.Server
 	upstream *httptest.Server
 	Port     int
+	// AdminPort is Caddy's admin endpoint; Caddyfile is the config it runs.
+	AdminPort int
+	Caddyfile string
 }
 
 // Server is the profile's server: the base URL that links in mail use.
@@ -137,10 +140,10 @@ func newEnv(t *testing.T, caddyfile string) *env {
 		fmt.Fprintf(w, "upstream saw user=%q email=%q path=%s\n", r.Header.Get("X-Remote-User"), r.Header.Get("X-Remote-Email"), r.URL.Path)
 	}))
 	t.Cleanup(e.upstream.Close)
-	e.Port = freePort(t)
+	e.Port, e.AdminPort = freePort(t), freePort(t)
 	storeDir := filepath.Join(t.TempDir(), "store")
-	cfg := fmt.Sprintf(caddyfile, e.Port, freePort(t), e.mail.SMTPPort, storeDir, strings.TrimPrefix(e.upstream.URL, "http://"))
-	e.caddy = startCaddy(t, cfg, e.Port)
+	e.Caddyfile = fmt.Sprintf(caddyfile, e.Port, e.AdminPort, e.mail.SMTPPort, storeDir, strings.TrimPrefix(e.upstream.URL, "http://"))
+	e.caddy = startCaddy(t, e.Caddyfile, e.Port)
 	return e
 }
 
@@ -372,3 +375,5 @@ func linkIn(t testing.TB, text string) string {
 func (e *env) onSite(link string) string {
 	return strings.Replace(link, e.Server(), fmt.Sprintf("http://127.0.0.1:%d", e.Port), 1)
 }
+
+func writeFile(path, content string) error { return os.WriteFile(path, []byte(content), 0o600) }
