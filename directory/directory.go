@@ -6,7 +6,6 @@ package directory
 import (
 	"context"
 	"errors"
-	"fmt"
 )
 
 // ErrNotFound means the directory does not know the input. It is the only
@@ -42,19 +41,30 @@ type Directory interface {
 }
 
 // Lookup tries dirs in order and returns the first identity found. A
-// directory that fails is skipped. When no directory knows the input,
-// Lookup returns ErrNotFound if every directory answered, and otherwise the
-// failures joined, which do not match ErrNotFound: the user may exist in a
-// directory that could not answer, and the caller audits why.
-func Lookup(ctx context.Context, dirs []Directory, input string) (*Identity, error) {
+// directory that cannot answer is skipped: skipped, when not nil, hears of
+// each one, so the caller can audit an outage even when a later directory
+// knows the user. When no directory knows the input, Lookup returns
+// ErrNotFound if every directory answered, and otherwise the failures
+// joined, which do not match ErrNotFound: the user may exist in a directory
+// that could not answer. A directory that found the user without an email
+// address (ErrNoEmail) ends the search, so a namesake elsewhere never gets
+// their mail.
+func Lookup(ctx context.Context, dirs []Directory, input string, skipped func(Directory, error)) (*Identity, error) {
 	var errs []error
 	for _, d := range dirs {
 		id, err := d.Lookup(ctx, input)
 		if err == nil {
 			return id, nil
 		}
+		if errors.Is(err, ErrNoEmail) {
+			return nil, err
+		}
 		if !errors.Is(err, ErrNotFound) {
-			errs = append(errs, fmt.Errorf("directory %q: %w", d.Name(), err))
+			// Directory errors name their directory already.
+			errs = append(errs, err)
+			if skipped != nil {
+				skipped(d, err)
+			}
 		}
 	}
 	if len(errs) > 0 {
