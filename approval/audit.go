@@ -13,6 +13,7 @@ const (
 	EventLoginStarted   Event = "login_started"
 	EventUserUnknown    Event = "user_unknown"
 	EventDirectoryError Event = "directory_error"
+	EventPolicyMatched  Event = "policy_matched"
 	EventMailQueued     Event = "mail_queued"
 	EventMailSent       Event = "mail_sent"
 	EventMailRetry      Event = "mail_retry"

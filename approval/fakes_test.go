@@ -109,6 +109,7 @@ type harness struct {
 	clock *fakeClock
 	logs  *observer.ObservedLogs
 	codec *SessionCodec
+	site  *Site
 }
 
 func newHarness(t *testing.T) *harness {
@@ -145,18 +146,20 @@ func newHarnessWith(t *testing.T, dirs []directory.Directory) *harness {
 	}
 	core, logs := observer.New(zapcore.DebugLevel)
 	h := &harness{t: t, store: st, mail: &fakeMailQueue{}, clock: newFakeClock(), logs: logs, codec: codec}
+	profile := &Profile{
+		Name:           testProfile,
+		Type:           TypeUser,
+		Server:         testServer,
+		LinkExpiration: testLinkLife,
+		MailServers:    []string{"primary"},
+		Directories:    dirs,
+		Templates:      tpl,
+	}
+	h.site = NewSite(profile, nil)
 	h.svc, err = NewService(Config{
-		Store: st,
-		Mail:  h.mail,
-		Profiles: map[string]*Profile{testProfile: {
-			Name:           testProfile,
-			Type:           TypeUser,
-			Server:         testServer,
-			LinkExpiration: testLinkLife,
-			MailServers:    []string{"primary"},
-			Directories:    dirs,
-			Templates:      tpl,
-		}},
+		Store:           st,
+		Mail:            h.mail,
+		Profiles:        map[string]*Profile{testProfile: profile},
 		Codec:           codec,
 		SessionLifetime: testLifetime,
 		Audit:           NewAuditor(zap.New(core).Named("mailauth.audit")),
@@ -174,7 +177,7 @@ func newHarnessWith(t *testing.T, dirs []directory.Directory) *harness {
 func (h *harness) start(input string) *Started {
 	h.t.Helper()
 	st, err := h.svc.Start(context.Background(), StartRequest{
-		Profile:   testProfile,
+		Site:      h.site,
 		Input:     input,
 		ReturnURL: "/reports?q=1",
 		App:       testApp,

@@ -135,7 +135,8 @@ func (s *Service) Profile(name string) *Profile { return s.cfg.Profiles[name] }
 // StartRequest is a login form submission with what is known of the
 // browser that sent it.
 type StartRequest struct {
-	Profile   string
+	// Site says which profiles and directories apply.
+	Site      *Site
 	Input     string
 	ReturnURL string
 	App       string
@@ -166,10 +167,12 @@ func (s *Service) Start(ctx context.Context, req StartRequest) (*Started, error)
 	if input == "" || len(input) > maxInput || !utf8.ValidString(input) || strings.IndexFunc(input, unicode.IsControl) >= 0 {
 		return nil, ErrBadInput
 	}
-	p := s.cfg.Profiles[req.Profile]
-	if p == nil {
-		return nil, fmt.Errorf("%w %q", ErrUnknownProfile, req.Profile)
+	if req.Site == nil || req.Site.Default == nil {
+		return nil, ErrUnknownProfile
 	}
+	// Until the user is found, the login runs on the site's default
+	// profile; dispatch moves it to the profile a policy picks.
+	p := req.Site.Default
 	id, err := newSecret(s.rand, 16)
 	if err != nil {
 		return nil, err
@@ -197,38 +200,51 @@ func (s *Service) Start(ctx context.Context, req StartRequest) (*Started, error)
 		ExpiresAt:   now.Add(p.LinkExpiration),
 		State:       StatePending,
 	}
-	if err := s.putLogin(ctx, l, p.LinkExpiration+loginGrace); err != nil {
+	if err := s.putLogin(ctx, l, req.Site.longestLink+loginGrace); err != nil {
 		return nil, err
 	}
 	s.audit.Record(EventLoginStarted, l)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
-		s.dispatch(l, p)
+		s.dispatch(l, req.Site)
 	}()
 	return &Started{Pending: id + "." + secret, Reference: ref, ExpiresAt: l.ExpiresAt}, nil
 }
 
-// dispatch finds the user and queues the approval mail. Failures are
-// audited, not returned: the browser already has its answer.
-func (s *Service) dispatch(l *Login, p *Profile) {
+// dispatch finds the user, picks the profile and queues the approval
+// mail. Failures are audited, not returned: the browser already has its
+// answer.
+func (s *Service) dispatch(l *Login, site *Site) {
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.LookupTimeout)
 	defer cancel()
-	id, err := directory.Lookup(ctx, p.Directories, l.Input)
+	id, err := directory.Lookup(ctx, site.Directories, l.Input, func(d directory.Directory, err error) {
+		s.audit.Record(EventDirectoryError, l, zap.String("directory", d.Name()), zap.Error(err))
+	})
 	if err != nil {
 		if errors.Is(err, directory.ErrNotFound) {
 			s.audit.Record(EventUserUnknown, l)
-		} else {
+		} else if errors.Is(err, directory.ErrNoEmail) {
 			s.audit.Record(EventDirectoryError, l, zap.Error(err))
 		}
 		return
 	}
+	d := site.Choose(id, false)
+	if d.Profile == nil {
+		s.audit.Record(EventUserUnknown, l, zap.String("directory", id.Directory), zap.String("reason", "no policy matched and the default profile does not use this directory"))
+		return
+	}
+	p := d.Profile
+	if d.Policy != nil {
+		s.audit.Record(EventPolicyMatched, l, zap.String("policy", d.Policy.Name), zap.String("profile", p.Name), zap.String("directory", id.Directory))
+	}
+	expires := l.CreatedAt.Add(p.LinkExpiration)
 	token, err := newSecret(s.rand, tokenBytes)
 	if err != nil {
 		s.cfg.Logger.Error("dispatching login", zap.String("reference", l.Reference), zap.Error(err))
 		return
 	}
-	ttl := l.ExpiresAt.Sub(s.now())
+	ttl := expires.Sub(s.now())
 	if ttl <= 0 {
 		s.audit.Record(EventMailAbandoned, l, zap.String("reason", "the link expired before the directory answered"))
 		return
@@ -238,15 +254,16 @@ func (s *Service) dispatch(l *Login, p *Profile) {
 		s.audit.Record(EventMailFailed, l, zap.String("reason", "store"), zap.Error(err))
 		return
 	}
-	err = s.updateLogin(ctx, l.ID, func(cur *Login) error {
+	fill := func(cur *Login) error {
 		cur.Username, cur.Name, cur.Email = id.Username, id.Name, id.Email
+		cur.Profile, cur.ExpiresAt = p.Name, expires
 		return nil
-	})
-	if err != nil {
+	}
+	if err := s.updateLogin(ctx, l.ID, fill); err != nil {
 		s.audit.Record(EventMailFailed, l, zap.String("reason", "store"), zap.Error(err))
 		return
 	}
-	l.Username, l.Name, l.Email = id.Username, id.Name, id.Email
+	_ = fill(l)
 	msg, err := s.renderApprovalMail(l, p, token)
 	if err != nil {
 		s.audit.Record(EventMailFailed, l, zap.String("reason", "template"), zap.Error(err))

@@ -39,7 +39,7 @@ func TestStartRefusesBadInput(t *testing.T) {
 	}
 	for name, in := range tests {
 		t.Run(name, func(t *testing.T) {
-			st, err := h.svc.Start(bg, StartRequest{Profile: testProfile, Input: in})
+			st, err := h.svc.Start(bg, StartRequest{Site: h.site, Input: in})
 			if !errors.Is(err, ErrBadInput) {
 				t.Errorf("Start(%q) = %+v, %v; want ErrBadInput", in, st, err)
 			}
@@ -57,7 +57,7 @@ func TestStartRefusesBadInput(t *testing.T) {
 func TestStartAcceptsInputOfMaximalLengthAndTrimsSpaces(t *testing.T) {
 	h := newHarness(t)
 	for _, in := range []string{strings.Repeat("a", maxInput), "  " + strings.Repeat("a", maxInput) + "\t"} {
-		if _, err := h.svc.Start(bg, StartRequest{Profile: testProfile, Input: in}); err != nil {
+		if _, err := h.svc.Start(bg, StartRequest{Site: h.site, Input: in}); err != nil {
 			t.Errorf("Start with %d bytes (%d once trimmed) = %v, want success", len(in), len(strings.TrimSpace(in)), err)
 		}
 	}
@@ -69,7 +69,7 @@ func TestStartAcceptsInputOfMaximalLengthAndTrimsSpaces(t *testing.T) {
 
 func TestStartRefusesUnknownProfile(t *testing.T) {
 	h := newHarness(t)
-	if _, err := h.svc.Start(bg, StartRequest{Profile: "nope", Input: aliceInput}); !errors.Is(err, ErrUnknownProfile) {
+	if _, err := h.svc.Start(bg, StartRequest{Site: nil, Input: aliceInput}); !errors.Is(err, ErrUnknownProfile) {
 		t.Errorf("Start with profile %q = %v, want ErrUnknownProfile", "nope", err)
 	}
 }
@@ -108,7 +108,7 @@ func TestStartForUnknownUserQueuesNoMailButAnswersTheSame(t *testing.T) {
 func TestStartForKnownUserMailsALinkToTheProfileServer(t *testing.T) {
 	h := newHarness(t)
 	st, err := h.svc.Start(bg, StartRequest{
-		Profile:   testProfile,
+		Site:      h.site,
 		Input:     "ALICE@example.com",
 		ReturnURL: "/x",
 		// A forged Host header must not end up in the link.
@@ -440,7 +440,7 @@ func TestLinkJustBeforeExpiryWorks(t *testing.T) {
 func TestDispatchAfterExpiryQueuesNoMail(t *testing.T) {
 	dir := &blockingDirectory{release: make(chan struct{})}
 	h := newHarnessWith(t, []directory.Directory{dir})
-	st, err := h.svc.Start(bg, StartRequest{Profile: testProfile, Input: aliceInput})
+	st, err := h.svc.Start(bg, StartRequest{Site: h.site, Input: aliceInput})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -478,7 +478,7 @@ func TestDirectoryFailureQueuesNoMailAndIsAudited(t *testing.T) {
 func TestCloseStopsAPendingLookup(t *testing.T) {
 	dir := &blockingDirectory{release: make(chan struct{})}
 	h := newHarnessWith(t, []directory.Directory{dir})
-	if _, err := h.svc.Start(bg, StartRequest{Profile: testProfile, Input: aliceInput}); err != nil {
+	if _, err := h.svc.Start(bg, StartRequest{Site: h.site, Input: aliceInput}); err != nil {
 		t.Fatal(err)
 	}
 	done := make(chan struct{})
@@ -542,7 +542,7 @@ func TestStartSanitizesReturnURL(t *testing.T) {
 		"":                      "/",
 		"/reports?q=1#top":      "/reports?q=1#top",
 	} {
-		st, err := h.svc.Start(bg, StartRequest{Profile: testProfile, Input: aliceInput, ReturnURL: in})
+		st, err := h.svc.Start(bg, StartRequest{Site: h.site, Input: aliceInput, ReturnURL: in})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -641,7 +641,7 @@ func TestTruncateCutsOnRuneBoundaries(t *testing.T) {
 func TestLongUserAgentIsStoredTruncated(t *testing.T) {
 	h := newHarness(t)
 	ua := testUA + strings.Repeat("é", 600)
-	st, err := h.svc.Start(bg, StartRequest{Profile: testProfile, Input: aliceInput, UserAgent: ua})
+	st, err := h.svc.Start(bg, StartRequest{Site: h.site, Input: aliceInput, UserAgent: ua})
 	if err != nil {
 		t.Fatal(err)
 	}
