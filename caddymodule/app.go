@@ -7,6 +7,7 @@ package caddymodule
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/mail"
@@ -58,14 +59,20 @@ type App struct {
 	// Profiles say how approval runs, by name. Sites pick one with
 	// default_profile.
 	Profiles map[string]*ProfileConfig `json:"profiles,omitempty"`
+	// Policies choose a profile from user attributes, by name. Sites list
+	// the ones they use with policies.
+	Policies map[string]*PolicyConfig `json:"policies,omitempty"`
 
-	logger  *zap.Logger
-	storeID string
-	store   store.Store
-	outbox  *mailer.Outbox
-	service *approval.Service
-	stop    context.CancelFunc
-	stopped chan struct{}
+	logger   *zap.Logger
+	profiles map[string]*approval.Profile
+	policies map[string]*approval.Policy
+	dirs     map[string]directory.Directory
+	storeID  string
+	store    store.Store
+	outbox   *mailer.Outbox
+	service  *approval.Service
+	stop     context.CancelFunc
+	stopped  chan struct{}
 }
 
 // CaddyModule returns the Caddy module information.
@@ -89,7 +96,6 @@ func (p pooledStore) Destruct() error { return p.Close() }
 // directories, profiles and the approval service.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
-	repl := caddy.NewReplacer()
 	lifetime := time.Duration(a.SessionLifetime)
 	if lifetime == 0 {
 		lifetime = defaultSessionLifetime
@@ -98,19 +104,10 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return errors.New("mailauth: session_lifetime must be positive")
 	}
 
-	servers, err := a.mailServers(repl)
+	servers, err := a.build()
 	if err != nil {
 		return err
 	}
-	dirs, err := a.directories()
-	if err != nil {
-		return err
-	}
-	profiles, err := a.profiles(servers, dirs)
-	if err != nil {
-		return err
-	}
-
 	if err := a.openStore(); err != nil {
 		return err
 	}
@@ -128,7 +125,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	svc, err = approval.NewService(approval.Config{
 		Store:           a.store,
 		Mail:            a.outbox,
-		Profiles:        profiles,
+		Profiles:        a.profiles,
 		Codec:           codec,
 		SessionLifetime: lifetime,
 		Audit:           audit,
@@ -139,6 +136,63 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	a.service = svc
 	return nil
+}
+
+// build turns the configuration into directories, profiles and policies.
+// It opens nothing and dials nothing, so `caddy mailauth explain` can use
+// it beside a running Caddy that holds the store.
+func (a *App) build() (map[string]mailer.ServerConfig, error) {
+	if a.logger == nil {
+		a.logger = zap.NewNop()
+	}
+	repl := caddy.NewReplacer()
+	servers, err := a.mailServers(repl)
+	if err != nil {
+		return nil, err
+	}
+	if a.dirs, err = a.directories(repl); err != nil {
+		return nil, err
+	}
+	if a.profiles, err = a.buildProfiles(servers, a.dirs); err != nil {
+		return nil, err
+	}
+	a.policies = make(map[string]*approval.Policy, len(a.Policies))
+	for name, c := range a.Policies {
+		if c == nil {
+			return nil, fmt.Errorf("mailauth: policy %q: empty", name)
+		}
+		p := a.profiles[c.Profile]
+		if p == nil {
+			return nil, fmt.Errorf("mailauth: policy %q: profile: no profile named %q (have: %s)", name, c.Profile, names(a.profiles))
+		}
+		if c.Directory != "" && a.dirs[c.Directory] == nil {
+			return nil, fmt.Errorf("mailauth: policy %q: directory: no directory named %q (have: %s)", name, c.Directory, names(a.dirs))
+		}
+		pol, err := approval.NewPolicy(name, p, c.Directory, c.Attribute, c.Values)
+		if err != nil {
+			return nil, fmt.Errorf("mailauth: %w", err)
+		}
+		a.policies[name] = pol
+	}
+	return servers, nil
+}
+
+// site builds what a site with this default profile and these policies
+// runs on; the error names the handler field at fault.
+func (a *App) site(defaultProfile string, policies []string) (*approval.Site, error) {
+	def := a.profiles[defaultProfile]
+	if def == nil {
+		return nil, fmt.Errorf("mailauth: default_profile: no profile named %q (have: %s)", defaultProfile, names(a.profiles))
+	}
+	pols := make([]*approval.Policy, 0, len(policies))
+	for _, n := range policies {
+		p := a.policies[n]
+		if p == nil {
+			return nil, fmt.Errorf("mailauth: policies: no policy named %q (have: %s)", n, names(a.policies))
+		}
+		pols = append(pols, p)
+	}
+	return approval.NewSite(def, pols), nil
 }
 
 func (a *App) mailServers(repl *caddy.Replacer) (map[string]mailer.ServerConfig, error) {
@@ -165,33 +219,72 @@ func (a *App) mailServers(repl *caddy.Replacer) (map[string]mailer.ServerConfig,
 	return out, nil
 }
 
-func (a *App) directories() (map[string]directory.Directory, error) {
+func (a *App) directories(repl *caddy.Replacer) (map[string]directory.Directory, error) {
 	out := make(map[string]directory.Directory, len(a.Directories))
 	for name, c := range a.Directories {
 		if c == nil {
 			return nil, fmt.Errorf("mailauth: directory %q: empty", name)
 		}
-		switch c.Type {
-		case "local":
-			users := make([]directory.LocalUser, 0, len(c.Users))
-			for _, u := range c.Users {
-				users = append(users, directory.LocalUser{Username: u.Username, Name: u.Name, Email: u.Email, Sponsor: u.Sponsor, Attributes: u.Attributes})
-			}
-			d, err := directory.NewLocal(name, users)
-			if err != nil {
-				return nil, fmt.Errorf("mailauth: %w", err)
-			}
-			out[name] = d
-		case "":
-			return nil, fmt.Errorf("mailauth: directory %q: type is required (local)", name)
-		default:
-			return nil, fmt.Errorf("mailauth: directory %q: type %q is not supported (local)", name, c.Type)
+		d, err := a.directory(name, c, repl)
+		if err != nil {
+			return nil, err
 		}
+		out[name] = d
 	}
 	return out, nil
 }
 
-func (a *App) profiles(servers map[string]mailer.ServerConfig, dirs map[string]directory.Directory) (map[string]*approval.Profile, error) {
+func (a *App) directory(name string, c *DirectoryConfig, repl *caddy.Replacer) (directory.Directory, error) {
+	switch c.Type {
+	case "local":
+		users := make([]directory.LocalUser, 0, len(c.Users))
+		for _, u := range c.Users {
+			users = append(users, directory.LocalUser{Username: u.Username, Name: u.Name, Email: u.Email, Sponsor: u.Sponsor, Attributes: u.Attributes})
+		}
+		d, err := directory.NewLocal(name, users)
+		if err != nil {
+			return nil, fmt.Errorf("mailauth: %w", err)
+		}
+		return d, nil
+	case "ldap":
+		cfg := directory.LDAPConfig{
+			URL:                 c.URL,
+			BindDN:              c.BindDN,
+			BindPassword:        repl.ReplaceKnown(c.BindPassword, ""),
+			BaseDN:              c.BaseDN,
+			UserFilter:          c.UserFilter,
+			UsernameAttribute:   c.UsernameAttribute,
+			MailAttribute:       c.MailAttribute,
+			ManagerAttribute:    c.ManagerAttribute,
+			NameAttribute:       c.NameAttribute,
+			DepartmentAttribute: c.DepartmentAttribute,
+			Attributes:          c.Attributes,
+			StartTLS:            c.StartTLS,
+			Timeout:             time.Duration(c.Timeout),
+			PoolSize:            c.PoolSize,
+		}
+		if c.TLSCA != "" {
+			pem, err := os.ReadFile(c.TLSCA)
+			if err != nil {
+				return nil, fmt.Errorf("mailauth: directory %q: tls_ca: %w", name, err)
+			}
+			cfg.RootCAs = x509.NewCertPool()
+			if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("mailauth: directory %q: tls_ca: %s holds no PEM certificate", name, c.TLSCA)
+			}
+		}
+		d, err := directory.NewLDAP(name, cfg, a.logger.Named("directory"))
+		if err != nil {
+			return nil, fmt.Errorf("mailauth: %w", err)
+		}
+		return d, nil
+	case "":
+		return nil, fmt.Errorf("mailauth: directory %q: type is required (local or ldap)", name)
+	}
+	return nil, fmt.Errorf("mailauth: directory %q: type %q is not supported (local or ldap)", name, c.Type)
+}
+
+func (a *App) buildProfiles(servers map[string]mailer.ServerConfig, dirs map[string]directory.Directory) (map[string]*approval.Profile, error) {
 	if len(a.Profiles) == 0 {
 		return nil, errors.New("mailauth: no profile is configured; add a profile block")
 	}
@@ -363,6 +456,7 @@ func (a *App) Stop() error {
 
 // Cleanup releases the store; the last config using it closes it.
 func (a *App) Cleanup() error {
+	a.closeDirectories()
 	if a.storeID == "" {
 		return nil
 	}

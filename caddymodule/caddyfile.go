@@ -1,7 +1,11 @@
 package caddymodule
 
 import (
+	"fmt"
+	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -41,6 +45,23 @@ func init() {
 //				attr <key> <value...>
 //			}
 //		}
+//		directory <name> ldap {
+//			url ldap[s]://<host>[:<port>]
+//			bind_dn <dn>
+//			bind_password <password>
+//			base_dn <dn>
+//			user_filter <filter with {input}>
+//			username_attribute <attribute>
+//			mail_attribute <attribute>
+//			manager_attribute <attribute>
+//			name_attribute <attribute>
+//			department_attribute <attribute>
+//			attributes <attribute...>
+//			start_tls
+//			tls_ca <pem file>
+//			timeout <duration>
+//			pool_size <n>
+//		}
 //		profile <name> {
 //			type user|manager
 //			server <base URL>
@@ -50,6 +71,12 @@ func init() {
 //			link_expiration <duration>
 //			mail_servers <name...>
 //			fallback <directory...>
+//		}
+//		policy <name> {
+//			profile <profile>
+//			directory <directory>
+//			attribute <attribute>
+//			values <value...>
 //		}
 //	}
 //
@@ -63,6 +90,7 @@ func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 		MailServers: map[string]*MailServerConfig{},
 		Directories: map[string]*DirectoryConfig{},
 		Profiles:    map[string]*ProfileConfig{},
+		Policies:    map[string]*PolicyConfig{},
 	}
 	// Lines of references, checked once the whole block is read, since a
 	// profile may name a directory defined below it.
@@ -129,11 +157,30 @@ func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 			}
 			app.MailServers[name] = ms
 		case "directory":
-			name, err := blockName(d, opt, app.Directories, "local")
-			if err != nil {
-				return nil, err
+			if !d.NextArg() {
+				return nil, d.Err("directory: want a name and a type (local or ldap)")
 			}
-			dir, err := parseLocalDirectory(d, name)
+			name := d.Val()
+			if _, dup := app.Directories[name]; dup {
+				return nil, d.Errf("directory %q: defined twice", name)
+			}
+			if !d.NextArg() {
+				return nil, d.Errf("directory %q: want a type (local or ldap)", name)
+			}
+			kind := d.Val()
+			if d.NextArg() {
+				return nil, d.Errf("directory %q: unexpected %q", name, d.Val())
+			}
+			var dir *DirectoryConfig
+			var err error
+			switch kind {
+			case "local":
+				dir, err = parseLocalDirectory(d, name)
+			case "ldap":
+				dir, err = parseLDAPDirectory(d, name)
+			default:
+				err = d.Errf("directory %q: type %q is not supported (local or ldap)", name, kind)
+			}
 			if err != nil {
 				return nil, err
 			}
@@ -203,11 +250,33 @@ func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 				return nil, d.Errf("profile %q: fallback: required (the directories that users come from)", name)
 			}
 			app.Profiles[name] = p
+		case "policy":
+			name, err := blockName(d, opt, app.Policies)
+			if err != nil {
+				return nil, err
+			}
+			pol, err := parsePolicy(d, name)
+			if err != nil {
+				return nil, err
+			}
+			refs = append(refs, ref{profile: name, kind: "policy", name: pol.Profile, d: *d})
+			app.Policies[name] = pol
 		default:
 			return nil, d.Errf("unknown mailauth option %q", opt)
 		}
 	}
 	for _, r := range refs {
+		if r.kind == "policy" {
+			pol := app.Policies[r.profile]
+			prof := app.Profiles[pol.Profile]
+			if prof == nil {
+				return nil, r.d.Errf("policy %q: profile: no profile named %q", r.profile, pol.Profile)
+			}
+			if pol.Directory != "" && !slices.Contains(prof.Fallback, pol.Directory) {
+				return nil, r.d.Errf("policy %q: directory: %q is not in the fallback list of profile %q", r.profile, pol.Directory, pol.Profile)
+			}
+			continue
+		}
 		ok := false
 		if r.kind == "fallback" {
 			_, ok = app.Directories[r.name]
@@ -369,6 +438,135 @@ func parseLocalDirectory(d *caddyfile.Dispenser, dirName string) (*DirectoryConf
 	return dir, nil
 }
 
+func parseLDAPDirectory(d *caddyfile.Dispenser, name string) (*DirectoryConfig, error) {
+	dir := &DirectoryConfig{Type: "ldap"}
+	nesting := d.Nesting()
+	fields := map[string]bool{}
+	for d.NextBlock(nesting) {
+		f := d.Val()
+		if fields[f] {
+			return nil, d.Errf("directory %q: %s: set twice", name, f)
+		}
+		fields[f] = true
+		switch f {
+		case "start_tls":
+			if d.NextArg() {
+				return nil, d.Errf("directory %q: start_tls: takes no value", name)
+			}
+			dir.StartTLS = true
+			continue
+		case "attributes":
+			dir.Attributes = d.RemainingArgs()
+			if len(dir.Attributes) == 0 {
+				return nil, d.Errf("directory %q: attributes: name at least one", name)
+			}
+			continue
+		case "timeout":
+			dur, err := durationArg(d, fmt.Sprintf("directory %q: timeout", name))
+			if err != nil {
+				return nil, err
+			}
+			dir.Timeout = dur
+			continue
+		}
+		if !d.NextArg() || d.CountRemainingArgs() > 0 {
+			return nil, d.Errf("directory %q: %s: want one value", name, f)
+		}
+		v := d.Val()
+		switch f {
+		case "url":
+			if !strings.HasPrefix(v, "ldap://") && !strings.HasPrefix(v, "ldaps://") {
+				return nil, d.Errf("directory %q: url: %q must start with ldap:// or ldaps://", name, v)
+			}
+			dir.URL = v
+		case "bind_dn":
+			dir.BindDN = v
+		case "bind_password":
+			dir.BindPassword = v
+		case "base_dn":
+			dir.BaseDN = v
+		case "user_filter":
+			if !strings.Contains(v, "{input}") {
+				return nil, d.Errf("directory %q: user_filter: %q must contain {input}", name, v)
+			}
+			dir.UserFilter = v
+		case "username_attribute":
+			dir.UsernameAttribute = v
+		case "mail_attribute":
+			dir.MailAttribute = v
+		case "manager_attribute":
+			dir.ManagerAttribute = v
+		case "name_attribute":
+			dir.NameAttribute = v
+		case "department_attribute":
+			dir.DepartmentAttribute = v
+		case "tls_ca":
+			dir.TLSCA = v
+		case "pool_size":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > 64 {
+				return nil, d.Errf("directory %q: pool_size: %q is not a number from 1 to 64", name, v)
+			}
+			dir.PoolSize = n
+		default:
+			return nil, d.Errf("directory %q: unknown option %q", name, f)
+		}
+	}
+	for _, f := range []string{"url", "base_dn"} {
+		if !fields[f] {
+			return nil, d.Errf("directory %q: %s: required", name, f)
+		}
+	}
+	return dir, nil
+}
+
+func parsePolicy(d *caddyfile.Dispenser, name string) (*PolicyConfig, error) {
+	pol := &PolicyConfig{}
+	nesting := d.Nesting()
+	fields := map[string]bool{}
+	for d.NextBlock(nesting) {
+		f := d.Val()
+		if fields[f] {
+			return nil, d.Errf("policy %q: %s: set twice", name, f)
+		}
+		fields[f] = true
+		switch f {
+		case "profile", "directory", "attribute":
+			if !d.NextArg() || d.CountRemainingArgs() > 0 {
+				return nil, d.Errf("policy %q: %s: want one value", name, f)
+			}
+			switch f {
+			case "profile":
+				pol.Profile = d.Val()
+			case "directory":
+				pol.Directory = d.Val()
+			case "attribute":
+				pol.Attribute = d.Val()
+			}
+		case "values":
+			pol.Values = d.RemainingArgs()
+			if len(pol.Values) == 0 {
+				return nil, d.Errf("policy %q: values: name at least one", name)
+			}
+			for _, v := range pol.Values {
+				if len(v) >= 2 && v[0] == '/' && v[len(v)-1] == '/' {
+					if _, err := regexp.Compile(v[1 : len(v)-1]); err != nil {
+						return nil, d.Errf("policy %q: values: %q is not a valid regular expression: %v", name, v, err)
+					}
+				}
+			}
+		default:
+			return nil, d.Errf("policy %q: unknown option %q", name, f)
+		}
+	}
+	for _, f := range []string{"profile", "attribute", "values"} {
+		if !fields[f] {
+			return nil, d.Errf("policy %q: %s: required", name, f)
+		}
+	}
+	return pol, nil
+}
+
 func durationArg(d *caddyfile.Dispenser, what string) (caddy.Duration, error) {
 	if !d.NextArg() || d.CountRemainingArgs() > 0 {
 		return 0, d.Errf("%s: want one duration", what)
@@ -387,6 +585,7 @@ func durationArg(d *caddyfile.Dispenser, what string) (caddy.Duration, error) {
 //
 //	mailauth {
 //		default_profile <name>
+//		policies <policy...>
 //	}
 func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	m := &Handler{}
@@ -404,6 +603,14 @@ func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 				return nil, h.Err("default_profile: want one profile name")
 			}
 			m.DefaultProfile = h.Val()
+		case "policies":
+			if m.Policies != nil {
+				return nil, h.Err("policies: set twice")
+			}
+			m.Policies = h.RemainingArgs()
+			if len(m.Policies) == 0 {
+				return nil, h.Err("policies: name at least one policy")
+			}
 		default:
 			return nil, h.Errf("unknown mailauth option %q", h.Val())
 		}

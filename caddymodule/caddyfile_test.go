@@ -60,10 +60,19 @@ func TestCaddyfileExampleAdapts(t *testing.T) {
 		t.Fatal(err)
 	}
 	app := cfg.Apps.Mailauth
-	if app.Profiles["daily"] == nil || app.Profiles["daily"].Server != "https://apps.example.com" || len(app.Profiles["daily"].Fallback) != 1 {
+	if app.Profiles["daily"] == nil || app.Profiles["daily"].Server != "https://apps.example.com" || len(app.Profiles["daily"].Fallback) != 2 {
 		t.Fatalf("profile daily not adapted as written: %+v", app.Profiles["daily"])
 	}
-	if u := app.Directories["staff"].Users; len(u) != 2 || u[0].Sponsor != "bob@example.com" || u[0].Attributes["department"][0] != "IT" {
+	if corp := app.Directories["corp"]; corp == nil || corp.Type != "ldap" || corp.URL != "ldaps://dc1.example.com" || corp.UserFilter != "(|(uid={input})(mail={input}))" || len(corp.Attributes) != 2 {
+		t.Fatalf("directory corp not adapted as written: %+v", corp)
+	}
+	if p := app.Policies["executives"]; p == nil || p.Profile != "sensitive" || p.Directory != "corp" || len(p.Values) != 2 || p.Values[1] != "/^cn=finance-.*$/" {
+		t.Fatalf("policy executives not adapted as written: %+v", p)
+	}
+	if !strings.Contains(string(out), `"policies":["executives"]`) {
+		t.Fatalf("the site's policies are missing from the adapted JSON")
+	}
+	if u := app.Directories["staff"].Users; len(u) != 1 || u[0].Sponsor != "bob@example.com" || u[0].Attributes["department"][0] != "IT" {
 		t.Fatalf("directory staff not adapted as written: %+v", u)
 	}
 	if ms := app.MailServers["primary"]; ms == nil || ms.Port != 587 || ms.TLS != "starttls" || ms.Password != "{env.SMTP_PASSWORD}" {
@@ -102,7 +111,11 @@ func TestCaddyfileErrorsNameFieldAndLine(t *testing.T) {
 		{"mail_server bad port", "\t\tmail_server m {\n\t\t\thost h\n\t\t\tport 99999\n\t\t}", "Caddyfile:5 - Error during parsing: mail_server: port"},
 		{"mail_server bad from", "\t\tmail_server m {\n\t\t\thost h\n\t\t\tfrom not-an-address\n\t\t}", "Caddyfile:5 - Error during parsing: mail_server: from"},
 		{"duplicate mail_server", "\t\tmail_server m {\n\t\t\thost h\n\t\t\tfrom a@b.c\n\t\t}\n\t\tmail_server m {\n\t\t\thost h\n\t\t\tfrom a@b.c\n\t\t}", "Caddyfile:7 - Error during parsing: mail_server \"m\": defined twice"},
-		{"directory type", "\t\tdirectory d ldapish {\n\t\t}", "Caddyfile:3 - Error during parsing: directory \"d\": type \"ldapish\" is not supported"},
+		{"directory type", "\t\tdirectory d ldapish {\n\t\t}", "Caddyfile:3 - Error during parsing: directory \"d\": type \"ldapish\" is not supported (local or ldap)"},
+		{"ldap url scheme", "\t\tdirectory corp ldap {\n\t\t\turl http://dc1\n\t\t}", "Caddyfile:4 - Error during parsing: directory \"corp\": url: \"http://dc1\" must start with ldap:// or ldaps://"},
+		{"ldap without base_dn", "\t\tdirectory corp ldap {\n\t\t\turl ldaps://dc1\n\t\t}", "Caddyfile:5 - Error during parsing: directory \"corp\": base_dn: required"},
+		{"ldap filter without input", "\t\tdirectory corp ldap {\n\t\t\turl ldaps://dc1\n\t\t\tuser_filter (uid=bob)\n\t\t}", "Caddyfile:5 - Error during parsing: directory \"corp\": user_filter: \"(uid=bob)\" must contain {input}"},
+		{"ldap pool_size", "\t\tdirectory corp ldap {\n\t\t\turl ldaps://dc1\n\t\t\tpool_size 0\n\t\t}", "Caddyfile:5 - Error during parsing: directory \"corp\": pool_size"},
 		{"user without email", "\t\tdirectory d local {\n\t\t\tuser alice {\n\t\t\t\tname Alice\n\t\t\t}\n\t\t}", "directory \"d\": user \"alice\": email: required"},
 		{"user bad sponsor", "\t\tdirectory d local {\n\t\t\tuser alice {\n\t\t\t\temail a@b.c\n\t\t\t\tsponsor nobody\n\t\t\t}\n\t\t}", "Caddyfile:6 - Error during parsing: directory \"d\": user \"alice\": sponsor"},
 		{"profile type", "\t\tprofile p {\n\t\t\ttype robot\n\t\t}", "Caddyfile:4 - Error during parsing: profile \"p\": type: \"robot\" is not a profile type"},
@@ -111,6 +124,10 @@ func TestCaddyfileErrorsNameFieldAndLine(t *testing.T) {
 		{"profile unknown field", "\t\tprofile p {\n\t\t\tmessage_html /x\n\t\t}", "Caddyfile:4 - Error during parsing: profile \"p\": unknown option \"message_html\""},
 		{"fallback to missing directory", validOpts + "\n\t\tprofile q {\n\t\t\tserver https://x.test\n\t\t\tfallback staff corp\n\t\t}", "Caddyfile:21 - Error during parsing: profile \"q\": fallback: no directory named \"corp\""},
 		{"mail_servers to missing server", validOpts + "\n\t\tprofile q {\n\t\t\tserver https://x.test\n\t\t\tmail_servers m backup\n\t\t\tfallback staff\n\t\t}", "Caddyfile:21 - Error during parsing: profile \"q\": mail_servers: no mail_server named \"backup\""},
+		{"policy with unknown profile", validOpts + "\n\t\tpolicy execs {\n\t\t\tprofile sensitive\n\t\t\tattribute memberOf\n\t\t\tvalues x\n\t\t}", "Caddyfile:23 - Error during parsing: policy \"execs\": profile: no profile named \"sensitive\""},
+		{"policy directory outside the fallback", validOpts + "\n\t\tdirectory other local {\n\t\t}\n\t\tpolicy execs {\n\t\t\tprofile daily\n\t\t\tdirectory other\n\t\t\tattribute memberOf\n\t\t\tvalues x\n\t\t}", "Caddyfile:26 - Error during parsing: policy \"execs\": directory: \"other\" is not in the fallback list of profile \"daily\""},
+		{"policy bad regex", validOpts + "\n\t\tpolicy execs {\n\t\t\tprofile daily\n\t\t\tattribute memberOf\n\t\t\tvalues ok \"/^cn=(finance/\"\n\t\t}", "Caddyfile:22 - Error during parsing: policy \"execs\": values: \"/^cn=(finance/\" is not a valid regular expression"},
+		{"policy without attribute", validOpts + "\n\t\tpolicy execs {\n\t\t\tprofile daily\n\t\t\tvalues x\n\t\t}", "Caddyfile:22 - Error during parsing: policy \"execs\": attribute: required"},
 		{"field set twice", "\t\tprofile p {\n\t\t\tserver https://a.test\n\t\t\tserver https://b.test\n\t\t}", "Caddyfile:5 - Error during parsing: profile \"p\": server: set twice"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -166,6 +183,7 @@ func TestLoadErrorsNameTheField(t *testing.T) {
 		{"server with a path", globalBlock(strings.Replace(validOpts, "https://apps.example.test", "https://apps.example.test/login", 1)), `profile "daily": server:`},
 		{"tls none off loopback", globalBlock(strings.Replace(validOpts, "host 127.0.0.1", "host smtp.example.test", 1)), `mail_server "m"`},
 		{"bad subject template", globalBlock(strings.Replace(validOpts, "fallback staff", "fallback staff\n\t\t\tsubject \"{{.Nope}}\"", 1)), `profile "daily": subject/message`},
+		{"unknown policy on a site", strings.Replace(globalBlock(validOpts), "default_profile daily", "default_profile daily\n\t\tpolicies nope", 1), `policies: no policy named "nope"`},
 		{"missing message_file", globalBlock(strings.Replace(validOpts, "fallback staff", "fallback staff\n\t\t\tmessage_file /nonexistent/mail.txt", 1)), `profile "daily": message_file`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -40,13 +40,54 @@ type MailServerConfig struct {
 	Timeout caddy.Duration `json:"timeout,omitempty"`
 }
 
-// DirectoryConfig is one source of identities.
+// DirectoryConfig is one source of identities: users listed in the
+// config ("local") or an LDAP server ("ldap").
 type DirectoryConfig struct {
-	// Type is the kind of directory. Only "local" is available in this
-	// version.
+	// Type is "local" or "ldap". Required.
 	Type string `json:"type,omitempty"`
 	// Users lists the users of a local directory.
 	Users []*LocalUserConfig `json:"users,omitempty"`
+
+	// URL is the LDAP server, ldap://host[:port] or ldaps://host[:port].
+	// Required for ldap.
+	URL string `json:"url,omitempty"`
+	// BindDN is the service account that searches; empty binds
+	// anonymously.
+	BindDN string `json:"bind_dn,omitempty"`
+	// BindPassword is BindDN's password; a placeholder such as
+	// {env.LDAP_PASSWORD} expands at load.
+	BindPassword string `json:"bind_password,omitempty"`
+	// BaseDN is the subtree searched for users. Required for ldap.
+	BaseDN string `json:"base_dn,omitempty"`
+	// UserFilter finds the user; {input} stands for what the user typed,
+	// escaped as an LDAP filter value. Default: (|(uid={input})(mail={input})).
+	UserFilter string `json:"user_filter,omitempty"`
+	// UsernameAttribute holds the account name. Default: uid (use
+	// sAMAccountName for Active Directory).
+	UsernameAttribute string `json:"username_attribute,omitempty"`
+	// MailAttribute holds the user's email. Default: mail.
+	MailAttribute string `json:"mail_attribute,omitempty"`
+	// ManagerAttribute holds the manager's DN, whose mail attribute becomes
+	// the manager email. Default: manager.
+	ManagerAttribute string `json:"manager_attribute,omitempty"`
+	// NameAttribute holds the display name. Default: cn.
+	NameAttribute string `json:"name_attribute,omitempty"`
+	// DepartmentAttribute is read into the "department" attribute that
+	// policies match. Default: departmentNumber.
+	DepartmentAttribute string `json:"department_attribute,omitempty"`
+	// Attributes are further LDAP attributes that policies can match.
+	// memberOf, group_name, department, mail and username are always there.
+	Attributes []string `json:"attributes,omitempty"`
+	// StartTLS upgrades an ldap:// connection to TLS before binding.
+	StartTLS bool `json:"start_tls,omitempty"`
+	// TLSCA is a PEM file of CA certificates that the server's certificate
+	// must chain to. Default: the system's roots. Verification cannot be
+	// turned off.
+	TLSCA string `json:"tls_ca,omitempty"`
+	// Timeout bounds each connect and each request. Default: 5s.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+	// PoolSize is how many connections may be open at once. Default: 4.
+	PoolSize int `json:"pool_size,omitempty"`
 }
 
 // LocalUserConfig is one user of a local directory.
@@ -95,4 +136,24 @@ type ProfileConfig struct {
 	// Fallback names the directories that identities come from, tried in
 	// order; the first that knows the user wins. Required.
 	Fallback []string `json:"fallback,omitempty"`
+}
+
+// PolicyConfig chooses a profile for the users whose attribute matches.
+// Sites list the policies they use, in order; the first match applies and
+// no match means the site's default_profile.
+type PolicyConfig struct {
+	// Profile is applied to matching users. Required.
+	Profile string `json:"profile,omitempty"`
+	// Directory, when set, limits the policy to users found in that
+	// directory, which must be in the profile's fallback list. Default:
+	// any of the profile's fallback directories.
+	Directory string `json:"directory,omitempty"`
+	// Attribute is the identity attribute compared, such as "memberOf",
+	// "department", "mail", "username" or "group_name". Required.
+	Attribute string `json:"attribute,omitempty"`
+	// Values match the attribute: an exact string, a wildcard with "*"
+	// (both ignore case), or a regular expression written "/.../" (taken
+	// as written; "(?i)" ignores case). A multi-valued attribute matches
+	// when any of its values does. Required.
+	Values []string `json:"values,omitempty"`
 }

@@ -34,7 +34,7 @@ func (h *Handler) loginStart(w http.ResponseWriter, r *http.Request) error {
 	}
 	ret := approval.SafeReturnURL(r.PostForm.Get("return"))
 	started, err := h.app.service.Start(r.Context(), approval.StartRequest{
-		Profile:   h.DefaultProfile,
+		Site:      h.site,
 		Input:     r.PostForm.Get("identity"),
 		ReturnURL: ret,
 		App:       siteHost(r),

@@ -36,8 +36,13 @@ type Handler struct {
 	// DefaultProfile names the profile (from the global mailauth block)
 	// that runs logins on this site. Required.
 	DefaultProfile string `json:"default_profile,omitempty"`
+	// Policies names the global policies this site uses, in order. The
+	// first whose attribute matches the user picks the profile; no match
+	// means DefaultProfile.
+	Policies []string `json:"policies,omitempty"`
 
 	app    *App
+	site   *approval.Site
 	csrf   *http.CrossOriginProtection
 	logger *zap.Logger
 }
@@ -64,8 +69,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.app.service == nil {
 		return errors.New("mailauth: the global mailauth block is missing")
 	}
-	if h.app.service.Profile(h.DefaultProfile) == nil {
-		return fmt.Errorf("mailauth: default_profile: no profile named %q (have: %s)", h.DefaultProfile, names(h.app.Profiles))
+	if h.site, err = h.app.site(h.DefaultProfile, h.Policies); err != nil {
+		return err
 	}
 	// Cross-site POSTs are refused: a login form posted from another site
 	// would let it flood inboxes or fix a session.
