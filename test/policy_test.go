@@ -1,0 +1,190 @@
+package test
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailauth/caddy-mailauth/test/slapd"
+)
+
+// ldapCaddyfile protects a site whose users come from LDAP (corp) and a
+// local directory (staff). Executives get the "sensitive" profile by
+// policy; everybody else "daily". The @…@ tokens are the slapd's.
+const ldapCaddyfile = `{
+	admin 127.0.0.1:%[2]d
+	auto_https off
+	mailauth {
+		store badger %[4]s
+		mail_server local {
+			host 127.0.0.1
+			port %[3]d
+			tls none
+			from "Access Gateway <gateway@example.test>"
+		}
+		directory corp ldap {
+			url @LDAPS_URL@
+			tls_ca @CA_FILE@
+			bind_dn @BIND_DN@
+			bind_password {env.TEST_LDAP_PASSWORD}
+			base_dn ou=people,dc=example,dc=test
+			timeout 2s
+		}
+		directory staff local {
+			user alice {
+				name "Alice Local"
+				email alice@example.test
+			}
+		}
+		profile daily {
+			server http://localhost:%[1]d
+			subject "Sign in to {{.App}}"
+			fallback corp staff
+		}
+		profile sensitive {
+			server http://localhost:%[1]d
+			subject "Sensitive sign-in to {{.App}}"
+			link_expiration 10m
+			fallback corp
+		}
+		policy executives {
+			profile sensitive
+			directory corp
+			attribute memberOf
+			values "cn=executives,*" "/^cn=finance-.*$/"
+		}
+	}
+}
+
+http://:%[1]d {
+	bind 127.0.0.1
+	mailauth {
+		default_profile daily
+		policies executives
+	}
+	reverse_proxy %[5]s {
+		header_up X-Remote-User {http.auth.user.id}
+		header_up X-Remote-Email {http.auth.user.email}
+	}
+}
+`
+
+func withLDAP(t *testing.T, s *slapd.Server, caddyfile string) string {
+	t.Setenv("TEST_LDAP_PASSWORD", s.BindPassword)
+	return strings.NewReplacer("@LDAPS_URL@", s.LDAPSURL, "@CA_FILE@", s.CAFile, "@BIND_DN@", s.BindDN).Replace(caddyfile)
+}
+
+// TestPoliciesPickProfilesThroughCaddy: two LDAP users of one site take
+// different profiles by policy, and a user known only to the local
+// directory signs in through the fallback.
+func TestPoliciesPickProfilesThroughCaddy(t *testing.T) {
+	ldap := slapd.Start(t)
+	e := newEnv(t, withLDAP(t, ldap, ldapCaddyfile))
+
+	for _, tc := range []struct {
+		input, address, subject, profile string
+	}{
+		{"dave", "dave@example.test", "Sensitive sign-in to 127.0.0.1", "sensitive"},
+		{"Carol@Example.test", "carol@example.test", "Sign in to 127.0.0.1", "daily"},
+		{"alice", "alice@example.test", "Sign in to 127.0.0.1", "daily"},
+	} {
+		b := newBrowser(t)
+		link := startLogin(t, e, b, tc.input, tc.address)
+		msg := e.mail.WaitForMessage(t, tc.address, 5*time.Second)
+		if msg.Subject != tc.subject {
+			t.Errorf("%s: subject %q, want %q (profile %s)", tc.input, msg.Subject, tc.subject, tc.profile)
+		}
+		user := strings.SplitN(tc.address, "@", 2)[0]
+		if body := confirmAndComplete(t, e, b, link); !strings.Contains(body, fmt.Sprintf("user=%q", user)) {
+			t.Errorf("%s: the upstream should see user %q, got %s", tc.input, user, body)
+		}
+	}
+
+	var matched []map[string]any
+	for _, ev := range e.caddy.auditEvents(t) {
+		if ev["event"] == "policy_matched" {
+			matched = append(matched, ev)
+		}
+	}
+	if len(matched) != 1 || matched[0]["user"] != "dave" || matched[0]["policy"] != "executives" || matched[0]["profile"] != "sensitive" || matched[0]["directory"] != "corp" {
+		t.Fatalf("want exactly one policy_matched event, for dave by executives; got %v", matched)
+	}
+}
+
+// TestLDAPOutageFallsBackToLocalAndIsAudited: with slapd stopped, the local
+// user still signs in, an LDAP user gets the same page and no mail, and the
+// audit log says why.
+func TestLDAPOutageFallsBackToLocalAndIsAudited(t *testing.T) {
+	ldap := slapd.Start(t)
+	e := newEnv(t, withLDAP(t, ldap, ldapCaddyfile))
+	ldap.Stop()
+
+	b := newBrowser(t)
+	link := startLogin(t, e, b, "alice", "alice@example.test")
+	if body := confirmAndComplete(t, e, b, link); !strings.Contains(body, `user="alice"`) {
+		t.Fatalf("alice should sign in through the local fallback while LDAP is down: %s", body)
+	}
+	r := newBrowser(t).post(e.URL("/.mailauth/login"), url.Values{"identity": {"carol"}})
+	if r.Status != http.StatusSeeOther || r.Location != "/.mailauth/wait" {
+		t.Fatalf("an LDAP user during the outage should get the usual answer, got %d %q", r.Status, r.Location)
+	}
+	ev := e.caddy.waitForAudit(t, "directory_error", 10*time.Second)
+	if ev["directory"] != "corp" || !strings.Contains(fmt.Sprint(ev["error"]), "corp") {
+		t.Errorf("directory_error should name the directory and the reason: %v", ev)
+	}
+	time.Sleep(500 * time.Millisecond)
+	for _, m := range e.mail.Messages(t) {
+		if strings.Contains(strings.Join(m.To, ","), "carol") {
+			t.Fatal("carol got mail although her directory was down")
+		}
+	}
+}
+
+// TestExplainReportsEachFixtureUser runs `caddy mailauth explain` as an
+// operator would, beside no running Caddy.
+func TestExplainReportsEachFixtureUser(t *testing.T) {
+	ldap := slapd.Start(t)
+	bin, err := caddyBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cfg := fmt.Sprintf(withLDAP(t, ldap, ldapCaddyfile), 8080, 2019, 2525, filepath.Join(dir, "store"), "127.0.0.1:9")
+	cfg = strings.Replace(cfg, "http://:8080 {", "http://apps.example.test:8080 {", 1)
+	path := filepath.Join(dir, "Caddyfile")
+	if err := writeFile(path, cfg); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		user string
+		want []string
+	}{
+		{"dave", []string{"directory:      corp", "email:          dave@example.test", "manager email:  erin@example.test", "memberOf:     cn=executives,ou=groups,dc=example,dc=test", "1. executives:  MATCH, applied", "profile:        sensitive (from policy executives"}},
+		{"carol", []string{"directory:      corp", "department:   IT", "1. executives:  no match", "profile:        daily (default profile"}},
+		{"alice", []string{"directory:      staff", "email:          alice@example.test", "user is from directory \"staff\"", "profile:        daily (default profile"}},
+		{"grace", []string{"manager email:  (none)", "profile:        daily"}},
+		{"frank", []string{"lookup failed", "no mail"}},
+		{"*)(uid=*", []string{"no directory knows"}},
+		{"a*b(c)", []string{"email:          odd@example.test"}},
+	} {
+		cmd := exec.Command(bin, "mailauth", "explain", "--config", path, "--adapter", "caddyfile", "--site", "apps.example.test", tc.user)
+		cmd.Env = append(cmd.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir+"/data", "XDG_CONFIG_HOME="+dir+"/config")
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("explain %s: %v\n%s", tc.user, err, out)
+		}
+		// Column widths follow the longest label, so compare with runs of
+		// spaces folded.
+		text := strings.Join(strings.Fields(string(out)), " ")
+		for _, w := range tc.want {
+			if !strings.Contains(text, strings.Join(strings.Fields(w), " ")) {
+				t.Errorf("explain %s: output lacks %q:\n%s", tc.user, w, out)
+			}
+		}
+	}
+}
