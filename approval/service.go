@@ -204,12 +204,14 @@ func (s *Service) Start(ctx context.Context, req StartRequest) (*Started, error)
 		return nil, err
 	}
 	s.audit.Record(EventLoginStarted, l)
+	started := &Started{Pending: id + "." + secret, Reference: ref, ExpiresAt: l.ExpiresAt}
+	// dispatch owns l from here on: it fills in the user as it finds them.
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		s.dispatch(l, req.Site)
 	}()
-	return &Started{Pending: id + "." + secret, Reference: ref, ExpiresAt: l.ExpiresAt}, nil
+	return started, nil
 }
 
 // dispatch finds the user, picks the profile and queues the approval
