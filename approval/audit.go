@@ -10,20 +10,23 @@ type Event string
 
 // Audited events.
 const (
-	EventLoginStarted   Event = "login_started"
-	EventUserUnknown    Event = "user_unknown"
-	EventDirectoryError Event = "directory_error"
-	EventPolicyMatched  Event = "policy_matched"
-	EventMailQueued     Event = "mail_queued"
-	EventMailSent       Event = "mail_sent"
-	EventMailRetry      Event = "mail_retry"
-	EventMailFailed     Event = "mail_failed"
-	EventMailAbandoned  Event = "mail_abandoned"
-	EventLinkOpened     Event = "link_opened"
-	EventLinkRejected   Event = "link_rejected"
-	EventApproved       Event = "approved"
-	EventSessionIssued  Event = "session_issued"
-	EventLogout         Event = "logout"
+	EventLoginStarted    Event = "login_started"
+	EventUserUnknown     Event = "user_unknown"
+	EventDirectoryError  Event = "directory_error"
+	EventPolicyMatched   Event = "policy_matched"
+	EventMailQueued      Event = "mail_queued"
+	EventMailSent        Event = "mail_sent"
+	EventMailRetry       Event = "mail_retry"
+	EventMailFailed      Event = "mail_failed"
+	EventMailAbandoned   Event = "mail_abandoned"
+	EventLinkOpened      Event = "link_opened"
+	EventLinkRejected    Event = "link_rejected"
+	EventApproved        Event = "approved"
+	EventDenied          Event = "denied"
+	EventDecisionRefused Event = "decision_refused"
+	EventNoticeQueued    Event = "notice_queued"
+	EventSessionIssued   Event = "session_issued"
+	EventLogout          Event = "logout"
 )
 
 // Auditor writes one structured line per event. It never takes a token,

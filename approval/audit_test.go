@@ -34,7 +34,7 @@ func TestAuditNeverLogsTokensOrPendingSecrets(t *testing.T) {
 	// A whole login, with every mistake a user or attacker can make.
 	st, token := h.startKnown()
 	keep(st, token)
-	if _, err := h.svc.OpenLink(bg, token, testIP, testUA); err != nil {
+	if _, err := h.svc.OpenLink(bg, token, "", testIP, testUA); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := h.svc.Complete(bg, st.Pending, testIP); !errors.Is(err, ErrNotApproved) {
@@ -46,7 +46,7 @@ func TestAuditNeverLogsTokensOrPendingSecrets(t *testing.T) {
 	if _, err := h.svc.ConfirmLink(bg, token, testIP, testUA); !errors.Is(err, ErrLinkInvalid) {
 		t.Fatalf("second ConfirmLink = %v", err)
 	}
-	if _, err := h.svc.OpenLink(bg, token, testIP, testUA); !errors.Is(err, ErrLinkInvalid) {
+	if _, err := h.svc.OpenLink(bg, token, "", testIP, testUA); !errors.Is(err, ErrLinkInvalid) {
 		t.Fatalf("OpenLink of a used link = %v", err)
 	}
 	c, err := h.svc.Complete(bg, st.Pending, testIP)

@@ -34,6 +34,12 @@ type Login struct {
 	Username string `json:"username,omitempty"`
 	Name     string `json:"name,omitempty"`
 	Email    string `json:"email,omitempty"`
+	// ManagerEmail is the user's manager (LDAP manager, local sponsor):
+	// the approver under a manager profile, and who gets failed-login
+	// notices.
+	ManagerEmail string `json:"manager_email,omitempty"`
+	// Type is the type of the profile that runs the login.
+	Type ProfileType `json:"type,omitempty"`
 	// App is the host name of the protected site.
 	App string `json:"app"`
 	// ReturnURL is the site-relative path to go to after sign-in.
@@ -46,8 +52,10 @@ type Login struct {
 	ExpiresAt time.Time `json:"expires_at"`
 	// State is the stored state; see EffectiveState.
 	State State `json:"state"`
-	// DecidedAt is when the login was approved or denied.
+	// DecidedAt is when the login was approved or denied, and Decider
+	// the address of who decided.
 	DecidedAt time.Time `json:"decided_at,omitzero"`
+	Decider   string    `json:"decider,omitempty"`
 }
 
 // EffectiveState is the state with expiry applied: a pending login past its
@@ -63,10 +71,16 @@ func (l *Login) EffectiveState(now time.Time) State {
 type linkRecord struct {
 	LoginID string `json:"login_id"`
 	Action  string `json:"action"`
+	// Recipient is the address the link was mailed to: whoever redeems
+	// it decides as that person.
+	Recipient string `json:"recipient,omitempty"`
 }
 
 // Link actions. A token is bound to one login and one action.
-const actionApprove = "approve"
+const (
+	actionApprove = "approve"
+	actionDeny    = "deny"
+)
 
 // Store key prefixes.
 const (

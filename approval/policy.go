@@ -257,6 +257,29 @@ func (s *Site) Choose(id *directory.Identity, trace bool) Decision {
 	return d
 }
 
+// Approvers says who may be asked to approve logins on the site: users
+// themselves, managers, or both (when policies mix profile types). The
+// waiting page's wording depends only on this, never on the user, so it
+// reveals nothing about who has an account.
+func (s *Site) Approvers() (users, managers bool) {
+	for _, p := range append([]*Profile{s.Default}, s.policyProfiles()...) {
+		if p.Type == TypeManager {
+			managers = true
+		} else {
+			users = true
+		}
+	}
+	return users, managers
+}
+
+func (s *Site) policyProfiles() []*Profile {
+	out := make([]*Profile, len(s.Policies))
+	for i, p := range s.Policies {
+		out[i] = p.Profile
+	}
+	return out
+}
+
 func (p *Profile) hasDirectory(name string) bool {
 	for _, d := range p.Directories {
 		if d.Name() == name {

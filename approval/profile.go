@@ -36,6 +36,9 @@ type Profile struct {
 	Directories []directory.Directory
 	// Templates render the approval mail.
 	Templates *mailer.Templates
+	// NotifyFailedLogin mails the user's manager a short notice when a
+	// login is denied, expires undecided or is rate limited.
+	NotifyFailedLogin bool
 }
 
 // VerifyPath is the site path of the link landing page. Links are

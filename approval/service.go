@@ -42,6 +42,8 @@ var (
 	// ErrNotApproved: the login is still pending, so there is no session
 	// to collect yet.
 	ErrNotApproved = errors.New("approval: login not approved")
+	// ErrDenied: the approver denied the login.
+	ErrDenied = errors.New("approval: login denied")
 )
 
 // MailQueue is where the Service puts mail. It must persist the message
@@ -77,6 +79,7 @@ type Config struct {
 // Service runs logins. It is safe for concurrent use.
 type Service struct {
 	cfg    Config
+	notice *mailer.Templates
 	audit  *Auditor
 	now    func() time.Time
 	rand   io.Reader
@@ -99,7 +102,11 @@ func NewService(cfg Config) (*Service, error) {
 			return nil, fmt.Errorf("approval: profile %q is incomplete", name)
 		}
 	}
-	s := &Service{cfg: cfg, audit: cfg.Audit, now: cfg.Now, rand: cfg.Rand}
+	notice, err := mailer.NoticeTemplates()
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{cfg: cfg, notice: notice, audit: cfg.Audit, now: cfg.Now, rand: cfg.Rand}
 	if s.audit == nil {
 		s.audit = NewAuditor(nil)
 	}
@@ -241,24 +248,13 @@ func (s *Service) dispatch(l *Login, site *Site) {
 		s.audit.Record(EventPolicyMatched, l, zap.String("policy", d.Policy.Name), zap.String("profile", p.Name), zap.String("directory", id.Directory))
 	}
 	expires := l.CreatedAt.Add(p.LinkExpiration)
-	token, err := newSecret(s.rand, tokenBytes)
-	if err != nil {
-		s.cfg.Logger.Error("dispatching login", zap.String("reference", l.Reference), zap.Error(err))
-		return
-	}
-	ttl := expires.Sub(s.now())
-	if ttl <= 0 {
+	if !s.now().Before(expires) {
 		s.audit.Record(EventMailAbandoned, l, zap.String("reason", "the link expired before the directory answered"))
 		return
 	}
-	rec, _ := json.Marshal(linkRecord{LoginID: l.ID, Action: actionApprove})
-	if err := s.cfg.Store.Put(ctx, tokenPrefix+hashSecret(token), rec, ttl); err != nil {
-		s.audit.Record(EventMailFailed, l, zap.String("reason", "store"), zap.Error(err))
-		return
-	}
 	fill := func(cur *Login) error {
-		cur.Username, cur.Name, cur.Email = id.Username, id.Name, id.Email
-		cur.Profile, cur.ExpiresAt = p.Name, expires
+		cur.Username, cur.Name, cur.Email, cur.ManagerEmail = id.Username, id.Name, id.Email, id.ManagerEmail
+		cur.Profile, cur.Type, cur.ExpiresAt = p.Name, p.Type, expires
 		return nil
 	}
 	if err := s.updateLogin(ctx, l.ID, fill); err != nil {
@@ -266,7 +262,43 @@ func (s *Service) dispatch(l *Login, site *Site) {
 		return
 	}
 	_ = fill(l)
-	msg, err := s.renderApprovalMail(l, p, token)
+	recipient := id.Email
+	if p.Type == TypeManager {
+		recipient = id.ManagerEmail
+		if recipient == "" {
+			// The user waits on the same page as everyone else; only the
+			// audit log, under the login's reference, says why nothing comes.
+			s.audit.Record(EventDirectoryError, l, zap.String("directory", id.Directory), zap.String("reason", "the user has no manager email (LDAP manager attribute, or sponsor for local users)"))
+			return
+		}
+	}
+	s.ask(ctx, l, p, recipient)
+}
+
+// ask sends recipient the mail that decides the login: a sign-in link for
+// the user, or Approve and Deny links for an approver. Each link carries
+// its own token, bound to this login, this action and this recipient.
+func (s *Service) ask(ctx context.Context, l *Login, p *Profile, recipient string) {
+	actions := []string{actionApprove}
+	if p.Type == TypeManager {
+		actions = append(actions, actionDeny)
+	}
+	ttl := l.ExpiresAt.Sub(s.now())
+	tokens := make(map[string]string, len(actions))
+	for _, a := range actions {
+		token, err := newSecret(s.rand, tokenBytes)
+		if err != nil {
+			s.cfg.Logger.Error("dispatching login", zap.String("reference", l.Reference), zap.Error(err))
+			return
+		}
+		rec, _ := json.Marshal(linkRecord{LoginID: l.ID, Action: a, Recipient: recipient})
+		if err := s.cfg.Store.Put(ctx, tokenPrefix+hashSecret(token), rec, ttl); err != nil {
+			s.audit.Record(EventMailFailed, l, zap.String("reason", "store"), zap.Error(err))
+			return
+		}
+		tokens[a] = token
+	}
+	msg, err := s.renderApprovalMail(l, p, recipient, tokens)
 	if err != nil {
 		s.audit.Record(EventMailFailed, l, zap.String("reason", "template"), zap.Error(err))
 		return
@@ -278,9 +310,20 @@ func (s *Service) dispatch(l *Login, site *Site) {
 	s.audit.Record(EventMailQueued, l, zap.String("to", msg.To), zap.String("message_id", msg.ID))
 }
 
-func (s *Service) renderApprovalMail(l *Login, p *Profile, token string) (*mailer.Message, error) {
+// link builds a landing-page link on the profile's server. A decision
+// link also carries the other token of its pair, so the landing page can
+// offer both buttons; each token still does only its own action.
+func link(p *Profile, token, pair string) string {
+	u := strings.TrimRight(p.Server, "/") + VerifyPath + "?token=" + token
+	if pair != "" {
+		u += "&pair=" + pair
+	}
+	return u
+}
+
+func (s *Service) renderApprovalMail(l *Login, p *Profile, recipient string, tokens map[string]string) (*mailer.Message, error) {
 	data := mailer.TemplateData{
-		Link:        strings.TrimRight(p.Server, "/") + VerifyPath + "?token=" + token,
+		Link:        link(p, tokens[actionApprove], tokens[actionDeny]),
 		User:        mailer.TemplateUser{Name: l.Name, Username: l.Username, Email: l.Email},
 		App:         l.App,
 		ClientIP:    l.ClientIP,
@@ -289,6 +332,10 @@ func (s *Service) renderApprovalMail(l *Login, p *Profile, token string) (*maile
 		ExpiresAt:   l.ExpiresAt,
 		ExpiresIn:   HumanDuration(l.ExpiresAt.Sub(l.CreatedAt)),
 		Reference:   l.Reference,
+	}
+	if deny := tokens[actionDeny]; deny != "" {
+		data.DenyLink = link(p, deny, tokens[actionApprove])
+		data.Approver = recipient
 	}
 	subject, text, html, err := p.Templates.Render(data)
 	if err != nil {
@@ -301,7 +348,7 @@ func (s *Service) renderApprovalMail(l *Login, p *Profile, token string) (*maile
 	return &mailer.Message{
 		ID:        mid,
 		Servers:   p.MailServers,
-		To:        l.Email,
+		To:        recipient,
 		Subject:   subject,
 		Text:      text,
 		HTML:      html,
@@ -342,42 +389,84 @@ func (s *Service) view(l *Login) *LoginView {
 }
 
 // LinkView is what the link landing page shows about the login that a link
-// approves, so the person who opened it can tell whether they asked.
+// decides, so the person who opened it can tell whether to go ahead.
 type LinkView struct {
 	Reference   string
 	User        string
+	Username    string
+	Email       string
 	App         string
 	ClientIP    string
 	Browser     string
 	RequestedAt time.Time
 	ExpiresAt   time.Time
 	State       State
+	// Type is the profile type: user links confirm a sign-in, manager
+	// links approve or deny one.
+	Type ProfileType
+	// Action is what this link's token does: "approve" or "deny".
+	Action string
+	// Pair is the other token of a manager's Approve/Deny pair, echoed
+	// only after it was checked to belong to the same login.
+	Pair string
+	// Decider is who decided, once the login is decided.
+	Decider string
 }
 
-// OpenLink shows what a link would approve without changing anything: mail
-// scanners open links, and a GET must not burn them.
-func (s *Service) OpenLink(ctx context.Context, token, clientIP, userAgent string) (*LinkView, error) {
+// OpenLink shows what a link would do without changing anything: mail
+// scanners open links, and a GET must not burn them. pair is the other
+// token of a manager link pair, or empty.
+func (s *Service) OpenLink(ctx context.Context, token, pair, clientIP, userAgent string) (*LinkView, error) {
+	rec, err := s.linkRecord(ctx, token)
+	if err != nil {
+		if errors.Is(err, ErrLinkInvalid) {
+			s.audit.Record(EventLinkRejected, nil, zap.String("client_ip", clientIP), zap.String("reason", "unknown or used token"))
+		}
+		return nil, err
+	}
+	l, err := s.getLogin(ctx, rec.LoginID)
+	if errors.Is(err, ErrLoginNotFound) {
+		return nil, ErrLinkInvalid
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.audit.Record(EventLinkOpened, l, zap.String("action", rec.Action), zap.String("opener_ip", clientIP), zap.String("opener_user_agent", truncate(userAgent, 512)))
+	v := s.linkView(l, rec)
+	if pair != "" && pair != token {
+		if pr, err := s.linkRecord(ctx, pair); err == nil && pr.LoginID == rec.LoginID && pr.Action != rec.Action {
+			v.Pair = pair
+		}
+	}
+	return v, nil
+}
+
+func (s *Service) linkRecord(ctx context.Context, token string) (*linkRecord, error) {
 	if !validSecret(token) {
 		return nil, ErrLinkInvalid
 	}
 	raw, err := s.cfg.Store.Get(ctx, tokenPrefix+hashSecret(token))
 	if errors.Is(err, store.ErrNotFound) {
-		s.audit.Record(EventLinkRejected, nil, zap.String("client_ip", clientIP), zap.String("reason", "unknown or used token"))
 		return nil, ErrLinkInvalid
 	}
 	if err != nil {
 		return nil, err
 	}
-	l, err := s.loginForLink(ctx, raw)
-	if err != nil {
-		return nil, err
+	return decodeLinkRecord(raw)
+}
+
+func decodeLinkRecord(raw []byte) (*linkRecord, error) {
+	var rec linkRecord
+	if err := json.Unmarshal(raw, &rec); err != nil || (rec.Action != actionApprove && rec.Action != actionDeny) {
+		return nil, ErrLinkInvalid
 	}
-	s.audit.Record(EventLinkOpened, l, zap.String("opener_ip", clientIP), zap.String("opener_user_agent", truncate(userAgent, 512)))
-	return s.linkView(l), nil
+	return &rec, nil
 }
 
 // ConfirmLink redeems a link: the token is taken from the store, so it
-// works once, and the login becomes approved.
+// works once, and the login is approved or denied as the token says. Of an
+// Approve and a Deny sent at the same moment, exactly one decides; the
+// other is refused and audited.
 func (s *Service) ConfirmLink(ctx context.Context, token, clientIP, userAgent string) (*LinkView, error) {
 	if !validSecret(token) {
 		return nil, ErrLinkInvalid
@@ -390,59 +479,89 @@ func (s *Service) ConfirmLink(ctx context.Context, token, clientIP, userAgent st
 	if err != nil {
 		return nil, err
 	}
-	l, err := s.loginForLink(ctx, raw)
+	rec, err := decodeLinkRecord(raw)
 	if err != nil {
 		return nil, err
-	}
-	now := s.now()
-	err = s.updateLogin(ctx, l.ID, func(cur *Login) error {
-		switch cur.EffectiveState(now) {
-		case StatePending:
-			cur.State, cur.DecidedAt = StateApproved, now
-			return nil
-		case StateExpired:
-			return ErrLoginExpired
-		default:
-			return ErrAlreadyDecided
-		}
-	})
-	if err != nil {
-		if errors.Is(err, ErrLoginExpired) || errors.Is(err, ErrAlreadyDecided) {
-			s.audit.Record(EventLinkRejected, l, zap.String("reason", err.Error()), zap.String("decider_ip", clientIP))
-		}
-		return nil, err
-	}
-	l.State, l.DecidedAt = StateApproved, now
-	s.audit.Record(EventApproved, l, zap.String("decider", l.Email), zap.String("decider_ip", clientIP), zap.String("decider_user_agent", truncate(userAgent, 512)))
-	return s.linkView(l), nil
-}
-
-func (s *Service) loginForLink(ctx context.Context, raw []byte) (*Login, error) {
-	var rec linkRecord
-	if err := json.Unmarshal(raw, &rec); err != nil || rec.Action != actionApprove {
-		return nil, ErrLinkInvalid
 	}
 	l, err := s.getLogin(ctx, rec.LoginID)
 	if errors.Is(err, ErrLoginNotFound) {
 		return nil, ErrLinkInvalid
 	}
-	return l, err
+	if err != nil {
+		return nil, err
+	}
+	decider := rec.Recipient
+	if decider == "" {
+		decider = l.Email
+	}
+	now := s.now()
+	var prior *Login
+	err = s.updateLogin(ctx, l.ID, func(cur *Login) error {
+		switch cur.EffectiveState(now) {
+		case StatePending:
+			cur.State, cur.DecidedAt, cur.Decider = StateApproved, now, decider
+			if rec.Action == actionDeny {
+				cur.State = StateDenied
+			}
+			return nil
+		case StateExpired:
+			return ErrLoginExpired
+		default:
+			c := *cur
+			prior = &c
+			return ErrAlreadyDecided
+		}
+	})
+	if err != nil {
+		if errors.Is(err, ErrLoginExpired) || errors.Is(err, ErrAlreadyDecided) {
+			fields := []zap.Field{zap.String("reason", err.Error()), zap.String("action", rec.Action), zap.String("decider", decider), zap.String("decider_ip", clientIP)}
+			if prior != nil {
+				fields = append(fields, zap.String("decided_by", prior.Decider), zap.String("state", string(prior.State)))
+				l = prior
+			}
+			s.audit.Record(EventDecisionRefused, l, fields...)
+			if prior != nil {
+				v := s.linkView(l, rec)
+				return v, ErrAlreadyDecided
+			}
+		}
+		return nil, err
+	}
+	l.State, l.DecidedAt, l.Decider = StateApproved, now, decider
+	ev := EventApproved
+	if rec.Action == actionDeny {
+		l.State, ev = StateDenied, EventDenied
+	}
+	s.audit.Record(ev, l, zap.String("decider", decider), zap.String("decider_ip", clientIP), zap.String("decider_user_agent", truncate(userAgent, 512)))
+	if ev == EventDenied {
+		s.notifyFailed(ctx, l, "denied")
+	}
+	return s.linkView(l, rec), nil
 }
 
-func (s *Service) linkView(l *Login) *LinkView {
+func (s *Service) linkView(l *Login, rec *linkRecord) *LinkView {
 	user := l.Name
 	if user == "" {
 		user = l.Username
 	}
+	typ := l.Type
+	if typ == "" {
+		typ = TypeUser
+	}
 	return &LinkView{
 		Reference:   l.Reference,
 		User:        user,
+		Username:    l.Username,
+		Email:       l.Email,
 		App:         l.App,
 		ClientIP:    l.ClientIP,
 		Browser:     DescribeBrowser(l.UserAgent),
 		RequestedAt: l.CreatedAt,
 		ExpiresAt:   l.ExpiresAt,
 		State:       l.EffectiveState(s.now()),
+		Type:        typ,
+		Action:      rec.Action,
+		Decider:     l.Decider,
 	}
 }
 
@@ -473,6 +592,8 @@ func (s *Service) Complete(ctx context.Context, pending, clientIP string) (*Comp
 			return ErrNotApproved
 		case StateExpired:
 			return ErrLoginExpired
+		case StateDenied:
+			return ErrDenied
 		default:
 			return ErrAlreadyDecided
 		}

@@ -197,7 +197,7 @@ func TestOpenLinkChangesNothing(t *testing.T) {
 	h := newHarness(t)
 	st, token := h.startKnown()
 	for i := 1; i <= 2; i++ {
-		v, err := h.svc.OpenLink(bg, token, "198.51.100.9", "scanner")
+		v, err := h.svc.OpenLink(bg, token, "", "198.51.100.9", "scanner")
 		if err != nil {
 			t.Fatalf("OpenLink #%d = %v, want the link's view", i, err)
 		}
@@ -243,7 +243,7 @@ func TestConfirmLinkApprovesOnce(t *testing.T) {
 	if _, err := h.svc.ConfirmLink(bg, token, testIP, testUA); !errors.Is(err, ErrLinkInvalid) {
 		t.Errorf("second ConfirmLink = %v, want ErrLinkInvalid: a link works once", err)
 	}
-	if _, err := h.svc.OpenLink(bg, token, testIP, testUA); !errors.Is(err, ErrLinkInvalid) {
+	if _, err := h.svc.OpenLink(bg, token, "", testIP, testUA); !errors.Is(err, ErrLinkInvalid) {
 		t.Errorf("OpenLink of a used link = %v, want ErrLinkInvalid", err)
 	}
 	if n := h.countEvent(EventApproved); n != 1 {
@@ -264,7 +264,7 @@ func TestLinkRefusesMalformedAndUnknownTokens(t *testing.T) {
 		"unknown":      other,
 		"with a space": " " + token[1:],
 	} {
-		if _, err := h.svc.OpenLink(bg, tok, testIP, testUA); !errors.Is(err, ErrLinkInvalid) {
+		if _, err := h.svc.OpenLink(bg, tok, "", testIP, testUA); !errors.Is(err, ErrLinkInvalid) {
 			t.Errorf("OpenLink with %s token = %v, want ErrLinkInvalid", name, err)
 		}
 		if _, err := h.svc.ConfirmLink(bg, tok, testIP, testUA); !errors.Is(err, ErrLinkInvalid) {
@@ -407,7 +407,7 @@ func TestLinkAfterExpiryFails(t *testing.T) {
 	if w, err := h.svc.Watch(bg, st.Pending); err != nil || w.State != StateExpired {
 		t.Errorf("at the link's expiry, Watch = %+v, %v; want expired", w, err)
 	}
-	if v, err := h.svc.OpenLink(bg, token, testIP, testUA); err == nil && v.State != StateExpired {
+	if v, err := h.svc.OpenLink(bg, token, "", testIP, testUA); err == nil && v.State != StateExpired {
 		t.Errorf("OpenLink of an expired link shows state %q, want %q or an error", v.State, StateExpired)
 	}
 	_, err := h.svc.ConfirmLink(bg, token, testIP, testUA)

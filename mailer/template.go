@@ -36,6 +36,17 @@ type TemplateUser struct {
 type TemplateData struct {
 	// Link is the one-time sign-in or approval link.
 	Link string
+	// DenyLink is the link that refuses the request, in Manager Approval
+	// mail; it is empty in a user's own sign-in mail.
+	DenyLink string
+	// Approver is who is asked to decide, in Manager Approval mail.
+	Approver string
+	// Outcome says how a failed sign-in ended, in a failed-login notice:
+	// "denied", "expired" or "rate limited".
+	Outcome string
+	// Repeats counts the failed sign-ins of the same user that earlier
+	// notices left out, so a manager gets one mail, not a storm.
+	Repeats int
 	// User is who asked to sign in.
 	User TemplateUser
 	// App is the name or host of the protected site.
@@ -103,6 +114,10 @@ func sampleData() TemplateData {
 	at := time.Date(2025, 1, 2, 10, 42, 0, 0, time.UTC)
 	return TemplateData{
 		Link:        "https://apps.example.com/.mailauth/verify?token=sample",
+		DenyLink:    "https://apps.example.com/.mailauth/verify?token=sample-deny",
+		Approver:    "bob@example.com",
+		Outcome:     "denied",
+		Repeats:     2,
 		User:        TemplateUser{Name: "Alice Example", Username: "alice", Email: "alice@example.com"},
 		App:         "apps.example.com",
 		ClientIP:    "203.0.113.7",
