@@ -45,8 +45,13 @@ type Event struct {
 	// Message is the message concerned, with Text and HTML cleared: they
 	// hold the sign-in link, which must not reach logs.
 	Message *Message
-	// Server is the server that accepted or refused the message, if any.
+	// Server is the server that accepted or refused the message; for a
+	// retry, the last server tried. Empty when no server was tried.
 	Server string
+	// Code is the SMTP reply code of Server's last answer: 250 when sent,
+	// the 4xx or 5xx reply that failed the attempt, or 0 when the server
+	// gave no reply (it could not be reached, or TLS failed).
+	Code int
 	// Attempt counts delivery attempts, this one included (1 for the first).
 	// For a message found expired when claimed, it counts the earlier
 	// attempts only.
@@ -89,6 +94,10 @@ const (
 	defaultMaxAttempts = 12
 	defaultBackoffBase = 2 * time.Second
 	defaultBackoffMax  = 5 * time.Minute
+	// keepAfterExpiry keeps a message in the store this long after its link
+	// expires, so that a worker starting after a long outage still finds it
+	// and records it as abandoned instead of the store dropping it unseen.
+	keepAfterExpiry = 24 * time.Hour
 	// An attempt may try several servers, each bounded by its own timeout.
 	// It must end well inside the lease, or a second worker could claim
 	// the message while the first is still sending it.
@@ -143,9 +152,9 @@ func (o *Outbox) Enqueue(ctx context.Context, m *Message) error {
 	if !m.ExpiresAt.IsZero() {
 		ttl = m.ExpiresAt.Sub(o.now())
 		if ttl <= 0 {
-			// A zero ttl would mean "keep forever" to the store.
 			return fmt.Errorf("mailer: outbox: message %s expired at %s, before it was queued", m.ID, m.ExpiresAt.Format(time.RFC3339))
 		}
+		ttl += keepAfterExpiry
 	}
 	payload, err := json.Marshal(m)
 	if err != nil {
@@ -228,20 +237,25 @@ func (o *Outbox) deliver(ctx context.Context, item store.OutboxItem) {
 	server, err := o.sender.Send(sctx, &m)
 	scancel()
 
+	var code int
+	if se := lastServerError(err); se != nil {
+		server, code = se.server, se.code
+	}
 	switch {
 	case err == nil:
 		o.ack(bctx, item.ID)
-		o.emit(Event{Kind: EventSent, Message: &m, Server: server, Attempt: attempt})
+		// Success means the server took the data: SMTP's 250.
+		o.emit(Event{Kind: EventSent, Message: &m, Server: server, Code: 250, Attempt: attempt})
 	case errors.Is(err, ErrPermanent):
 		o.ack(bctx, item.ID)
-		o.emit(Event{Kind: EventFailed, Message: &m, Server: server, Attempt: attempt, Err: err})
+		o.emit(Event{Kind: EventFailed, Message: &m, Server: server, Code: code, Attempt: attempt, Err: err})
 	case ctx.Err() != nil:
 		// Shutting down (often a config reload, whose new worker is already
 		// running): hand the message back now rather than after the lease.
-		o.retry(bctx, &m, attempt, o.now(), err)
+		o.retry(bctx, Event{Message: &m, Server: server, Code: code, Attempt: attempt, RetryAt: o.now(), Err: err})
 	case attempt >= o.maxAttempts:
 		o.ack(bctx, item.ID)
-		o.emit(Event{Kind: EventFailed, Message: &m, Server: server, Attempt: attempt,
+		o.emit(Event{Kind: EventFailed, Message: &m, Server: server, Code: code, Attempt: attempt,
 			Err: fmt.Errorf("mailer: giving up after %d attempts: %w", attempt, err)})
 	default:
 		at := o.now().Add(o.backoff(attempt))
@@ -249,10 +263,10 @@ func (o *Outbox) deliver(ctx context.Context, item store.OutboxItem) {
 			// The link would be dead before the next attempt; say so now, as
 			// the store may drop the message silently at its expiry.
 			o.ack(bctx, item.ID)
-			o.emit(Event{Kind: EventAbandoned, Message: &m, Server: server, Attempt: attempt, Err: err})
+			o.emit(Event{Kind: EventAbandoned, Message: &m, Server: server, Code: code, Attempt: attempt, Err: err})
 			return
 		}
-		o.retry(bctx, &m, attempt, at, err)
+		o.retry(bctx, Event{Message: &m, Server: server, Code: code, Attempt: attempt, RetryAt: at, Err: err})
 	}
 }
 
@@ -271,13 +285,15 @@ func (o *Outbox) backoff(attempt int) time.Duration {
 	return min(d, o.backoffMax)
 }
 
-func (o *Outbox) retry(ctx context.Context, m *Message, attempt int, at time.Time, cause error) {
-	if err := o.q.Retry(ctx, m.ID, at); err != nil {
+// retry reschedules e.Message for e.RetryAt and reports e as a retry.
+func (o *Outbox) retry(ctx context.Context, e Event) {
+	if err := o.q.Retry(ctx, e.Message.ID, e.RetryAt); err != nil {
 		// The lease will run out and the message be claimed again, so the
 		// only cost is a later retry than planned.
-		o.logger.Error("rescheduling outbox message", zap.String("id", m.ID), zap.Error(err))
+		o.logger.Error("rescheduling outbox message", zap.String("id", e.Message.ID), zap.Error(err))
 	}
-	o.emit(Event{Kind: EventRetry, Message: m, Attempt: attempt, RetryAt: at, Err: cause})
+	e.Kind = EventRetry
+	o.emit(e)
 }
 
 func (o *Outbox) ack(ctx context.Context, id string) {
@@ -297,7 +313,7 @@ func (o *Outbox) emit(e Event) {
 	}
 	fields := []zap.Field{zap.Object("message", e.Message), zap.Int("attempt", e.Attempt)}
 	if e.Server != "" {
-		fields = append(fields, zap.String("server", e.Server))
+		fields = append(fields, zap.String("server", e.Server), zap.Int("code", e.Code))
 	}
 	switch e.Kind {
 	case EventSent:

@@ -377,11 +377,11 @@ func TestOutboxRunWaitsForInFlightSendAndHandsTheMessageBack(t *testing.T) {
 	}
 }
 
-func TestEnqueueKeepsTheMessageForTheLifeOfItsLink(t *testing.T) {
+func TestEnqueueKeepsTheMessageADayPastItsLinkSoAnAbandonIsRecorded(t *testing.T) {
 	h := newHarness(t, &fakeSender{})
 	h.enqueue(t, h.message("m1"))
-	if got := h.q.ttls["m1"]; got != 15*time.Minute {
-		t.Errorf("queued with ttl %s, want 15m (until the link expires)", got)
+	if got, want := h.q.ttls["m1"], 15*time.Minute+keepAfterExpiry; got != want {
+		t.Errorf("queued with ttl %s, want %s (the link's life and a day in which a restarted worker can still record the abandon)", got, want)
 	}
 }
 

@@ -25,10 +25,53 @@ const (
 	TLSStartTLS TLSMode = "starttls"
 	// TLSImplicit speaks TLS from the first byte (SMTPS, usually port 465).
 	TLSImplicit TLSMode = "implicit"
+	// TLSOpportunistic upgrades with STARTTLS when the server offers it and
+	// sends in plain text when it does not. Someone on the path can strip
+	// the offer, so prefer TLSStartTLS wherever the server supports it.
+	TLSOpportunistic TLSMode = "opportunistic"
 	// TLSNone sends in plain text. It is only accepted for a loopback host,
 	// because the mail carries sign-in links.
 	TLSNone TLSMode = "none"
 )
+
+// AuthMechanism is the SMTP AUTH mechanism used when a username is set.
+type AuthMechanism string
+
+const (
+	// AuthAuto picks the strongest mechanism the server offers and never a
+	// plain-text one over an unencrypted connection. It is the default.
+	AuthAuto AuthMechanism = "auto"
+	// AuthPlain is SASL PLAIN (RFC 4616).
+	AuthPlain AuthMechanism = "plain"
+	// AuthLogin is the LOGIN mechanism that many older servers offer.
+	AuthLogin AuthMechanism = "login"
+	// AuthCRAMMD5 is CRAM-MD5 (RFC 2195).
+	AuthCRAMMD5 AuthMechanism = "cram-md5"
+)
+
+// authTypes maps each mechanism to go-mail's name for it.
+var authTypes = map[AuthMechanism]gomail.SMTPAuthType{
+	AuthAuto:    gomail.SMTPAuthAutoDiscover,
+	AuthPlain:   gomail.SMTPAuthPlain,
+	AuthLogin:   gomail.SMTPAuthLogin,
+	AuthCRAMMD5: gomail.SMTPAuthCramMD5,
+}
+
+// ConfigError is a problem in one field of a ServerConfig. Field is the
+// configuration name of the field ("host", "tls", "auth"...), so that a
+// config adapter can point at the line that sets it.
+type ConfigError struct {
+	// Server is the server's name.
+	Server string
+	// Field names the offending setting.
+	Field string
+	// Reason says what is wrong with it.
+	Reason string
+}
+
+func (e *ConfigError) Error() string {
+	return fmt.Sprintf("mailer: server %q: %s: %s", e.Server, e.Field, e.Reason)
+}
 
 // DefaultTimeout bounds one connection to one server (dial, TLS, auth and
 // the whole SMTP transaction) when ServerConfig.Timeout is zero.
@@ -51,10 +94,15 @@ type ServerConfig struct {
 	Port int
 	// TLS is the connection security; the default is TLSStartTLS.
 	TLS TLSMode
-	// Username and Password enable SMTP AUTH when Username is set; the
-	// strongest mechanism the server offers is picked.
+	// Username and Password enable SMTP AUTH when Username is set.
 	Username string
 	Password string
+	// Auth is the AUTH mechanism; the default is AuthAuto. It needs a
+	// Username.
+	Auth AuthMechanism
+	// HELO is the name this client gives in EHLO/HELO; the default is the
+	// machine's host name. Some relays only accept a registered name.
+	HELO string
 	// From is the sender, as an RFC 5322 address ("Gateway <noreply@example.com>").
 	// Its domain also names the Message-ID.
 	From string
@@ -68,7 +116,7 @@ type ServerConfig struct {
 }
 
 // defaultPorts holds the port each TLS mode uses when none is configured.
-var defaultPorts = map[TLSMode]int{TLSStartTLS: 587, TLSImplicit: 465, TLSNone: 25}
+var defaultPorts = map[TLSMode]int{TLSStartTLS: 587, TLSImplicit: 465, TLSOpportunistic: 587, TLSNone: 25}
 
 // withDefaults fills in what Validate documents as defaults. Validate has a
 // value receiver (it only checks), so defaults are applied on a copy.
@@ -82,16 +130,20 @@ func (c ServerConfig) withDefaults() ServerConfig {
 	if c.Timeout == 0 {
 		c.Timeout = DefaultTimeout
 	}
+	if c.Auth == "" {
+		c.Auth = AuthAuto
+	}
 	return c
 }
 
-// Validate reports the first problem in the configuration, naming the
-// offending field so that it can be shown at config load. Zero values that
-// have defaults are accepted.
+// Validate reports the first problem in the configuration as a
+// *ConfigError naming the offending field, so that it can be shown at config
+// load. Zero values that have defaults are accepted.
 func (c ServerConfig) Validate() error {
+	auth := c.Auth
 	c = c.withDefaults()
 	fail := func(field, format string, args ...any) error {
-		return fmt.Errorf("mailer: server %q: %s: %s", c.Name, field, fmt.Sprintf(format, args...))
+		return &ConfigError{Server: c.Name, Field: field, Reason: fmt.Sprintf(format, args...)}
 	}
 	if strings.TrimSpace(c.Host) == "" {
 		return fail("host", "is required")
@@ -100,7 +152,7 @@ func (c ServerConfig) Validate() error {
 		return fail("host", "%q is not a host name or IP address", c.Host)
 	}
 	if _, ok := defaultPorts[c.TLS]; !ok {
-		return fail("tls", "%q is not one of starttls, implicit, none", c.TLS)
+		return fail("tls", "%q is not one of starttls, implicit, opportunistic, none", c.TLS)
 	}
 	if c.TLS == TLSNone && !isLoopback(c.Host) {
 		return fail("tls", "none sends sign-in links in clear text, so it is only allowed for localhost or a loopback IP, not %q", c.Host)
@@ -121,6 +173,17 @@ func (c ServerConfig) Validate() error {
 		// An unset {env.X} expands to nothing; failing here beats an
 		// authentication error on every mail.
 		return fail("password", "is empty while username %q is set", c.Username)
+	}
+	if _, ok := authTypes[c.Auth]; !ok {
+		return fail("auth", "%q is not one of plain, login, cram-md5, auto", c.Auth)
+	}
+	if auth != "" && c.Username == "" {
+		return fail("auth", "%s needs a username", auth)
+	}
+	if strings.ContainsFunc(c.HELO, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+		// It goes on the EHLO line as is; a space or line break would
+		// change the command.
+		return fail("helo", "%q must be one host name without spaces", c.HELO)
 	}
 	if c.Timeout < 0 {
 		return fail("timeout", "%s is negative", c.Timeout)
@@ -210,7 +273,7 @@ func NewSMTP(cfgs map[string]ServerConfig) (*SMTP, error) {
 }
 
 // newClient builds the go-mail client for a validated config.
-func newClient(cfg ServerConfig) (*gomail.Client, error) {
+func newClient(cfg ServerConfig, extra ...gomail.Option) (*gomail.Client, error) {
 	opts := []gomail.Option{
 		gomail.WithPort(cfg.Port),
 		gomail.WithTimeout(cfg.Timeout),
@@ -221,19 +284,24 @@ func newClient(cfg ServerConfig) (*gomail.Client, error) {
 		opts = append(opts, gomail.WithTLSPolicy(gomail.TLSMandatory))
 	case TLSImplicit:
 		opts = append(opts, gomail.WithSSL())
+	case TLSOpportunistic:
+		opts = append(opts, gomail.WithTLSPolicy(gomail.TLSOpportunistic))
 	case TLSNone:
 		opts = append(opts, gomail.WithTLSPolicy(gomail.NoTLS))
+	}
+	if cfg.HELO != "" {
+		opts = append(opts, gomail.WithHELO(cfg.HELO))
 	}
 	if cfg.Username != "" {
 		// Auto-discovery picks the strongest mechanism the server offers and
 		// refuses plain-text mechanisms over an unencrypted connection.
 		opts = append(opts,
-			gomail.WithSMTPAuth(gomail.SMTPAuthAutoDiscover),
+			gomail.WithSMTPAuth(authTypes[cfg.Auth]),
 			gomail.WithUsername(cfg.Username),
 			gomail.WithPassword(cfg.Password),
 		)
 	}
-	return gomail.NewClient(cfg.Host, opts...)
+	return gomail.NewClient(cfg.Host, append(opts, extra...)...)
 }
 
 // Send delivers m through the first of m.Servers that accepts it and
@@ -308,12 +376,14 @@ func (s *SMTP) markUp(name string) {
 }
 
 // sendVia makes one delivery attempt through one server and classifies the
-// result: nil, an error wrapping ErrPermanent, or a temporary error.
+// result: nil, an error wrapping ErrPermanent, or a temporary error. Every
+// error is a *serverError, which keeps the server's name and reply code for
+// the audit log.
 func (s *SMTP) sendVia(ctx context.Context, srv *smtpServer, m *Message) error {
 	name := srv.cfg.Name
 	msg, err := buildMsg(srv, m, s.now())
 	if err != nil {
-		return fmt.Errorf("mailer: smtp %s: %w: %w", name, ErrPermanent, err)
+		return &serverError{server: name, err: fmt.Errorf("%w: %w", ErrPermanent, err)}
 	}
 	ctx, cancel := context.WithTimeout(ctx, srv.cfg.Timeout)
 	defer cancel()
@@ -323,14 +393,53 @@ func (s *SMTP) sendVia(ctx context.Context, srv *smtpServer, m *Message) error {
 		// count as a failure: a retry would deliver a second login mail.
 		return nil
 	}
+	serr := &serverError{server: name, err: err}
 	var sendErr *gomail.SendError
-	if errors.As(err, &sendErr) && isPermanent(sendErr) {
-		return fmt.Errorf("mailer: smtp %s: %w: %w", name, ErrPermanent, err)
+	if errors.As(err, &sendErr) {
+		serr.code = sendErr.ErrorCode()
+		if isPermanent(sendErr) {
+			serr.err = fmt.Errorf("%w: %w", ErrPermanent, err)
+		}
 	}
 	// Everything else is a dial, TLS, EHLO or AUTH failure (no SendError), a
 	// 4xx reply, or a connection lost mid-transaction: another server or a
 	// later attempt may succeed.
-	return fmt.Errorf("mailer: smtp %s: %w", name, err)
+	return serr
+}
+
+// serverError is the failure of one attempt through one server.
+type serverError struct {
+	server string
+	// code is the server's SMTP reply code, or 0 when it gave none (the
+	// connection or TLS failed).
+	code int
+	err  error
+}
+
+func (e *serverError) Error() string { return fmt.Sprintf("mailer: smtp %s: %v", e.server, e.err) }
+func (e *serverError) Unwrap() error { return e.err }
+
+// lastServerError finds the failure of the last server that err reports
+// on: the one that decided the outcome. It walks errors.Join trees, which
+// errors.As would search from the first server instead.
+func lastServerError(err error) *serverError {
+	switch e := err.(type) {
+	case nil:
+		return nil
+	case *serverError:
+		return e
+	case interface{ Unwrap() []error }:
+		list := e.Unwrap()
+		for i := len(list) - 1; i >= 0; i-- {
+			if se := lastServerError(list[i]); se != nil {
+				return se
+			}
+		}
+		return nil
+	case interface{ Unwrap() error }:
+		return lastServerError(e.Unwrap())
+	}
+	return nil
 }
 
 // isPermanent reports whether a send error is the server's final word on

@@ -39,6 +39,13 @@ func TestServerConfigValidate(t *testing.T) {
 		{"password without username", func(c *ServerConfig) { c.Password = "secret" }, "username"},
 		{"username with empty password", func(c *ServerConfig) { c.Username = "gw" }, "password"},
 		{"negative timeout", func(c *ServerConfig) { c.Timeout = -time.Second }, "timeout"},
+		{"opportunistic tls on a remote host", func(c *ServerConfig) { c.TLS = TLSOpportunistic }, ""},
+		{"named auth mechanism", func(c *ServerConfig) { c.Username, c.Password, c.Auth = "gw", "secret", AuthCRAMMD5 }, ""},
+		{"helo name", func(c *ServerConfig) { c.HELO = "gateway.example.com" }, ""},
+		{"unknown auth mechanism", func(c *ServerConfig) { c.Username, c.Password, c.Auth = "gw", "secret", "xoauth2" }, "auth"},
+		{"auth mechanism without username", func(c *ServerConfig) { c.Auth = AuthPlain }, "auth"},
+		{"helo with a space", func(c *ServerConfig) { c.HELO = "gateway example" }, "helo"},
+		{"helo with a line break", func(c *ServerConfig) { c.HELO = "gateway\r\nRCPT TO:<x@example.com>" }, "helo"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -58,7 +65,7 @@ func TestServerConfigValidate(t *testing.T) {
 }
 
 func TestServerConfigDefaultsFollowTheTLSMode(t *testing.T) {
-	for mode, port := range map[TLSMode]int{"": 587, TLSStartTLS: 587, TLSImplicit: 465, TLSNone: 25} {
+	for mode, port := range map[TLSMode]int{"": 587, TLSStartTLS: 587, TLSImplicit: 465, TLSOpportunistic: 587, TLSNone: 25} {
 		c := ServerConfig{Host: "localhost", TLS: mode, From: "a@example.com"}.withDefaults()
 		if c.Port != port {
 			t.Errorf("tls %q: default port %d, want %d", mode, c.Port, port)
@@ -79,6 +86,14 @@ func TestNewSMTPRefusesAnInvalidServer(t *testing.T) {
 	})
 	if err == nil || !strings.Contains(err.Error(), `"bad": tls:`) {
 		t.Fatalf("NewSMTP error = %v, want one naming server bad and field tls", err)
+	}
+}
+
+func TestValidateReportsAConfigErrorNamingTheField(t *testing.T) {
+	err := ServerConfig{Name: "relay", Host: "smtp.example.com", From: "a@example.com", TLS: TLSNone}.Validate()
+	var ce *ConfigError
+	if !errors.As(err, &ce) || ce.Server != "relay" || ce.Field != "tls" {
+		t.Fatalf("Validate error = %#v, want a *ConfigError for server relay, field tls", err)
 	}
 }
 

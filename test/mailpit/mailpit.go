@@ -32,6 +32,8 @@ type Server struct {
 	// APIURL is the base of its HTTP API, without a trailing slash.
 	APIURL string
 
+	bin    string
+	args   []string
 	cmd    *exec.Cmd
 	exited chan struct{} // closed once the process has been reaped
 	output *syncBuffer
@@ -162,16 +164,10 @@ func start(t testing.TB, bin string, extraArgs []string) (*Server, error) {
 		// use; mailpit refuses the flag when it requires TLS.
 		args = append(args, "--smtp-auth-allow-insecure")
 	}
-	s.cmd = exec.Command(bin, append(args, extraArgs...)...)
-	s.cmd.Stdout = s.output
-	s.cmd.Stderr = s.output
-	if err := s.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s: %w", bin, err)
+	s.bin, s.args = bin, append(args, extraArgs...)
+	if err := s.launch(); err != nil {
+		return nil, err
 	}
-	go func() {
-		_ = s.cmd.Wait()
-		close(s.exited)
-	}()
 	t.Cleanup(func() {
 		s.Stop()
 		if t.Failed() {
@@ -183,6 +179,38 @@ func start(t testing.TB, bin string, extraArgs []string) (*Server, error) {
 		return nil, fmt.Errorf("%w; output:\n%s", err, s.output.String())
 	}
 	return s, nil
+}
+
+// launch starts the process with the server's arguments.
+func (s *Server) launch() error {
+	s.exited = make(chan struct{})
+	s.cmd = exec.Command(s.bin, s.args...)
+	s.cmd.Stdout = s.output
+	s.cmd.Stderr = s.output
+	if err := s.cmd.Start(); err != nil {
+		return fmt.Errorf("starting %s: %w", s.bin, err)
+	}
+	exited := s.exited
+	cmd := s.cmd
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	return nil
+}
+
+// Restart starts a stopped mailpit again on the same ports and database,
+// as a mail server coming back after an outage would. Messages received
+// before the stop are kept.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	s.Stop()
+	if err := s.launch(); err != nil {
+		t.Fatalf("mailpit: %v", err)
+	}
+	if err := s.waitReady(); err != nil {
+		t.Fatalf("mailpit: restarting: %v; output:\n%s", err, s.output.String())
+	}
 }
 
 func freePort() (int, error) {

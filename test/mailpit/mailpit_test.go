@@ -2,6 +2,8 @@ package mailpit
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"net"
 	"strconv"
 	"testing"
@@ -90,4 +92,41 @@ func TestStopClosesTheSMTPPort(t *testing.T) {
 		t.Fatal("SMTP port still accepts connections after Stop")
 	}
 	s.Stop() // a second Stop, as the test cleanup does, must not block or panic
+}
+
+func TestRestartServesTheSamePortsAndKeepsEarlierMessages(t *testing.T) {
+	s := Start(t)
+	if err := send(t, s, "erin@example.com", "before"); err != nil {
+		t.Fatalf("sending failed: %v", err)
+	}
+	s.WaitForMessage(t, "erin@example.com", 5*time.Second)
+	s.Stop()
+	s.Restart(t)
+	if err := send(t, s, "frank@example.com", "after"); err != nil {
+		t.Fatalf("sending to the restarted server on port %d failed: %v", s.SMTPPort, err)
+	}
+	s.WaitForMessage(t, "frank@example.com", 5*time.Second)
+	if got := len(s.Messages(t)); got != 2 {
+		t.Errorf("after a restart the mailbox holds %d messages, want the 2 sent before and after", got)
+	}
+}
+
+func TestCertificatesAreTrustedThroughTheirCAForLocalhostAndLoopback(t *testing.T) {
+	c := NewCertificates(t)
+	pair, err := tls.LoadX509KeyPair(c.Cert, c.Key)
+	if err != nil {
+		t.Fatalf("the server certificate and key do not load as a pair: %v", err)
+	}
+	leaf, err := x509.ParseCertificate(pair.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, host := range []string{"localhost", "127.0.0.1"} {
+		if _, err := leaf.Verify(x509.VerifyOptions{Roots: c.Pool, DNSName: host}); err != nil {
+			t.Errorf("the certificate does not verify for %s against the CA: %v", host, err)
+		}
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{DNSName: "localhost"}); err == nil {
+		t.Error("the certificate verifies against the system roots; it must need the test CA")
+	}
 }
