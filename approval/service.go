@@ -643,6 +643,9 @@ func (s *Service) MailEvent(ev mailer.Event) {
 		kind = EventMailFailed
 	}
 	fields := []zap.Field{zap.String("server", ev.Server), zap.Int("attempt", ev.Attempt)}
+	if ev.Code != 0 {
+		fields = append(fields, zap.Int("code", ev.Code))
+	}
 	var l *Login
 	if ev.Message != nil {
 		l = &Login{Reference: ev.Message.Reference}

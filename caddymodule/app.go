@@ -195,23 +195,28 @@ func (a *App) site(defaultProfile string, policies []string) (*approval.Site, er
 	return approval.NewSite(def, pols), nil
 }
 
+// mailServers maps the mail_server blocks to mailer configs: placeholders
+// in username and password are expanded and tls_ca is read. Errors name
+// the server and the field.
 func (a *App) mailServers(repl *caddy.Replacer) (map[string]mailer.ServerConfig, error) {
 	out := make(map[string]mailer.ServerConfig, len(a.MailServers))
 	for name, c := range a.MailServers {
 		if c == nil {
 			return nil, fmt.Errorf("mailauth: mail_server %q: empty", name)
 		}
-		sc := mailer.ServerConfig{
-			Name:     name,
-			Host:     c.Host,
-			Port:     c.Port,
-			TLS:      mailer.TLSMode(c.TLS),
-			Username: repl.ReplaceKnown(c.Username, ""),
-			Password: repl.ReplaceKnown(c.Password, ""),
-			From:     c.From,
-			Timeout:  time.Duration(c.Timeout),
+		sc := c.serverConfig(name, repl.ReplaceKnown(c.Username, ""), repl.ReplaceKnown(c.Password, ""))
+		if c.TLSCA != "" {
+			pool, err := loadCAs(c.TLSCA)
+			if err != nil {
+				return nil, fmt.Errorf("mailauth: mail_server %q: tls_ca: %w", name, err)
+			}
+			sc.RootCAs = pool
 		}
 		if err := sc.Validate(); err != nil {
+			var ce *mailer.ConfigError
+			if errors.As(err, &ce) {
+				return nil, fmt.Errorf("mailauth: mail_server %q: %s: %s", name, ce.Field, ce.Reason)
+			}
 			return nil, fmt.Errorf("mailauth: mail_server %q: %w", name, err)
 		}
 		out[name] = sc
@@ -300,9 +305,7 @@ func (a *App) buildProfiles(servers map[string]mailer.ServerConfig, dirs map[str
 		switch p.Type {
 		case "":
 			p.Type = approval.TypeUser
-		case approval.TypeUser:
-		case approval.TypeManager:
-			return nil, field("type", "manager approval is not available in this version; use type user")
+		case approval.TypeUser, approval.TypeManager:
 		default:
 			return nil, field("type", "%q is not a profile type (user or manager)", c.Type)
 		}
@@ -360,10 +363,23 @@ func (a *App) buildProfiles(servers map[string]mailer.ServerConfig, dirs map[str
 			}
 			text = string(b)
 		}
-		p.Templates, err = mailer.ParseTemplates(c.Subject, text, "")
+		html := ""
+		if c.MessageHTMLFile != "" {
+			b, err := os.ReadFile(c.MessageHTMLFile)
+			if err != nil {
+				return nil, field("message_html_file", "%v", err)
+			}
+			html = string(b)
+		}
+		parse := mailer.ParseTemplates
+		if p.Type == approval.TypeManager {
+			parse = mailer.ParseManagerTemplates
+		}
+		p.Templates, err = parse(c.Subject, text, html)
 		if err != nil {
 			return nil, field("subject/message", "%v", err)
 		}
+		p.NotifyFailedLogin = c.NotifyFailedLogin
 		out[name] = p
 	}
 	return out, nil

@@ -31,10 +31,13 @@ func init() {
 //		mail_server <name> {
 //			host <host>
 //			port <port>
-//			tls starttls|implicit|none
+//			tls starttls|implicit|opportunistic|none
+//			tls_ca <pem file>
 //			username <user>
 //			password <password>
+//			auth auto|plain|login|cram-md5
 //			from <address>
+//			helo <name>
 //			timeout <duration>
 //		}
 //		directory <name> local {
@@ -68,9 +71,11 @@ func init() {
 //			subject <template>
 //			message <template>
 //			message_file <path>
+//			message_html_file <path>
 //			link_expiration <duration>
 //			mail_servers <name...>
 //			fallback <directory...>
+//			notify_failed_login
 //		}
 //		policy <name> {
 //			profile <profile>
@@ -200,7 +205,12 @@ func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 				}
 				fields[f] = true
 				switch f {
-				case "type", "server", "subject", "message", "message_file":
+				case "notify_failed_login":
+					if d.NextArg() {
+						return nil, d.Errf("profile %q: notify_failed_login: takes no value", name)
+					}
+					p.NotifyFailedLogin = true
+				case "type", "server", "subject", "message", "message_file", "message_html_file":
 					if !d.NextArg() || d.CountRemainingArgs() > 0 {
 						return nil, d.Errf("profile %q: %s: want one value", name, f)
 					}
@@ -219,6 +229,8 @@ func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 						p.Message = v
 					case "message_file":
 						p.MessageFile = v
+					case "message_html_file":
+						p.MessageHTMLFile = v
 					}
 				case "link_expiration":
 					dur, err := durationArg(d, "profile "+strconv.Quote(name)+": link_expiration")
@@ -316,64 +328,6 @@ func blockName[T any](d *caddyfile.Dispenser, opt string, existing map[string]T,
 		return "", d.Errf("%s %q: unexpected %q", opt, name, d.Val())
 	}
 	return name, nil
-}
-
-func parseMailServer(d *caddyfile.Dispenser) (*MailServerConfig, error) {
-	ms := &MailServerConfig{}
-	nesting := d.Nesting()
-	fields := map[string]bool{}
-	for d.NextBlock(nesting) {
-		f := d.Val()
-		if fields[f] {
-			return nil, d.Errf("mail_server: %s: set twice", f)
-		}
-		fields[f] = true
-		if f == "timeout" {
-			dur, err := durationArg(d, "mail_server: timeout")
-			if err != nil {
-				return nil, err
-			}
-			ms.Timeout = dur
-			continue
-		}
-		if !d.NextArg() || d.CountRemainingArgs() > 0 {
-			return nil, d.Errf("mail_server: %s: want one value", f)
-		}
-		v := d.Val()
-		switch f {
-		case "host":
-			ms.Host = v
-		case "port":
-			port, err := strconv.Atoi(v)
-			if err != nil || port < 1 || port > 65535 {
-				return nil, d.Errf("mail_server: port: %q is not a port number", v)
-			}
-			ms.Port = port
-		case "tls":
-			if v != "starttls" && v != "implicit" && v != "none" {
-				return nil, d.Errf("mail_server: tls: %q is not one of starttls, implicit, none", v)
-			}
-			ms.TLS = v
-		case "username":
-			ms.Username = v
-		case "password":
-			ms.Password = v
-		case "from":
-			if !validAddress(v) {
-				return nil, d.Errf("mail_server: from: %q is not a mail address", v)
-			}
-			ms.From = v
-		default:
-			return nil, d.Errf("mail_server: unknown option %q", f)
-		}
-	}
-	if ms.Host == "" {
-		return nil, d.Err("mail_server: host: required")
-	}
-	if ms.From == "" {
-		return nil, d.Err("mail_server: from: required")
-	}
-	return ms, nil
 }
 
 func parseLocalDirectory(d *caddyfile.Dispenser, dirName string) (*DirectoryConfig, error) {

@@ -106,10 +106,10 @@ func TestCaddyfileErrorsNameFieldAndLine(t *testing.T) {
 		{"unknown option", "\t\tstorage badger /x", "Caddyfile:3 - Error during parsing: unknown mailauth option \"storage\""},
 		{"store backend", "\t\tstore postgres /x", "Caddyfile:3 - Error during parsing: store: backend \"postgres\" is not supported"},
 		{"bad session_lifetime", "\t\tsession_lifetime soon", "Caddyfile:3 - Error during parsing: session_lifetime:"},
-		{"mail_server without host", "\t\tmail_server m {\n\t\t\tfrom gw@example.test\n\t\t}", "mail_server: host: required"},
-		{"mail_server bad tls", "\t\tmail_server m {\n\t\t\thost h\n\t\t\ttls sometimes\n\t\t}", "Caddyfile:5 - Error during parsing: mail_server: tls: \"sometimes\" is not one of"},
-		{"mail_server bad port", "\t\tmail_server m {\n\t\t\thost h\n\t\t\tport 99999\n\t\t}", "Caddyfile:5 - Error during parsing: mail_server: port"},
-		{"mail_server bad from", "\t\tmail_server m {\n\t\t\thost h\n\t\t\tfrom not-an-address\n\t\t}", "Caddyfile:5 - Error during parsing: mail_server: from"},
+		{"mail_server without host", "\t\tmail_server m {\n\t\t\tfrom gw@example.test\n\t\t}", "mail_server \"m\": host: required"},
+		{"mail_server bad tls", "\t\tmail_server m {\n\t\t\thost h\n\t\t\ttls sometimes\n\t\t}", "Caddyfile:5 - Error during parsing: mail_server \"m\": tls: \"sometimes\" is not one of"},
+		{"mail_server bad port", "\t\tmail_server m {\n\t\t\thost h\n\t\t\tport 99999\n\t\t}", "Caddyfile:5 - Error during parsing: mail_server \"m\": port"},
+		{"mail_server bad from", "\t\tmail_server m {\n\t\t\thost h\n\t\t\tfrom not-an-address\n\t\t}", "Caddyfile:5 - Error during parsing: mail_server \"m\": from"},
 		{"duplicate mail_server", "\t\tmail_server m {\n\t\t\thost h\n\t\t\tfrom a@b.c\n\t\t}\n\t\tmail_server m {\n\t\t\thost h\n\t\t\tfrom a@b.c\n\t\t}", "Caddyfile:7 - Error during parsing: mail_server \"m\": defined twice"},
 		{"directory type", "\t\tdirectory d ldapish {\n\t\t}", "Caddyfile:3 - Error during parsing: directory \"d\": type \"ldapish\" is not supported (local or ldap)"},
 		{"ldap url scheme", "\t\tdirectory corp ldap {\n\t\t\turl http://dc1\n\t\t}", "Caddyfile:4 - Error during parsing: directory \"corp\": url: \"http://dc1\" must start with ldap:// or ldaps://"},
@@ -179,7 +179,6 @@ func TestValidConfigProvisions(t *testing.T) {
 func TestLoadErrorsNameTheField(t *testing.T) {
 	for _, tc := range []struct{ name, src, want string }{
 		{"unknown default_profile", strings.Replace(globalBlock(validOpts), "default_profile daily", "default_profile nightly", 1), `default_profile: no profile named "nightly"`},
-		{"manager type not yet available", globalBlock(strings.Replace(validOpts, "server https://apps", "type manager\n\t\t\tserver https://apps", 1)), `profile "daily": type: manager approval is not available`},
 		{"server with a path", globalBlock(strings.Replace(validOpts, "https://apps.example.test", "https://apps.example.test/login", 1)), `profile "daily": server:`},
 		{"tls none off loopback", globalBlock(strings.Replace(validOpts, "host 127.0.0.1", "host smtp.example.test", 1)), `mail_server "m"`},
 		{"bad subject template", globalBlock(strings.Replace(validOpts, "fallback staff", "fallback staff\n\t\t\tsubject \"{{.Nope}}\"", 1)), `profile "daily": subject/message`},

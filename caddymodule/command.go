@@ -48,9 +48,16 @@ store, so it runs beside a live Caddy.`,
 			explain.Flags().StringP("adapter", "a", "", "Name of config adapter to apply (default: from the file name, caddyfile for a Caddyfile)")
 			explain.Flags().StringP("site", "s", "", "Host of the protected site; may be left out when one site uses mailauth")
 			cmd.AddCommand(explain)
+			for _, c := range mailauthSubcommands {
+				cmd.AddCommand(c)
+			}
 		},
 	})
 }
+
+// mailauthSubcommands are further `caddy mailauth` sub-commands, added by
+// the init functions of the files that implement them.
+var mailauthSubcommands []*cobra.Command
 
 func explainCommand(ctx context.Context, w io.Writer, cfgFile, adapter, site, user string) error {
 	if cfgFile == "" {

@@ -15,31 +15,6 @@ type StoreConfig struct {
 	Path string `json:"path,omitempty"`
 }
 
-// MailServerConfig is one SMTP server that approval mail can go through.
-type MailServerConfig struct {
-	// Host is the SMTP server's host name or IP address. Required.
-	Host string `json:"host,omitempty"`
-	// Port is the SMTP port. Default: 587 for starttls, 465 for implicit,
-	// 25 for none.
-	Port int `json:"port,omitempty"`
-	// TLS is how the connection is secured: "starttls" (mandatory
-	// STARTTLS, the default), "implicit" (TLS from the first byte, usually
-	// port 465) or "none", which is refused unless the host is a loopback
-	// address.
-	TLS string `json:"tls,omitempty"`
-	// Username and Password authenticate to the server when Username is
-	// set. Both may be placeholders such as {env.SMTP_PASSWORD}, expanded
-	// when the config loads.
-	Username string `json:"username,omitempty"`
-	Password string `json:"password,omitempty"`
-	// From is the sender, such as "Access Gateway <noreply@example.com>".
-	// Required.
-	From string `json:"from,omitempty"`
-	// Timeout bounds one delivery attempt: dial, TLS, auth and send.
-	// Default: 15s.
-	Timeout caddy.Duration `json:"timeout,omitempty"`
-}
-
 // DirectoryConfig is one source of identities: users listed in the
 // config ("local") or an LDAP server ("ldap").
 type DirectoryConfig struct {
@@ -110,8 +85,9 @@ type LocalUserConfig struct {
 // ProfileConfig says how approval runs for the logins it applies to.
 type ProfileConfig struct {
 	// Type is who approves: "user" (the user clicks a link sent to their
-	// own address, the default). Manager Approval ("manager") is not
-	// available in this version and is refused at load.
+	// own address, the default) or "manager" (the user's manager, from
+	// LDAP's manager attribute or a local user's sponsor, approves or
+	// denies from a mail).
 	Type string `json:"type,omitempty"`
 	// Server is the base URL of links in mail, such as
 	// "https://apps.example.com". Required. Links are never built from a
@@ -127,6 +103,10 @@ type ProfileConfig struct {
 	Message string `json:"message,omitempty"`
 	// MessageFile is a file holding Message, read when the config loads.
 	MessageFile string `json:"message_file,omitempty"`
+	// MessageHTMLFile is a file holding the HTML part, an html/template
+	// with the same fields (and .DenyLink and .Approver in manager mail).
+	// Default: a built-in accessible layout.
+	MessageHTMLFile string `json:"message_html_file,omitempty"`
 	// LinkExpiration is how long a link works. Default: 15m. Values
 	// under 5m or over 24h load with a warning; 15m to 30m is recommended.
 	LinkExpiration caddy.Duration `json:"link_expiration,omitempty"`
@@ -136,6 +116,10 @@ type ProfileConfig struct {
 	// Fallback names the directories that identities come from, tried in
 	// order; the first that knows the user wins. Required.
 	Fallback []string `json:"fallback,omitempty"`
+	// NotifyFailedLogin mails the user's manager a short notice when a
+	// login is denied or expires undecided. Repeats for the same user
+	// within 15 minutes are grouped into the next notice. Default: off.
+	NotifyFailedLogin bool `json:"notify_failed_login,omitempty"`
 }
 
 // PolicyConfig chooses a profile for the users whose attribute matches.

@@ -67,11 +67,17 @@ func (h *Handler) wait(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return h.render(w, http.StatusOK, "message.html", pageData{Title: "No sign-in in progress", Message: "This browser has no sign-in in progress.", Action: "Sign in", ActionURL: prefix + "login"})
 	}
-	d := pageData{Title: "Check your email", App: v.App, Return: v.ReturnURL, Login: v, Now: time.Now()}
+	d := pageData{Title: "Check your email", App: v.App, Return: v.ReturnURL, Login: v, Now: time.Now(), Users: h.users, Managers: h.managers}
+	if !h.users {
+		d.Title = "Waiting for approval"
+	}
 	switch v.State {
 	case approval.StateExpired:
-		d.Title = "Link expired"
+		d.Title = "Request expired"
 		return h.render(w, http.StatusOK, "expired.html", d)
+	case approval.StateDenied:
+		d.Title = "Sign-in denied"
+		return h.render(w, http.StatusOK, "denied.html", d)
 	case approval.StateCompleted:
 		http.Redirect(w, r, v.ReturnURL, http.StatusSeeOther)
 		return nil
@@ -108,15 +114,24 @@ func (h *Handler) watch(r *http.Request) (*approval.LoginView, error) {
 // verifyOpen is the link landing page. It shows what the link approves and
 // a Confirm button; it changes nothing, because mail scanners open links.
 func (h *Handler) verifyOpen(w http.ResponseWriter, r *http.Request) error {
-	token := r.URL.Query().Get("token")
-	v, err := h.app.service.OpenLink(r.Context(), token, clientIP(r), r.UserAgent())
+	q := r.URL.Query()
+	token := q.Get("token")
+	v, err := h.app.service.OpenLink(r.Context(), token, q.Get("pair"), clientIP(r), r.UserAgent())
 	if err != nil {
 		return h.linkError(w, err)
 	}
-	if v.State != approval.StatePending {
-		return h.linkError(w, approval.ErrLinkInvalid)
+	switch v.State {
+	case approval.StatePending:
+	case approval.StateApproved, approval.StateDenied, approval.StateCompleted:
+		return h.render(w, http.StatusGone, "decided.html", pageData{Title: "Already decided", App: v.App, Link: v})
+	default:
+		return h.linkError(w, approval.ErrLoginExpired)
 	}
-	return h.render(w, http.StatusOK, "verify.html", pageData{Title: "Confirm sign-in", App: v.App, Link: v, Token: token})
+	title := "Confirm sign-in"
+	if v.Type == approval.TypeManager {
+		title = "Approve or deny sign-in"
+	}
+	return h.render(w, http.StatusOK, "verify.html", pageData{Title: title, App: v.App, Link: v, Token: token})
 }
 
 // verifyConfirm redeems the link.
@@ -125,10 +140,17 @@ func (h *Handler) verifyConfirm(w http.ResponseWriter, r *http.Request) error {
 		return caddyhttp.Error(http.StatusBadRequest, err)
 	}
 	v, err := h.app.service.ConfirmLink(r.Context(), r.PostForm.Get("token"), clientIP(r), r.UserAgent())
+	if errors.Is(err, approval.ErrAlreadyDecided) && v != nil {
+		return h.render(w, http.StatusConflict, "decided.html", pageData{Title: "Already decided", App: v.App, Link: v})
+	}
 	if err != nil {
 		return h.linkError(w, err)
 	}
-	return h.render(w, http.StatusOK, "approved.html", pageData{Title: "Sign-in approved", App: v.App, Link: v})
+	title := "Sign-in approved"
+	if v.State == approval.StateDenied {
+		title = "Sign-in denied"
+	}
+	return h.render(w, http.StatusOK, "approved.html", pageData{Title: title, App: v.App, Link: v})
 }
 
 func (h *Handler) linkError(w http.ResponseWriter, err error) error {
@@ -154,6 +176,9 @@ func (h *Handler) complete(w http.ResponseWriter, r *http.Request) error {
 	case errors.Is(err, approval.ErrNotApproved):
 		http.Redirect(w, r, prefix+"wait", http.StatusSeeOther)
 		return nil
+	case errors.Is(err, approval.ErrDenied):
+		clearCookie(w, pendingCookie, prefix, "")
+		return h.render(w, http.StatusForbidden, "denied.html", pageData{Title: "Sign-in denied"})
 	case errors.Is(err, approval.ErrLoginNotFound), errors.Is(err, approval.ErrAlreadyDecided), errors.Is(err, approval.ErrLoginExpired):
 		clearCookie(w, pendingCookie, prefix, "")
 		http.Redirect(w, r, prefix+"login", http.StatusSeeOther)

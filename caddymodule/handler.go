@@ -41,10 +41,12 @@ type Handler struct {
 	// means DefaultProfile.
 	Policies []string `json:"policies,omitempty"`
 
-	app    *App
-	site   *approval.Site
-	csrf   *http.CrossOriginProtection
-	logger *zap.Logger
+	app  *App
+	site *approval.Site
+	// users and managers say who approves logins on this site.
+	users, managers bool
+	csrf            *http.CrossOriginProtection
+	logger          *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -72,6 +74,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.site, err = h.app.site(h.DefaultProfile, h.Policies); err != nil {
 		return err
 	}
+	h.users, h.managers = h.site.Approvers()
 	// Cross-site POSTs are refused: a login form posted from another site
 	// would let it flood inboxes or fix a session.
 	h.csrf = http.NewCrossOriginProtection()

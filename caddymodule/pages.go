@@ -55,6 +55,9 @@ type pageData struct {
 	Login     *approval.LoginView
 	Link      *approval.LinkView
 	Now       time.Time
+	// Users and Managers say who may approve logins on this site; the
+	// waiting page words itself by these, never by the user.
+	Users, Managers bool
 }
 
 // render writes a page. It renders into a buffer first so a template error

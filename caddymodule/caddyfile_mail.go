@@ -1,0 +1,126 @@
+package caddymodule
+
+import (
+	"errors"
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+
+	"github.com/mailauth/caddy-mailauth/mailer"
+)
+
+// parseMailServer reads a mail_server block; the dispenser is on its name:
+//
+//	mail_server <name> {
+//		host <host>
+//		port <port>
+//		tls starttls|implicit|opportunistic|none
+//		tls_ca <pem file>
+//		username <user>
+//		password <password>
+//		auth plain|login|cram-md5|auto
+//		from <address>
+//		helo <host name>
+//		timeout <duration>
+//	}
+//
+// Errors name the server, the field and the line. The block is checked
+// with the same rules as at load (mailer.ServerConfig.Validate), so that a
+// mistake such as `tls none` for a remote host points at its line.
+// mailServerOptions are the options of a mail_server block. Certificate
+// checks cannot be skipped, so no option turns them off.
+var mailServerOptions = map[string]bool{
+	"host": true, "port": true, "tls": true, "tls_ca": true, "username": true,
+	"password": true, "auth": true, "from": true, "helo": true, "timeout": true,
+}
+
+func parseMailServer(d *caddyfile.Dispenser) (*MailServerConfig, error) {
+	name := d.Val()
+	errf := func(d *caddyfile.Dispenser, format string, args ...any) error {
+		return d.Errf("mail_server %q: "+format, append([]any{name}, args...)...)
+	}
+	ms := &MailServerConfig{}
+	nesting := d.Nesting()
+	// Where each field was set, for errors found once the block is read.
+	lines := map[string]caddyfile.Dispenser{}
+	for d.NextBlock(nesting) {
+		f := d.Val()
+		if !mailServerOptions[f] {
+			return nil, errf(d, "unknown option %q (host, port, tls, tls_ca, username, password, auth, from, helo, timeout)", f)
+		}
+		if _, dup := lines[f]; dup {
+			return nil, errf(d, "%s: set twice", f)
+		}
+		lines[f] = *d
+		if f == "timeout" {
+			dur, err := durationArg(d, "mail_server "+strconv.Quote(name)+": timeout")
+			if err != nil {
+				return nil, err
+			}
+			ms.Timeout = dur
+			continue
+		}
+		if !d.NextArg() || d.CountRemainingArgs() > 0 {
+			return nil, errf(d, "%s: want one value", f)
+		}
+		v := d.Val()
+		switch f {
+		case "host":
+			ms.Host = v
+		case "port":
+			port, err := strconv.Atoi(v)
+			if err != nil || port < 1 || port > 65535 {
+				return nil, errf(d, "port: %q is not a port number", v)
+			}
+			ms.Port = port
+		case "tls":
+			switch mailer.TLSMode(v) {
+			case mailer.TLSStartTLS, mailer.TLSImplicit, mailer.TLSOpportunistic, mailer.TLSNone:
+			default:
+				return nil, errf(d, "tls: %q is not one of starttls, implicit, opportunistic, none", v)
+			}
+			ms.TLS = v
+		case "tls_ca":
+			ms.TLSCA = v
+		case "username":
+			ms.Username = v
+		case "password":
+			ms.Password = v
+		case "auth":
+			switch mailer.AuthMechanism(v) {
+			case mailer.AuthPlain, mailer.AuthLogin, mailer.AuthCRAMMD5, mailer.AuthAuto:
+			default:
+				return nil, errf(d, "auth: %q is not one of plain, login, cram-md5, auto", v)
+			}
+			ms.Auth = v
+		case "from":
+			if !validAddress(v) {
+				return nil, errf(d, "from: %q is not a mail address", v)
+			}
+			ms.From = v
+		case "helo":
+			ms.HELO = v
+		}
+	}
+	if ms.Host == "" {
+		return nil, errf(d, "host: required")
+	}
+	if ms.From == "" {
+		return nil, errf(d, "from: required")
+	}
+	// Placeholders stay unexpanded here; Validate accepts them as values,
+	// and load checks the expanded ones again.
+	err := ms.serverConfig(name, ms.Username, ms.Password).Validate()
+	var ce *mailer.ConfigError
+	if errors.As(err, &ce) {
+		at, ok := lines[ce.Field]
+		if !ok {
+			at = *d
+		}
+		return nil, errf(&at, "%s: %s", ce.Field, ce.Reason)
+	}
+	if err != nil {
+		return nil, errf(d, "%v", err)
+	}
+	return ms, nil
+}

@@ -1,0 +1,135 @@
+package caddymodule
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/mailauth/caddy-mailauth/mailer"
+	"github.com/mailauth/caddy-mailauth/test/mailpit"
+)
+
+// mailServerOpts is a global block whose mail_server m has the given body.
+func mailServerOpts(body string) string {
+	return strings.Replace(validOpts, "\t\t\thost 127.0.0.1\n\t\t\tport 1025\n\t\t\ttls none\n\t\t\tfrom gw@example.test\n", body, 1)
+}
+
+func TestCaddyfileMailServerTakesEveryOption(t *testing.T) {
+	out, err := adapt(t, globalBlock(mailServerOpts(`			host smtp.example.test
+			port 2465
+			tls implicit
+			tls_ca /etc/caddy/relay-ca.pem
+			username gateway
+			password {env.SMTP_PASSWORD}
+			auth cram-md5
+			from "Access Gateway <gw@example.test>"
+			helo gw.example.test
+			timeout 20s
+`)))
+	if err != nil {
+		t.Fatalf("a mail_server using every option does not adapt: %v", err)
+	}
+	var cfg struct {
+		Apps struct {
+			Mailauth App `json:"mailauth"`
+		} `json:"apps"`
+	}
+	if err := json.Unmarshal(out, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	got := cfg.Apps.Mailauth.MailServers["m"]
+	want := MailServerConfig{
+		Host: "smtp.example.test", Port: 2465, TLS: "implicit", TLSCA: "/etc/caddy/relay-ca.pem",
+		Username: "gateway", Password: "{env.SMTP_PASSWORD}", Auth: "cram-md5",
+		From: "Access Gateway <gw@example.test>", HELO: "gw.example.test", Timeout: caddy.Duration(20 * time.Second),
+	}
+	if got == nil || *got != want {
+		t.Fatalf("mail_server m adapted to %+v, want %+v (the password placeholder kept for load)", got, want)
+	}
+}
+
+func TestCaddyfileMailServerErrorsNameServerFieldAndLine(t *testing.T) {
+	for _, tc := range []struct {
+		name, body, want string
+	}{
+		{"unknown tls mode", "\t\t\thost h\n\t\t\ttls ssl\n\t\t\tfrom gw@example.test\n", "Caddyfile:5 - Error during parsing: mail_server \"m\": tls: \"ssl\" is not one of starttls, implicit, opportunistic, none"},
+		{"unknown auth", "\t\t\thost h\n\t\t\tusername u\n\t\t\tpassword p\n\t\t\tauth xoauth2\n\t\t\tfrom gw@example.test\n", "Caddyfile:7 - Error during parsing: mail_server \"m\": auth: \"xoauth2\" is not one of plain, login, cram-md5, auto"},
+		{"auth without username", "\t\t\thost h\n\t\t\tauth plain\n\t\t\tfrom gw@example.test\n", "Caddyfile:5 - Error during parsing: mail_server \"m\": auth: plain needs a username"},
+		{"tls none for a remote host points at the tls line", "\t\t\thost smtp.example.test\n\t\t\ttls none\n\t\t\tfrom gw@example.test\n", "Caddyfile:5 - Error during parsing: mail_server \"m\": tls: none sends sign-in links in clear text"},
+		{"helo with a space", "\t\t\thost h\n\t\t\thelo \"gw example\"\n\t\t\tfrom gw@example.test\n", "Caddyfile:5 - Error during parsing: mail_server \"m\": helo:"},
+		{"password without username", "\t\t\thost h\n\t\t\tpassword p\n\t\t\tfrom gw@example.test\n", "mail_server \"m\": username: is required when a password is set"},
+		{"skip-verify is no option", "\t\t\thost h\n\t\t\ttls_insecure_skip_verify\n\t\t\tfrom gw@example.test\n", "Caddyfile:5 - Error during parsing: mail_server \"m\": unknown option \"tls_insecure_skip_verify\""},
+		{"unknown option", "\t\t\thost h\n\t\t\tinsecure yes\n\t\t\tfrom gw@example.test\n", "Caddyfile:5 - Error during parsing: mail_server \"m\": unknown option \"insecure\""},
+		{"option set twice", "\t\t\thost h\n\t\t\thelo a\n\t\t\thelo b\n\t\t\tfrom gw@example.test\n", "Caddyfile:6 - Error during parsing: mail_server \"m\": helo: set twice"},
+		{"bad timeout", "\t\t\thost h\n\t\t\ttimeout soon\n\t\t\tfrom gw@example.test\n", "Caddyfile:5 - Error during parsing: mail_server \"m\": timeout"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := adapt(t, globalBlock(mailServerOpts(tc.body)))
+			if err == nil {
+				t.Fatalf("config was accepted; want an error containing %q", tc.want)
+			}
+			want, line := tc.want, ""
+			if m := lineRE.FindStringSubmatch(tc.want); m != nil {
+				want, line = m[2], ", at Caddyfile:"+m[1]
+			}
+			if !strings.Contains(err.Error(), want) || !strings.HasSuffix(err.Error(), line) {
+				t.Fatalf("error %q\ndoes not contain %q and end in %q", err, want, line)
+			}
+		})
+	}
+}
+
+func TestLoadExpandsMailCredentialsAndReadsTheCA(t *testing.T) {
+	certs := mailpit.NewCertificates(t)
+	t.Setenv("MAILAUTH_TEST_SMTP_USER", "gateway")
+	t.Setenv("MAILAUTH_TEST_SMTP_PASSWORD", "s3cret")
+	app := &App{MailServers: map[string]*MailServerConfig{"relay": {
+		Host: "smtp.example.test", TLS: "starttls", TLSCA: certs.CA, Auth: "login", HELO: "gw.example.test",
+		Username: "{env.MAILAUTH_TEST_SMTP_USER}", Password: "{env.MAILAUTH_TEST_SMTP_PASSWORD}", From: "gw@example.test",
+		Timeout: caddy.Duration(7 * time.Second),
+	}}}
+	servers, err := app.mailServers(caddy.NewReplacer())
+	if err != nil {
+		t.Fatalf("mailServers refused a valid server: %v", err)
+	}
+	got := servers["relay"]
+	if got.Username != "gateway" || got.Password != "s3cret" {
+		t.Errorf("credentials %q/%q, want the expanded gateway/s3cret", got.Username, got.Password)
+	}
+	if got.Auth != mailer.AuthLogin || got.HELO != "gw.example.test" || got.TLS != mailer.TLSStartTLS || got.Timeout != 7*time.Second {
+		t.Errorf("mapped to %+v, want auth login, helo gw.example.test, starttls and 7s", got)
+	}
+	if got.RootCAs == nil || !got.RootCAs.Equal(certs.Pool) {
+		t.Error("the tls_ca file did not become the server's root CAs")
+	}
+}
+
+func TestLoadErrorsForMailServersNameTheField(t *testing.T) {
+	notPEM := filepath.Join(t.TempDir(), "ca.txt")
+	if err := os.WriteFile(notPEM, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		cfg  MailServerConfig
+		want string
+	}{
+		{"missing tls_ca file", MailServerConfig{Host: "h.example.test", From: "a@example.test", TLSCA: "/nonexistent/ca.pem"}, `mailauth: mail_server "relay": tls_ca: open /nonexistent/ca.pem`},
+		{"tls_ca without a certificate", MailServerConfig{Host: "h.example.test", From: "a@example.test", TLSCA: notPEM}, `mailauth: mail_server "relay": tls_ca: ` + notPEM + ` holds no PEM certificate`},
+		{"password placeholder that expands to nothing", MailServerConfig{Host: "h.example.test", From: "a@example.test", Username: "u", Password: "{env.MAILAUTH_TEST_UNSET}"}, `mailauth: mail_server "relay": password: is empty while username "u" is set`},
+		{"tls none off loopback", MailServerConfig{Host: "h.example.test", From: "a@example.test", TLS: "none"}, `mailauth: mail_server "relay": tls: none sends sign-in links in clear text`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			app := &App{MailServers: map[string]*MailServerConfig{"relay": &tc.cfg}}
+			_, err := app.mailServers(caddy.NewReplacer())
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("want an error containing %q, got %v", tc.want, err)
+			}
+		})
+	}
+}

@@ -1,0 +1,83 @@
+package caddymodule
+
+import (
+	"crypto/x509"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+
+	"github.com/mailauth/caddy-mailauth/mailer"
+)
+
+// MailServerConfig is one SMTP server that approval mail can go through.
+type MailServerConfig struct {
+	// Host is the SMTP server's host name or IP address. Required.
+	Host string `json:"host,omitempty"`
+	// Port is the SMTP port. Default: 587 for starttls and opportunistic,
+	// 465 for implicit, 25 for none.
+	Port int `json:"port,omitempty"`
+	// TLS is how the connection is secured: "starttls" (mandatory
+	// STARTTLS, the default), "implicit" (TLS from the first byte, usually
+	// port 465), "opportunistic" (STARTTLS when the server offers it, plain
+	// text otherwise) or "none", which is refused unless the host is a
+	// loopback address. TLS 1.2 is the minimum version, and the server's
+	// certificate is always verified.
+	TLS string `json:"tls,omitempty"`
+	// TLSCA is a PEM file of CA certificates that the server's certificate
+	// must chain to, for a relay with a private CA. It is read when the
+	// config loads. Default: the system's roots. There is no option to
+	// skip verification.
+	TLSCA string `json:"tls_ca,omitempty"`
+	// Username authenticates to the server (SMTP AUTH) when set. It may be
+	// a placeholder such as {env.SMTP_USER}, expanded when the config
+	// loads. Default: no authentication.
+	Username string `json:"username,omitempty"`
+	// Password goes with Username. It may be a placeholder such as
+	// {env.SMTP_PASSWORD}, expanded when the config loads; it must not be
+	// empty once expanded. Default: none.
+	Password string `json:"password,omitempty"`
+	// Auth is the AUTH mechanism: "plain", "login", "cram-md5" or "auto",
+	// which picks the strongest the server offers and never a plain-text
+	// one over an unencrypted connection. Needs Username. Default: "auto".
+	Auth string `json:"auth,omitempty"`
+	// From is the sender, such as "Access Gateway <noreply@example.com>".
+	// Its domain also names each mail's Message-ID. Required.
+	From string `json:"from,omitempty"`
+	// HELO is the name given in EHLO. Default: this machine's host name.
+	HELO string `json:"helo,omitempty"`
+	// Timeout bounds one delivery attempt through this server: dial, TLS,
+	// auth and send. Default: 15s.
+	Timeout caddy.Duration `json:"timeout,omitempty"`
+}
+
+// serverConfig is c as the mailer takes it, with username and password as
+// given (expanded or not) and no CA pool: the caller loads TLSCA.
+func (c *MailServerConfig) serverConfig(name, username, password string) mailer.ServerConfig {
+	return mailer.ServerConfig{
+		Name:     name,
+		Host:     c.Host,
+		Port:     c.Port,
+		TLS:      mailer.TLSMode(c.TLS),
+		Username: username,
+		Password: password,
+		Auth:     mailer.AuthMechanism(c.Auth),
+		HELO:     c.HELO,
+		From:     c.From,
+		Timeout:  time.Duration(c.Timeout),
+	}
+}
+
+// loadCAs reads a PEM file of CA certificates into a pool.
+func loadCAs(path string) (*x509.CertPool, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return pool, nil
+}
