@@ -32,34 +32,7 @@ func TestBrowserWaitingPageMovesOnByItself(t *testing.T) {
 	appURL := site + "/app/page"
 	loginURL := site + "/.mailauth/login?return=" + url.QueryEscape("/app/page")
 
-	// The whole browser lives at most this long, whatever hangs.
-	root, cancelAll := context.WithTimeout(context.Background(), 45*time.Second)
-	t.Cleanup(cancelAll)
-
-	opts := append(chromedp.DefaultExecAllocatorOptions[:],
-		chromedp.ExecPath(chromiumPath),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.UserDataDir(filepath.Join(t.TempDir(), "chromium-profile")),
-		chromedp.WindowSize(900, 800),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-quic", true),
-	)
-	allocCtx, cancelAlloc := chromedp.NewExecAllocator(root, opts...)
-	// Cancelling the allocator stops Chromium and waits for the process.
-	t.Cleanup(cancelAlloc)
-
-	browserCtx, cancelBrowser := chromedp.NewContext(allocCtx)
-	t.Cleanup(cancelBrowser)
-	start := time.Now()
-	if err := chromedp.Do(browserCtx); err != nil {
-		t.Fatalf("starting Chromium at %s: %v", chromiumPath, err)
-	}
-	t.Logf("Chromium started in %s", time.Since(start).Round(time.Millisecond))
+	browserCtx := launchChromium(t)
 
 	// Tab 1 is the browser that asks to sign in; its console and uncaught
 	// exceptions are kept so a failure can show what the page's script did.
@@ -147,11 +120,7 @@ func TestBrowserWaitingPageMovesOnByItself(t *testing.T) {
 	}
 
 	// 3. Another device: a separate browser context with its own cookies.
-	tab2, cancelTab2 := chromedp.NewContext(browserCtx, chromedp.WithNewBrowserContext())
-	t.Cleanup(cancelTab2)
-	if err := chromedp.Do(tab2); err != nil {
-		t.Fatalf("opening tab 2 in a new browser context: %v", err)
-	}
+	tab2 := newDevice(t, browserCtx)
 	if c1, c2 := chromedp.FromContext(tab1).BrowserContextID, chromedp.FromContext(tab2).BrowserContextID; c1 == c2 {
 		t.Fatalf("tab 1 and tab 2 share the browser context %q; they must be separate devices", c1)
 	}
@@ -204,6 +173,63 @@ func TestBrowserWaitingPageMovesOnByItself(t *testing.T) {
 	waitPage(t, tab2, "tab 2 (which only confirmed) to be sent to the login form when it opens the app", 5*time.Second, func(p page) bool {
 		return p.URL == loginURL && strings.Contains(p.Text, "Username or email")
 	})
+}
+
+// launchChromium starts headless Chromium for one test and stops it when
+// the test ends. Tabs made from the returned context with
+// chromedp.WithNewBrowserContext() are separate devices.
+func launchChromium(t *testing.T) context.Context {
+	t.Helper()
+	// The whole browser lives at most this long, whatever hangs.
+	root, cancelAll := context.WithTimeout(context.Background(), 45*time.Second)
+	t.Cleanup(cancelAll)
+
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromiumPath),
+		chromedp.Headless,
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.NoFirstRun,
+		chromedp.UserDataDir(filepath.Join(t.TempDir(), "chromium-profile")),
+		chromedp.WindowSize(900, 800),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-quic", true),
+	)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(root, opts...)
+	// Cancelling the allocator stops Chromium and waits for the process.
+	t.Cleanup(cancelAlloc)
+
+	browserCtx, cancelBrowser := chromedp.NewContext(allocCtx)
+	t.Cleanup(cancelBrowser)
+	start := time.Now()
+	if err := chromedp.Do(browserCtx); err != nil {
+		t.Fatalf("starting Chromium at %s: %v", chromiumPath, err)
+	}
+	t.Logf("Chromium started in %s", time.Since(start).Round(time.Millisecond))
+	return browserCtx
+}
+
+// newDevice opens a tab in a browser context of its own: its own cookies.
+func newDevice(t *testing.T, browserCtx context.Context) context.Context {
+	t.Helper()
+	tab, cancel := chromedp.NewContext(browserCtx, chromedp.WithNewBrowserContext())
+	t.Cleanup(cancel)
+	if err := chromedp.Do(tab); err != nil {
+		t.Fatalf("opening a tab in a new browser context: %v", err)
+	}
+	return tab
+}
+
+// click clicks the element matching the CSS selector.
+func click(t *testing.T, tab context.Context, what, selector string) {
+	t.Helper()
+	if err := withTimeout(tab, 5*time.Second, func(ctx context.Context) error {
+		return chromedp.Do(ctx, chromedp.Click(chromedp.CSS(selector)))
+	}); err != nil {
+		t.Fatalf("clicking %s (%s): %v", what, selector, err)
+	}
 }
 
 // page is what a tab shows: its location and the body's visible text.

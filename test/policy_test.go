@@ -188,3 +188,40 @@ func TestExplainReportsEachFixtureUser(t *testing.T) {
 		}
 	}
 }
+
+// TestHybridSiteSendsExecutivesToTheirLDAPManager is the hybrid scenario:
+// on one site, executives are approved by their manager (resolved from the
+// LDAP manager DN) while everybody else confirms their own link.
+func TestHybridSiteSendsExecutivesToTheirLDAPManager(t *testing.T) {
+	ldap := slapd.Start(t)
+	cfg := strings.Replace(ldapCaddyfile, "\t\tprofile sensitive {\n", "\t\tprofile sensitive {\n\t\t\ttype manager\n", 1)
+	e := newEnv(t, withLDAP(t, ldap, cfg))
+
+	dave, erin := newBrowser(t), newBrowser(t)
+	if r := dave.post(e.URL("/.mailauth/login"), url.Values{"identity": {"dave"}, "return": {"/app"}}); r.Status != http.StatusSeeOther {
+		t.Fatalf("dave's login POST: %d", r.Status)
+	}
+	if r := dave.get(e.URL("/.mailauth/wait")); !strings.Contains(r.Body, "Request sent") {
+		t.Errorf("a site mixing user and manager profiles should word its waiting page for both:\n%s", r.Body)
+	}
+	msg := e.mail.WaitForMessage(t, "erin@example.test", 15*time.Second)
+	links := decisionLink.FindAllString(msg.Text, -1)
+	if len(links) != 2 || !strings.Contains(msg.Text, "Dave Example asks to sign in") {
+		t.Fatalf("erin, dave's manager in LDAP, should be asked to approve:\n%s\n%s", msg.Subject, msg.Text)
+	}
+	if r := erin.post(e.URL("/.mailauth/verify"), url.Values{"token": {tokenOf(e.onSite(links[0]))}}); r.Status != http.StatusOK {
+		t.Fatalf("erin's approval: %d", r.Status)
+	}
+	if r := dave.post(e.URL("/.mailauth/complete"), nil); r.Status != http.StatusSeeOther {
+		t.Fatalf("dave's complete: %d", r.Status)
+	}
+	if body := dave.get(e.URL("/app")).Body; !strings.Contains(body, `user="dave"`) {
+		t.Fatalf("dave should reach the app after erin approved: %s", body)
+	}
+
+	carol := newBrowser(t)
+	link := startLogin(t, e, carol, "carol", "carol@example.test")
+	if body := confirmAndComplete(t, e, carol, link); !strings.Contains(body, `user="carol"`) {
+		t.Fatalf("carol confirms her own link on the same site: %s", body)
+	}
+}
