@@ -25,6 +25,7 @@ const (
 	EventDenied          Event = "denied"
 	EventDecisionRefused Event = "decision_refused"
 	EventNoticeQueued    Event = "notice_queued"
+	EventEscalated       Event = "escalated"
 	EventSessionIssued   Event = "session_issued"
 	EventLogout          Event = "logout"
 )

@@ -22,33 +22,25 @@ const (
 type noticeRecord struct {
 	LastSent   time.Time `json:"last_sent"`
 	Suppressed int       `json:"suppressed"`
+	// Message and Repeats identify the notice last let through, so that
+	// its retries are neither counted nor suppressed.
+	Message string `json:"message,omitempty"`
+	Repeats int    `json:"repeats,omitempty"`
 }
 
-// notifyFailed tells the user's manager that a login failed (outcome:
-// "denied", "expired", "rate limited"), when the login's profile asks for
-// it with notify_failed_login.
+// notifyFailed tells the user's manager at once that a login failed
+// (outcome: "denied", "rate limited"), when the login's profile asks for it
+// with notify_failed_login.
 func (s *Service) notifyFailed(ctx context.Context, l *Login, outcome string) {
-	p := s.cfg.Profiles[l.Profile]
-	if p == nil || !p.NotifyFailedLogin || l.ManagerEmail == "" {
+	if !s.wantsNotice(l) {
 		return
 	}
-	now := s.now()
-	send, repeats := false, 0
-	key := noticePrefix + hashSecret(l.ManagerEmail+"\x00"+l.Username)
-	err := s.cfg.Store.Update(ctx, key, noticeMemory, func(cur []byte, found bool) ([]byte, error) {
-		var r noticeRecord
-		if found {
-			_ = json.Unmarshal(cur, &r)
-		}
-		if found && now.Sub(r.LastSent) < noticeWindow {
-			send = false
-			r.Suppressed++
-		} else {
-			send, repeats = true, r.Suppressed
-			r = noticeRecord{LastSent: now}
-		}
-		return json.Marshal(r)
-	})
+	msg, err := s.renderNotice(l, outcome, 0)
+	if err != nil {
+		s.cfg.Logger.Error("rendering a failed-login notice", zap.String("reference", l.Reference), zap.Error(err))
+		return
+	}
+	send, repeats, err := s.groupNotice(ctx, l, msg.ID)
 	if err != nil {
 		s.cfg.Logger.Error("grouping a failed-login notice", zap.String("reference", l.Reference), zap.Error(err))
 		return
@@ -57,6 +49,70 @@ func (s *Service) notifyFailed(ctx context.Context, l *Login, outcome string) {
 		s.audit.Record(EventNoticeQueued, l, zap.String("outcome", outcome), zap.Bool("grouped", true))
 		return
 	}
+	if repeats > 0 {
+		if msg, err = s.renderNotice(l, outcome, repeats); err != nil {
+			return
+		}
+	}
+	if err := s.cfg.Mail.Enqueue(ctx, msg); err != nil {
+		s.audit.Record(EventMailFailed, l, zap.String("reason", "outbox"), zap.Error(err))
+		return
+	}
+	s.audit.Record(EventNoticeQueued, l, zap.String("outcome", outcome), zap.String("to", l.ManagerEmail), zap.Int("repeats", repeats))
+}
+
+// scheduleExpiryNotice queues the notice for a login that may expire
+// undecided. It waits in the outbox until the login's expiry; the outbox's
+// BeforeSend hook then sends it only if nobody decided, so expiry needs no
+// sweeper and survives restarts.
+func (s *Service) scheduleExpiryNotice(ctx context.Context, l *Login) {
+	if !s.wantsNotice(l) {
+		return
+	}
+	msg, err := s.renderNotice(l, "expired", 0)
+	if err != nil {
+		s.cfg.Logger.Error("rendering a failed-login notice", zap.String("reference", l.Reference), zap.Error(err))
+		return
+	}
+	msg.NotBefore, msg.LoginID, msg.Purpose = l.ExpiresAt, l.ID, purposeExpiryNotice
+	if err := s.cfg.Mail.Enqueue(ctx, msg); err != nil {
+		s.audit.Record(EventMailFailed, l, zap.String("reason", "outbox"), zap.Error(err))
+	}
+}
+
+func (s *Service) wantsNotice(l *Login) bool {
+	p := s.cfg.Profiles[l.Profile]
+	return p != nil && p.NotifyFailedLogin && l.ManagerEmail != ""
+}
+
+// groupNotice decides whether the notice msgID goes out now and how many
+// grouped failures it reports. A retry of the same notice is let through
+// without being counted again.
+func (s *Service) groupNotice(ctx context.Context, l *Login, msgID string) (send bool, repeats int, err error) {
+	now := s.now()
+	key := noticePrefix + hashSecret(l.ManagerEmail+"\x00"+l.Username)
+	err = s.cfg.Store.Update(ctx, key, noticeMemory, func(cur []byte, found bool) ([]byte, error) {
+		var r noticeRecord
+		if found {
+			_ = json.Unmarshal(cur, &r)
+		}
+		switch {
+		case found && r.Message == msgID:
+			send, repeats = true, r.Repeats
+		case found && now.Sub(r.LastSent) < noticeWindow:
+			send = false
+			r.Suppressed++
+		default:
+			send, repeats = true, r.Suppressed
+			r = noticeRecord{LastSent: now, Message: msgID, Repeats: repeats}
+		}
+		return json.Marshal(r)
+	})
+	return send, repeats, err
+}
+
+func (s *Service) renderNotice(l *Login, outcome string, repeats int) (*mailer.Message, error) {
+	p := s.cfg.Profiles[l.Profile]
 	subject, text, html, err := s.notice.Render(mailer.TemplateData{
 		User:        mailer.TemplateUser{Name: l.Name, Username: l.Username, Email: l.Email},
 		App:         l.App,
@@ -69,14 +125,13 @@ func (s *Service) notifyFailed(ctx context.Context, l *Login, outcome string) {
 		Repeats:     repeats,
 	})
 	if err != nil {
-		s.cfg.Logger.Error("rendering a failed-login notice", zap.String("reference", l.Reference), zap.Error(err))
-		return
+		return nil, err
 	}
 	id, err := newSecret(s.rand, 16)
 	if err != nil {
-		return
+		return nil, err
 	}
-	msg := &mailer.Message{
+	return &mailer.Message{
 		ID:      id,
 		Servers: p.MailServers,
 		To:      l.ManagerEmail,
@@ -84,12 +139,14 @@ func (s *Service) notifyFailed(ctx context.Context, l *Login, outcome string) {
 		Text:    text,
 		HTML:    html,
 		// A notice carries no link, so it stays worth sending for a day.
-		ExpiresAt: now.Add(noticeMemory),
+		ExpiresAt: maxTime(s.now(), l.ExpiresAt).Add(noticeMemory),
 		Reference: l.Reference,
+	}, nil
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
 	}
-	if err := s.cfg.Mail.Enqueue(ctx, msg); err != nil {
-		s.audit.Record(EventMailFailed, l, zap.String("reason", "outbox"), zap.Error(err))
-		return
-	}
-	s.audit.Record(EventNoticeQueued, l, zap.String("outcome", outcome), zap.String("to", l.ManagerEmail), zap.Int("repeats", repeats))
+	return b
 }

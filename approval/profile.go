@@ -39,6 +39,12 @@ type Profile struct {
 	// NotifyFailedLogin mails the user's manager a short notice when a
 	// login is denied, expires undecided or is rate limited.
 	NotifyFailedLogin bool
+	// EscalateAfter, under a manager profile, also sends a request the
+	// manager has not decided by then to the manager's manager, or, when
+	// the directory knows none, to Approvers. Zero: never.
+	EscalateAfter time.Duration
+	// Approvers are the fallback addresses of escalation.
+	Approvers []string
 }
 
 // VerifyPath is the site path of the link landing page. Links are

@@ -262,23 +262,36 @@ func (s *Service) dispatch(l *Login, site *Site) {
 		return
 	}
 	_ = fill(l)
-	recipient := id.Email
-	if p.Type == TypeManager {
-		recipient = id.ManagerEmail
-		if recipient == "" {
-			// The user waits on the same page as everyone else; only the
-			// audit log, under the login's reference, says why nothing comes.
-			s.audit.Record(EventDirectoryError, l, zap.String("directory", id.Directory), zap.String("reason", "the user has no manager email (LDAP manager attribute, or sponsor for local users)"))
-			return
+	s.scheduleExpiryNotice(ctx, l)
+	if p.Type != TypeManager {
+		s.ask(ctx, l, p, id.Email, askOptions{})
+		return
+	}
+	if id.ManagerEmail == "" {
+		// The user waits on the same page as everyone else; only the audit
+		// log, under the login's reference, says why nothing comes.
+		s.audit.Record(EventDirectoryError, l, zap.String("directory", id.Directory), zap.String("reason", "the user has no manager email (LDAP manager attribute, or sponsor for local users)"))
+		return
+	}
+	s.ask(ctx, l, p, id.ManagerEmail, askOptions{})
+	if p.EscalateAfter > 0 {
+		for _, to := range s.escalationTargets(ctx, site, p, id.ManagerEmail) {
+			s.ask(ctx, l, p, to, askOptions{notBefore: l.CreatedAt.Add(p.EscalateAfter), escalatedFrom: id.ManagerEmail})
 		}
 	}
-	s.ask(ctx, l, p, recipient)
+}
+
+// askOptions schedule an ask: an escalation waits until notBefore and
+// says whom it escalates from.
+type askOptions struct {
+	notBefore     time.Time
+	escalatedFrom string
 }
 
 // ask sends recipient the mail that decides the login: a sign-in link for
 // the user, or Approve and Deny links for an approver. Each link carries
 // its own token, bound to this login, this action and this recipient.
-func (s *Service) ask(ctx context.Context, l *Login, p *Profile, recipient string) {
+func (s *Service) ask(ctx context.Context, l *Login, p *Profile, recipient string, opt askOptions) {
 	actions := []string{actionApprove}
 	if p.Type == TypeManager {
 		actions = append(actions, actionDeny)
@@ -298,16 +311,23 @@ func (s *Service) ask(ctx context.Context, l *Login, p *Profile, recipient strin
 		}
 		tokens[a] = token
 	}
-	msg, err := s.renderApprovalMail(l, p, recipient, tokens)
+	msg, err := s.renderApprovalMail(l, p, recipient, tokens, opt.escalatedFrom)
 	if err != nil {
 		s.audit.Record(EventMailFailed, l, zap.String("reason", "template"), zap.Error(err))
 		return
+	}
+	if !opt.notBefore.IsZero() {
+		msg.NotBefore, msg.LoginID, msg.Purpose = opt.notBefore, l.ID, purposeEscalation
 	}
 	if err := s.cfg.Mail.Enqueue(ctx, msg); err != nil {
 		s.audit.Record(EventMailFailed, l, zap.String("reason", "outbox"), zap.Error(err))
 		return
 	}
-	s.audit.Record(EventMailQueued, l, zap.String("to", msg.To), zap.String("message_id", msg.ID))
+	fields := []zap.Field{zap.String("to", msg.To), zap.String("message_id", msg.ID)}
+	if !opt.notBefore.IsZero() {
+		fields = append(fields, zap.Time("not_before", opt.notBefore), zap.String("purpose", msg.Purpose))
+	}
+	s.audit.Record(EventMailQueued, l, fields...)
 }
 
 // link builds a landing-page link on the profile's server. A decision
@@ -321,7 +341,7 @@ func link(p *Profile, token, pair string) string {
 	return u
 }
 
-func (s *Service) renderApprovalMail(l *Login, p *Profile, recipient string, tokens map[string]string) (*mailer.Message, error) {
+func (s *Service) renderApprovalMail(l *Login, p *Profile, recipient string, tokens map[string]string, escalatedFrom string) (*mailer.Message, error) {
 	data := mailer.TemplateData{
 		Link:        link(p, tokens[actionApprove], tokens[actionDeny]),
 		User:        mailer.TemplateUser{Name: l.Name, Username: l.Username, Email: l.Email},
@@ -336,6 +356,7 @@ func (s *Service) renderApprovalMail(l *Login, p *Profile, recipient string, tok
 	if deny := tokens[actionDeny]; deny != "" {
 		data.DenyLink = link(p, deny, tokens[actionApprove])
 		data.Approver = recipient
+		data.EscalatedFrom = escalatedFrom
 	}
 	subject, text, html, err := p.Templates.Render(data)
 	if err != nil {
@@ -633,6 +654,10 @@ func (s *Service) Logout(sess *Session, site, clientIP, userAgent string) {
 func (s *Service) MailEvent(ev mailer.Event) {
 	var kind Event
 	switch ev.Kind {
+	case mailer.EventSkipped:
+		// A scheduled mail that no longer matters; BeforeSend, which
+		// decided that, has nothing to report.
+		return
 	case mailer.EventSent:
 		kind = EventMailSent
 	case mailer.EventRetry:

@@ -134,6 +134,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
+	a.outbox.BeforeSend(svc.BeforeSend)
 	a.service = svc
 	return nil
 }
@@ -380,6 +381,18 @@ func (a *App) buildProfiles(servers map[string]mailer.ServerConfig, dirs map[str
 			return nil, field("subject/message", "%v", err)
 		}
 		p.NotifyFailedLogin = c.NotifyFailedLogin
+		p.EscalateAfter, p.Approvers = time.Duration(c.EscalateAfter), c.Approvers
+		if (p.EscalateAfter != 0 || len(p.Approvers) > 0) && p.Type != approval.TypeManager {
+			return nil, field("escalate_after", "escalation needs type manager")
+		}
+		if p.EscalateAfter < 0 || (p.EscalateAfter > 0 && p.EscalateAfter >= p.LinkExpiration) {
+			return nil, field("escalate_after", "%s must be positive and shorter than link_expiration (%s)", p.EscalateAfter, p.LinkExpiration)
+		}
+		for _, a := range p.Approvers {
+			if !validAddress(a) {
+				return nil, field("approvers", "%q is not a mail address", a)
+			}
+		}
 		out[name] = p
 	}
 	return out, nil

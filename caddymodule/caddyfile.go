@@ -76,6 +76,8 @@ func init() {
 //			mail_servers <name...>
 //			fallback <directory...>
 //			notify_failed_login
+//			escalate_after <duration>
+//			approvers <address...>
 //		}
 //		policy <name> {
 //			profile <profile>
@@ -238,6 +240,22 @@ func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 						return nil, err
 					}
 					p.LinkExpiration = dur
+				case "escalate_after":
+					dur, err := durationArg(d, "profile "+strconv.Quote(name)+": escalate_after")
+					if err != nil {
+						return nil, err
+					}
+					p.EscalateAfter = dur
+				case "approvers":
+					p.Approvers = d.RemainingArgs()
+					if len(p.Approvers) == 0 {
+						return nil, d.Errf("profile %q: approvers: name at least one address", name)
+					}
+					for _, a := range p.Approvers {
+						if !validAddress(a) {
+							return nil, d.Errf("profile %q: approvers: %q is not a mail address", name, a)
+						}
+					}
 				case "mail_servers", "fallback":
 					args := d.RemainingArgs()
 					if len(args) == 0 {

@@ -128,6 +128,7 @@ func TestCaddyfileErrorsNameFieldAndLine(t *testing.T) {
 		{"policy directory outside the fallback", validOpts + "\n\t\tdirectory other local {\n\t\t}\n\t\tpolicy execs {\n\t\t\tprofile daily\n\t\t\tdirectory other\n\t\t\tattribute memberOf\n\t\t\tvalues x\n\t\t}", "Caddyfile:26 - Error during parsing: policy \"execs\": directory: \"other\" is not in the fallback list of profile \"daily\""},
 		{"policy bad regex", validOpts + "\n\t\tpolicy execs {\n\t\t\tprofile daily\n\t\t\tattribute memberOf\n\t\t\tvalues ok \"/^cn=(finance/\"\n\t\t}", "Caddyfile:22 - Error during parsing: policy \"execs\": values: \"/^cn=(finance/\" is not a valid regular expression"},
 		{"policy without attribute", validOpts + "\n\t\tpolicy execs {\n\t\t\tprofile daily\n\t\t\tvalues x\n\t\t}", "Caddyfile:22 - Error during parsing: policy \"execs\": attribute: required"},
+		{"approvers not addresses", validOpts + "\n\t\tprofile q {\n\t\t\tapprovers ops\n\t\t}", "Caddyfile:20 - Error during parsing: profile \"q\": approvers: \"ops\" is not a mail address"},
 		{"field set twice", "\t\tprofile p {\n\t\t\tserver https://a.test\n\t\t\tserver https://b.test\n\t\t}", "Caddyfile:5 - Error during parsing: profile \"p\": server: set twice"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -182,6 +183,8 @@ func TestLoadErrorsNameTheField(t *testing.T) {
 		{"server with a path", globalBlock(strings.Replace(validOpts, "https://apps.example.test", "https://apps.example.test/login", 1)), `profile "daily": server:`},
 		{"tls none off loopback", globalBlock(strings.Replace(validOpts, "host 127.0.0.1", "host smtp.example.test", 1)), `mail_server "m"`},
 		{"bad subject template", globalBlock(strings.Replace(validOpts, "fallback staff", "fallback staff\n\t\t\tsubject \"{{.Nope}}\"", 1)), `profile "daily": subject/message`},
+		{"escalation on a user profile", globalBlock(strings.Replace(validOpts, "fallback staff\n", "fallback staff\n\t\t\tescalate_after 5m\n", 1)), `profile "daily": escalate_after: escalation needs type manager`},
+		{"escalation after the link expired", globalBlock(strings.Replace(validOpts, "fallback staff\n", "fallback staff\n\t\t\ttype manager\n\t\t\tescalate_after 20m\n", 1)), `profile "daily": escalate_after: 20m0s must be positive and shorter than link_expiration (15m0s)`},
 		{"unknown policy on a site", strings.Replace(globalBlock(validOpts), "default_profile daily", "default_profile daily\n\t\tpolicies nope", 1), `policies: no policy named "nope"`},
 		{"missing message_file", globalBlock(strings.Replace(validOpts, "fallback staff", "fallback staff\n\t\t\tmessage_file /nonexistent/mail.txt", 1)), `profile "daily": message_file`},
 	} {

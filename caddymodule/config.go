@@ -120,6 +120,14 @@ type ProfileConfig struct {
 	// login is denied or expires undecided. Repeats for the same user
 	// within 15 minutes are grouped into the next notice. Default: off.
 	NotifyFailedLogin bool `json:"notify_failed_login,omitempty"`
+	// EscalateAfter, on a manager profile, also sends a request that the
+	// manager has not decided by then to the manager's own manager (from
+	// the directory), or to Approvers when there is none. The first
+	// decision wins. Must be shorter than LinkExpiration. Default: off.
+	EscalateAfter caddy.Duration `json:"escalate_after,omitempty"`
+	// Approvers are the addresses an escalation goes to when the manager
+	// has no manager in the directory.
+	Approvers []string `json:"approvers,omitempty"`
 }
 
 // PolicyConfig chooses a profile for the users whose attribute matches.

@@ -53,13 +53,16 @@ func newFakeQueue(clock *fakeClock) *fakeQueue {
 	return &fakeQueue{clock: clock, items: map[string]*fakeItem{}, ttls: map[string]time.Duration{}}
 }
 
-func (q *fakeQueue) Enqueue(_ context.Context, id string, payload []byte, ttl time.Duration) error {
+func (q *fakeQueue) Enqueue(_ context.Context, id string, payload []byte, due time.Time, ttl time.Duration) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	now := q.clock.Now()
+	if due.IsZero() {
+		due = now
+	}
 	q.items[id] = &fakeItem{
 		OutboxItem: store.OutboxItem{ID: id, Payload: append([]byte(nil), payload...), EnqueuedAt: now},
-		due:        now,
+		due:        due,
 	}
 	q.ttls[id] = ttl
 	return nil

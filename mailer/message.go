@@ -28,6 +28,14 @@ type Message struct {
 	ExpiresAt time.Time `json:"expires_at"`
 	// Reference is the login's support reference, carried for the audit log.
 	Reference string `json:"reference"`
+	// NotBefore, when set, holds the message back until then: an
+	// escalation, or a notice that a request expired.
+	NotBefore time.Time `json:"not_before,omitzero"`
+	// LoginID and Purpose let the outbox's BeforeSend hook decide, at send
+	// time, whether a scheduled message still matters (an escalation after
+	// the manager decided does not).
+	LoginID string `json:"login_id,omitempty"`
+	Purpose string `json:"purpose,omitempty"`
 }
 
 // MarshalLogObject logs a message by its envelope only. Text and HTML hold

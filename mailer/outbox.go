@@ -35,7 +35,16 @@ const (
 	// EventAbandoned: the link in the message expired before it could be
 	// delivered, so it was dropped unsent.
 	EventAbandoned EventKind = "abandoned"
+	// EventSkipped: the BeforeSend hook found that a scheduled message no
+	// longer matters (the request was decided), so it was dropped unsent.
+	EventSkipped EventKind = "skipped"
 )
+
+// BeforeSendFunc decides, right before an attempt, whether a message with
+// a Purpose is still worth sending. It may rewrite the message (a notice
+// that now counts grouped failures). An error postpones the message as a
+// temporary failure would.
+type BeforeSendFunc func(ctx context.Context, m *Message) (send bool, err error)
 
 // Event reports one outcome of a delivery attempt, for the audit log and
 // metrics.
@@ -71,6 +80,7 @@ type Outbox struct {
 	sender Sender
 	logger *zap.Logger
 	events func(Event)
+	before BeforeSendFunc
 	// wake is buffered (1) so that Enqueue never blocks and a burst of
 	// enqueues collapses into one extra round.
 	wake chan struct{}
@@ -135,6 +145,10 @@ func NewOutbox(q store.Outbox, sender Sender, logger *zap.Logger, events func(Ev
 	}
 }
 
+// BeforeSend installs the hook that vets scheduled messages; call it
+// before Run.
+func (o *Outbox) BeforeSend(f BeforeSendFunc) { o.before = f }
+
 // Enqueue stores m durably and wakes the worker, so that the mail leaves
 // within milliseconds when a server is up. The message stays queued at most
 // until m.ExpiresAt (forever when zero); a message that has already expired
@@ -160,7 +174,7 @@ func (o *Outbox) Enqueue(ctx context.Context, m *Message) error {
 	if err != nil {
 		return fmt.Errorf("mailer: outbox: encoding message %s: %w", m.ID, err)
 	}
-	if err := o.q.Enqueue(ctx, m.ID, payload, ttl); err != nil {
+	if err := o.q.Enqueue(ctx, m.ID, payload, m.NotBefore, ttl); err != nil {
 		return fmt.Errorf("mailer: outbox: queueing message %s: %w", m.ID, err)
 	}
 	select {
@@ -231,6 +245,19 @@ func (o *Outbox) deliver(ctx context.Context, item store.OutboxItem) {
 		o.emit(Event{Kind: EventAbandoned, Message: &m, Attempt: item.Attempts,
 			Err: fmt.Errorf("mailer: link expired at %s before delivery", m.ExpiresAt.Format(time.RFC3339))})
 		return
+	}
+
+	if o.before != nil && m.Purpose != "" {
+		send, err := o.before(bctx, &m)
+		switch {
+		case err != nil:
+			o.retry(bctx, Event{Message: &m, Attempt: attempt, RetryAt: o.now().Add(o.backoff(attempt)), Err: err})
+			return
+		case !send:
+			o.ack(bctx, item.ID)
+			o.emit(Event{Kind: EventSkipped, Message: &m, Attempt: item.Attempts})
+			return
+		}
 	}
 
 	sctx, scancel := context.WithTimeout(ctx, o.attemptTimeout)

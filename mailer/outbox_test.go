@@ -250,7 +250,7 @@ func TestOutboxAbandonsWhenTheNextRetryWouldComeAfterExpiry(t *testing.T) {
 
 func TestOutboxAcksPayloadThatDoesNotDecode(t *testing.T) {
 	h := newHarness(t, &fakeSender{})
-	if err := h.q.Enqueue(context.Background(), "junk", []byte("{not json"), 0); err != nil {
+	if err := h.q.Enqueue(context.Background(), "junk", []byte("{not json"), time.Time{}, 0); err != nil {
 		t.Fatal(err)
 	}
 	run(t, h.o)

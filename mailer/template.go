@@ -41,6 +41,9 @@ type TemplateData struct {
 	DenyLink string
 	// Approver is who is asked to decide, in Manager Approval mail.
 	Approver string
+	// EscalatedFrom is the manager who was asked first and has not decided,
+	// in an escalated Manager Approval mail; empty otherwise.
+	EscalatedFrom string
 	// Outcome says how a failed sign-in ended, in a failed-login notice:
 	// "denied", "expired" or "rate limited".
 	Outcome string

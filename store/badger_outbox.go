@@ -12,14 +12,18 @@ import (
 	"github.com/dgraph-io/badger/v4"
 )
 
-// Enqueue implements Outbox. The message is due at the current wall-clock
-// time, which also orders it behind messages enqueued before it.
-func (b *Badger) Enqueue(ctx context.Context, id string, payload []byte, ttl time.Duration) error {
+// Enqueue implements Outbox. Without a due time the message is due at the
+// current wall-clock time, which also orders it behind messages enqueued
+// before it.
+func (b *Badger) Enqueue(ctx context.Context, id string, payload []byte, due time.Time, ttl time.Duration) error {
 	if err := checkTTL(ctx, ttl); err != nil {
 		return err
 	}
 	now := time.Now()
-	rec := outboxRecord{due: now.UnixNano(), enqueued: now.UnixNano(), payload: payload}
+	if due.IsZero() {
+		due = now
+	}
+	rec := outboxRecord{due: due.UnixNano(), enqueued: now.UnixNano(), payload: payload}
 	e := badger.NewEntry(outboxKey(id), rec.encode())
 	e.ExpiresAt = expiresAt(now, ttl)
 	return wrap("enqueue", b.db.Update(func(txn *badger.Txn) error { return txn.SetEntry(e) }))

@@ -58,10 +58,12 @@ type Store interface {
 // holding a lease loses it when the lease runs out, so every message is
 // delivered at least once.
 type Outbox interface {
-	// Enqueue adds a message, due at once. ttl bounds how long it may wait
-	// in the queue at all (zero: forever); the core sets it to the life of
-	// the link the message carries. Enqueue is durable when it returns.
-	Enqueue(ctx context.Context, id string, payload []byte, ttl time.Duration) error
+	// Enqueue adds a message that becomes claimable at due (the zero time:
+	// at once). A later due is how mail is scheduled, such as an escalation
+	// to a second approver. ttl bounds how long it may wait in the queue at
+	// all (zero: forever); the core sets it to the life of the link the
+	// message carries. Enqueue is durable when it returns.
+	Enqueue(ctx context.Context, id string, payload []byte, due time.Time, ttl time.Duration) error
 
 	// Claim returns up to max messages whose due time is at or before now,
 	// oldest due first, and leases each one until now+lease.

@@ -54,6 +54,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ClaimedMessageReturnsWhenLeaseEnds", claimedMessageReturnsWhenLeaseEnds},
 		{"ClaimReturnsOldestDueFirstUpToMax", claimReturnsOldestDueFirstUpToMax},
 		{"RetriedMessageWaitsAndCountsAttempts", retriedMessageWaitsAndCountsAttempts},
+		{"ScheduledMessageWaitsUntilDue", scheduledMessageWaitsUntilDue},
 		{"RetryMissingMessageIsNotFound", retryMissingMessageIsNotFound},
 		{"AckMissingMessageIsNotAnError", ackMissingMessageIsNotAnError},
 		{"ConcurrentClaimersNeverShareAMessage", concurrentClaimersNeverShareAMessage},
@@ -422,6 +423,20 @@ func concurrentClaimersNeverShareAMessage(t *testing.T, s store.Store) {
 	}
 }
 
+func scheduledMessageWaitsUntilDue(t *testing.T, s store.Store) {
+	due := time.Now().Add(time.Hour)
+	if err := s.Enqueue(t.Context(), "later", []byte("escalation"), due, 2*time.Hour); err != nil {
+		t.Fatalf("Enqueue with a due time: %v", err)
+	}
+	if got := mustClaim(t, s, time.Now(), 10, time.Minute); len(got) != 0 {
+		t.Fatalf("a message due in an hour was claimed now: %v", got)
+	}
+	got := mustClaim(t, s, due, 10, time.Minute)
+	if len(got) != 1 || got[0].ID != "later" || got[0].Attempts != 0 {
+		t.Fatalf("at its due time the message should be claimable with no attempts, got %+v", got)
+	}
+}
+
 func outboxLenCountsQueuedAndClaimed(t *testing.T, s store.Store) {
 	expectOutboxLen(t, s, 0)
 	for _, id := range []string{"a", "b", "c"} {
@@ -534,7 +549,7 @@ func mustDelete(t *testing.T, s store.Store, key string) {
 
 func mustEnqueue(t *testing.T, s store.Store, id string, payload []byte, ttl time.Duration) {
 	t.Helper()
-	if err := s.Enqueue(t.Context(), id, payload, ttl); err != nil {
+	if err := s.Enqueue(t.Context(), id, payload, time.Time{}, ttl); err != nil {
 		t.Fatalf("Enqueue(%q): %v", id, err)
 	}
 }

@@ -1,0 +1,78 @@
+package approval
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strings"
+
+	"go.uber.org/zap"
+
+	"github.com/mailauth/caddy-mailauth/directory"
+	"github.com/mailauth/caddy-mailauth/mailer"
+)
+
+// Purposes of scheduled mail, which BeforeSend checks at send time.
+const (
+	purposeEscalation   = "escalation"
+	purposeExpiryNotice = "expiry-notice"
+)
+
+// escalationTargets says who hears of a request that the manager has not
+// decided in time: the manager's own manager when the directory knows one,
+// else the profile's approvers.
+func (s *Service) escalationTargets(ctx context.Context, site *Site, p *Profile, manager string) []string {
+	if mgr, err := directory.Lookup(ctx, site.Directories, manager, nil); err == nil && mgr.ManagerEmail != "" && !sameAddress(mgr.ManagerEmail, manager) {
+		return []string{mgr.ManagerEmail}
+	}
+	return slices.DeleteFunc(slices.Clone(p.Approvers), func(a string) bool { return sameAddress(a, manager) })
+}
+
+// BeforeSend is the outbox hook for scheduled mail: an escalation goes out
+// only while its request is still pending, and an expiry notice only for a
+// request that expired undecided, grouped with the user's other failures.
+func (s *Service) BeforeSend(ctx context.Context, m *mailer.Message) (bool, error) {
+	l, err := s.getLogin(ctx, m.LoginID)
+	if errors.Is(err, ErrLoginNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	state := l.EffectiveState(s.now())
+	switch m.Purpose {
+	case purposeEscalation:
+		if state != StatePending {
+			return false, nil
+		}
+		s.audit.Record(EventEscalated, l, zap.String("to", m.To), zap.String("message_id", m.ID))
+		return true, nil
+	case purposeExpiryNotice:
+		if state != StateExpired {
+			return false, nil
+		}
+		send, repeats, err := s.groupNotice(ctx, l, m.ID)
+		if err != nil || !send {
+			if err == nil {
+				s.audit.Record(EventNoticeQueued, l, zap.String("outcome", "expired"), zap.Bool("grouped", true))
+			}
+			return false, err
+		}
+		if repeats > 0 {
+			fresh, err := s.renderNotice(l, "expired", repeats)
+			if err != nil {
+				return false, err
+			}
+			m.Subject, m.Text, m.HTML = fresh.Subject, fresh.Text, fresh.HTML
+		}
+		s.audit.Record(EventNoticeQueued, l, zap.String("outcome", "expired"), zap.String("to", m.To), zap.Int("repeats", repeats))
+		return true, nil
+	}
+	return true, nil
+}
+
+// sameAddress compares mail addresses as mail systems do in practice:
+// ignoring case.
+func sameAddress(a, b string) bool {
+	return strings.EqualFold(strings.TrimSpace(a), strings.TrimSpace(b))
+}
