@@ -219,3 +219,57 @@ func TestApproveAndDenyRaceThroughCaddy(t *testing.T) {
 		}
 	}
 }
+
+// TestUndecidedRequestEscalatesToTheApprovers: bob does not decide within
+// escalate_after, so the request also goes to the approvers; the first
+// decision (security's) wins and the audit says who decided.
+func TestUndecidedRequestEscalatesToTheApprovers(t *testing.T) {
+	cfg := strings.NewReplacer("@EXPIRY@", "1m", "\t\t\tnotify_failed_login\n", "\t\t\tescalate_after 2s\n\t\t\tapprovers security@example.test\n").Replace(managerCaddyfile)
+	e := newEnv(t, cfg)
+	alice := newBrowser(t)
+	askManager(t, e, alice)
+	start := time.Now()
+	msg := e.mail.WaitForMessage(t, "security@example.test", 10*time.Second)
+	if waited := time.Since(start); waited < time.Second {
+		t.Errorf("the escalation came after %s; it should wait for escalate_after (2s)", waited)
+	}
+	if !strings.Contains(msg.Text, "went to bob@example.test first") {
+		t.Errorf("the escalated mail should say who was asked first:\n%s", msg.Text)
+	}
+	links := decisionLink.FindAllString(msg.Text, -1)
+	if len(links) != 2 {
+		t.Fatalf("the escalated mail should carry both links:\n%s", msg.Text)
+	}
+	if r := newBrowser(t).post(e.URL("/.mailauth/verify"), url.Values{"token": {tokenOf(e.onSite(links[0]))}}); r.Status != http.StatusOK {
+		t.Fatalf("security's approval: %d", r.Status)
+	}
+	if st := status(t, alice, e); st != "approved" {
+		t.Fatalf("alice's status after the escalated approval: %q", st)
+	}
+	if ev := e.caddy.waitForAudit(t, "approved", 5*time.Second); ev["decider"] != "security@example.test" {
+		t.Errorf("the audit should record security as the decider: %v", ev)
+	}
+	e.caddy.waitForAudit(t, "escalated", 5*time.Second)
+}
+
+// TestExpiredRequestNotifiesTheManager: nobody decides; when the request
+// expires bob gets one notice, and no escalation or notice follows a
+// decided request.
+func TestExpiredRequestNotifiesTheManager(t *testing.T) {
+	e := managerEnv(t, "2s")
+	askManager(t, e, newBrowser(t))
+	notice := e.mail.WaitForMessage(t, "bob@example.test", 10*time.Second)
+	if !strings.HasPrefix(notice.Subject, "Sign-in expired: Alice Example") || strings.Contains(notice.Text, "token=") {
+		t.Fatalf("bob should get an expiry notice without links, got %q:\n%s", notice.Subject, notice.Text)
+	}
+	e.mail.DeleteAll(t)
+
+	approve, _ := askManager(t, e, newBrowser(t))
+	if r := newBrowser(t).post(e.URL("/.mailauth/verify"), url.Values{"token": {tokenOf(approve)}}); r.Status != http.StatusOK {
+		t.Fatalf("approve: %d", r.Status)
+	}
+	time.Sleep(3500 * time.Millisecond)
+	for _, m := range e.mail.Messages(t) {
+		t.Fatalf("an approved request must not produce a notice, got %q to %v", m.Subject, m.To)
+	}
+}
