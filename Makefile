@@ -28,9 +28,15 @@ test: setup check
 	$(GO) build -race -o $(TESTBIN) ./cmd/caddy
 	CADDY_BIN=$(CURDIR)/$(TESTBIN) $(GO) test -race -count=1 -timeout 15m ./...
 
-## bench: Go benchmarks of the hot paths.
+## bench: Go benchmarks of the hot paths, then the load test (wrk against a
+## non-race Caddy, mailpit, pre-filled stores); one table, in BENCHMARKS.md.
+BENCH_GO   := $(GO) test -run '^$$' -bench . -benchmem -count=1 ./approval/ ./caddymodule/ ./store/
+BENCH_LOAD := bash test/bench/load.sh -gobench $(BIN)/bench-go.txt -out BENCHMARKS.md
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem ./approval/ ./caddymodule/ ./store/
+	@mkdir -p $(BIN)
+	$(BENCH_GO) > $(BIN)/bench-go.txt || { cat $(BIN)/bench-go.txt; exit 1; }
+	@cat $(BIN)/bench-go.txt
+	$(BENCH_LOAD) -commands "make bench;$(BENCH_GO) > $(BIN)/bench-go.txt;$(BENCH_LOAD)"
 
 ## run: the demo: Caddy on http://localhost:8080 and mailpit on :8025.
 run: build setup

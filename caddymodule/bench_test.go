@@ -1,0 +1,182 @@
+package caddymodule
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/mailauth/caddy-mailauth/approval"
+	"github.com/mailauth/caddy-mailauth/directory"
+	"github.com/mailauth/caddy-mailauth/mailer"
+	"github.com/mailauth/caddy-mailauth/store"
+)
+
+// loginHandler is a handler that can start logins: one local user, a user
+// profile with the default mail templates, an in-memory Badger store and a
+// mail queue that discards. It returns the service too, so a benchmark can
+// wait for the background dispatch.
+func loginHandler(b *testing.B) (*Handler, *approval.Service) {
+	b.Helper()
+	st, err := store.OpenBadger(store.BadgerOptions{InMemory: true}, zap.NewNop())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { st.Close() })
+	codec, err := approval.NewSessionCodec(make([]byte, approval.SessionKeySize))
+	if err != nil {
+		b.Fatal(err)
+	}
+	dir, err := directory.NewLocal("staff", []directory.LocalUser{{Username: "alice", Name: "Alice Example", Email: "alice@example.test"}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	tpl, err := mailer.ParseTemplates("", "", "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := &approval.Profile{
+		Name:           "daily",
+		Type:           approval.TypeUser,
+		Server:         "https://apps.example.test",
+		LinkExpiration: 15 * time.Minute,
+		MailServers:    []string{"primary"},
+		Directories:    []directory.Directory{dir},
+		Templates:      tpl,
+	}
+	svc, err := approval.NewService(approval.Config{
+		Store:           st,
+		Mail:            discardQueue{},
+		Profiles:        map[string]*approval.Profile{p.Name: p},
+		Codec:           codec,
+		SessionLifetime: time.Hour,
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(svc.Close)
+	site := approval.NewSite(p, nil)
+	users, managers := site.Approvers()
+	h := &Handler{
+		DefaultProfile: p.Name,
+		app:            &App{service: svc},
+		site:           site,
+		users:          users,
+		managers:       managers,
+		logger:         zap.NewNop(),
+		csrf:           http.NewCrossOriginProtection(),
+	}
+	return h, svc
+}
+
+var benchLoginForm = url.Values{"identity": {"alice"}, "return": {"/app"}}.Encode()
+
+func loginRequest() *http.Request {
+	r, _ := request(http.MethodPost, "/.mailauth/login", http.Header{
+		"Content-Type": {"application/x-www-form-urlencoded"},
+		"User-Agent":   {"Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"},
+	})
+	r.Body = readCloser{strings.NewReader(benchLoginForm)}
+	r.ContentLength = int64(len(benchLoginForm))
+	return r
+}
+
+type readCloser struct{ *strings.Reader }
+
+func (readCloser) Close() error { return nil }
+
+// BenchmarkLoginPOST is POST /.mailauth/login through Handler.ServeHTTP on
+// an in-memory store (no fsync; the load test measures durable writes).
+//
+// "answer" times what the browser waits for: parse the form, store the
+// pending login, set the cookie, 303. Start hands the directory lookup,
+// the link token and the mail to a goroutine; the benchmark waits for it
+// with the timer stopped, so that work neither counts nor competes.
+//
+// "answer+dispatch" times the whole login: the answer and the background
+// work (lookup, token Put, mail rendering, enqueue), waited for inside the
+// timed region.
+func BenchmarkLoginPOST(b *testing.B) {
+	b.Run("answer", func(b *testing.B) {
+		h, svc := loginHandler(b)
+		b.ReportAllocs()
+		for b.Loop() {
+			b.StopTimer()
+			r := loginRequest()
+			w := httptest.NewRecorder()
+			b.StartTimer()
+			if err := h.ServeHTTP(w, r, nil); err != nil || w.Code != http.StatusSeeOther {
+				b.Fatalf("login POST: status %d, err %v", w.Code, err)
+			}
+			b.StopTimer()
+			svc.Wait()
+			b.StartTimer()
+		}
+	})
+	b.Run("answer+dispatch", func(b *testing.B) {
+		h, svc := loginHandler(b)
+		b.ReportAllocs()
+		for b.Loop() {
+			b.StopTimer()
+			r := loginRequest()
+			w := httptest.NewRecorder()
+			b.StartTimer()
+			if err := h.ServeHTTP(w, r, nil); err != nil || w.Code != http.StatusSeeOther {
+				b.Fatalf("login POST: status %d, err %v", w.Code, err)
+			}
+			svc.Wait()
+		}
+	})
+}
+
+// BenchmarkStatusPoll is one poll of a waiting page: GET
+// /.mailauth/status with the pending cookie, a store Get and a JSON answer.
+func BenchmarkStatusPoll(b *testing.B) {
+	h, svc := loginHandler(b)
+	w := httptest.NewRecorder()
+	if err := h.ServeHTTP(w, loginRequest(), nil); err != nil {
+		b.Fatal(err)
+	}
+	svc.Wait()
+	var pending string
+	for _, c := range w.Result().Cookies() {
+		if c.Name == pendingCookie {
+			pending = c.Value
+		}
+	}
+	if pending == "" {
+		b.Fatal("the login POST set no pending cookie")
+	}
+	r, _ := request(http.MethodGet, "/.mailauth/status", http.Header{"Cookie": {pendingCookie + "=" + pending}})
+	b.ReportAllocs()
+	for b.Loop() {
+		w := httptest.NewRecorder()
+		if err := h.ServeHTTP(w, r, nil); err != nil || w.Code != http.StatusOK {
+			b.Fatalf("status: %d, err %v", w.Code, err)
+		}
+	}
+}
+
+// BenchmarkInvalidCookieRedirect is a browser with a forged session
+// cookie: the signature check fails and it gets a 302 to the login page.
+func BenchmarkInvalidCookieRedirect(b *testing.B) {
+	h, cookie := testHandler(b)
+	forged := cookie[:len(cookie)-2] + "AA"
+	r, _ := request(http.MethodGet, "/app?q=1", http.Header{"Accept": {"text/html"}, "Cookie": {"_ga=GA1.1.1; mailauth_session=" + forged}})
+	next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
+		b.Fatal("a forged cookie reached the next handler")
+		return nil
+	})
+	b.ReportAllocs()
+	for b.Loop() {
+		w := httptest.NewRecorder()
+		if err := h.ServeHTTP(w, r, next); err != nil || w.Code != http.StatusFound {
+			b.Fatalf("forged cookie: %d, err %v", w.Code, err)
+		}
+	}
+}

@@ -1,0 +1,988 @@
+// Command load is the load half of `make bench`. It runs real processes on
+// loopback only (Caddy built without -race, mailpit, wrk) and measures:
+//
+//	A  bare Caddy reverse_proxy to a small upstream (a `respond` site)
+//	B  the same with mailauth and a valid session cookie on every request
+//	C  the same with an invalid session cookie (the redirect path)
+//	D  login starts per second, with the SMTP server up and down
+//	E  1,000 waiting browsers polling status every 2 s: Caddy's CPU share
+//	S  login-start latency and RSS on stores pre-filled with 1k…1M logins
+//
+// A, B and C run in interleaved rounds on one Caddy, as do D up and D down
+// on another, and each figure is the median over the rounds, so that a
+// noisy neighbour hits every scenario alike. It prints one results table
+// and writes it, with the Go benchmark results, to BENCHMARKS.md.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+var (
+	caddyBin   = flag.String("caddy", "bin/caddy", "Caddy binary with mailauth, built without -race")
+	mailpitBin = flag.String("mailpit", "", "mailpit binary (default $(go env GOPATH)/bin/mailpit)")
+	prefillBin = flag.String("prefill", "bin/bench-prefill", "prefill binary (test/bench/prefill)")
+	goBench    = flag.String("gobench", "", "file with the output of the Go benchmarks, to include")
+	outFile    = flag.String("out", "BENCHMARKS.md", "where to write the report")
+	commands   = flag.String("commands", "make bench", "the commands that produced the report, for the record")
+	rounds     = flag.Int("rounds", 5, "interleaved rounds")
+	dur        = flag.Duration("d", 8*time.Second, "duration of one A/B/C run")
+	loginDur   = flag.Duration("dlogin", 5*time.Second, "duration of one D run and of one scale run")
+	sizesFlag  = flag.String("sizes", "1000,10000,100000,1000000", "pre-filled store sizes")
+	pollers    = flag.Int("pollers", 1000, "waiting browsers in E")
+	pollWindow = flag.Duration("pollwindow", 20*time.Second, "CPU measurement window in E")
+)
+
+// procs are the processes this program started; all are killed by PID on
+// the way out, whatever the way out is.
+var (
+	procsMu sync.Mutex
+	procs   []*proc
+)
+
+type proc struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func main() {
+	flag.Parse()
+	log.SetFlags(0)
+	log.SetPrefix("bench: ")
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sig
+		stopAll()
+		os.Exit(1)
+	}()
+	err := run()
+	stopAll()
+	if err != nil {
+		log.Fatal(err)
+	}
+}
+
+func run() error {
+	if *mailpitBin == "" {
+		out, err := exec.Command("go", "env", "GOPATH").Output()
+		if err != nil {
+			return err
+		}
+		gp, _, _ := strings.Cut(strings.TrimSpace(string(out)), string(os.PathListSeparator))
+		*mailpitBin = filepath.Join(gp, "bin", "mailpit")
+	}
+	for _, bin := range []string{*caddyBin, *mailpitBin, *prefillBin} {
+		if _, err := os.Stat(bin); err != nil {
+			return fmt.Errorf("missing %s (make bench builds it): %w", bin, err)
+		}
+	}
+	if _, err := exec.LookPath("wrk"); err != nil {
+		return errors.New("wrk is not installed (test/bench/load.sh installs it)")
+	}
+	tmp, err := os.MkdirTemp("", "mailauth-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	rep := &report{started: time.Now()}
+
+	mp, err := startMailpit(tmp)
+	if err != nil {
+		return err
+	}
+	if err := rep.proxy(tmp, mp); err != nil {
+		return err
+	}
+	if err := rep.logins(tmp, mp); err != nil {
+		return err
+	}
+	if err := rep.scale(tmp, mp); err != nil {
+		return err
+	}
+	rep.finished = time.Now()
+	if *goBench != "" {
+		raw, err := os.ReadFile(*goBench)
+		if err != nil {
+			return err
+		}
+		rep.goBench = string(raw)
+	}
+	md := rep.markdown()
+	fmt.Println(rep.table())
+	return os.WriteFile(*outFile, []byte(md), 0o644)
+}
+
+// ---- A, B, C and E: one Caddy, interleaved rounds --------------------------
+
+const proxyCaddyfile = `{
+	admin 127.0.0.1:%[1]d
+	auto_https off
+	persist_config off
+	mailauth {
+		store badger %[2]s
+		session_lifetime 8h
+		mail_server mailpit {
+			host 127.0.0.1
+			port %[3]d
+			tls none
+			from "Bench Gateway <gateway@bench.test>"
+		}
+		directory staff local {
+			user alice {
+				name "Alice Bench"
+				email alice@bench.test
+			}
+		}
+		profile daily {
+			type user
+			server http://127.0.0.1:%[5]d
+			link_expiration 15m
+			mail_servers mailpit
+			fallback staff
+		}
+	}
+}
+
+# A: bare reverse proxy.
+http://127.0.0.1:%[4]d {
+	bind 127.0.0.1
+	reverse_proxy 127.0.0.1:%[6]d
+}
+
+# B and C: the same, behind mailauth.
+http://127.0.0.1:%[5]d {
+	bind 127.0.0.1
+	mailauth {
+		default_profile daily
+	}
+	reverse_proxy 127.0.0.1:%[6]d
+}
+
+# The upstream of both.
+http://127.0.0.1:%[6]d {
+	bind 127.0.0.1
+	respond "hello from the app" 200
+}
+`
+
+func (rep *report) proxy(tmp string, mp *mailpit) error {
+	admin, pa, pb, pu := freePort(), freePort(), freePort(), freePort()
+	cfg := fmt.Sprintf(proxyCaddyfile, admin, filepath.Join(tmp, "proxy-store"), mp.smtp, pa, pb, pu)
+	c, err := startCaddy(tmp, "caddy-proxy", cfg, pb)
+	if err != nil {
+		return err
+	}
+	defer c.stop()
+	site := fmt.Sprintf("http://127.0.0.1:%d", pb)
+	session, err := mintSession(site, mp)
+	if err != nil {
+		return fmt.Errorf("minting a session through the real flow: %w", err)
+	}
+	rep.sessionMinted = true
+	forged := session[:len(session)-4] + "AAAA"
+	scenarios := []struct {
+		name string
+		args []string
+	}{
+		{"A", []string{fmt.Sprintf("http://127.0.0.1:%d/app", pa)}},
+		{"B", []string{"-H", "Cookie: _ga=GA1.1.1; mailauth_session=" + session, site + "/app"}},
+		{"C", []string{"-H", "Accept: text/html", "-H", "Cookie: _ga=GA1.1.1; mailauth_session=" + forged, site + "/app"}},
+	}
+	// Warm up every path once, untimed.
+	for _, s := range scenarios {
+		if _, err := runWrk(2*time.Second, wrkConns, s.args...); err != nil {
+			return err
+		}
+	}
+	rep.runs = map[string][]wrkResult{}
+	for r := range *rounds {
+		for _, s := range scenarios {
+			res, err := runWrk(*dur, wrkConns, s.args...)
+			if err != nil {
+				return fmt.Errorf("%s round %d: %w", s.name, r+1, err)
+			}
+			log.Printf("round %d %s: %.0f req/s p99 %.2f ms", r+1, s.name, res.rps, res.p99)
+			rep.runs[s.name] = append(rep.runs[s.name], res)
+		}
+	}
+	// Where B's time goes, measured apart from the rounds.
+	if rep.profileB, err = profileWhile(admin, 6, func() error {
+		_, err := runWrk(7*time.Second, wrkConns, scenarios[1].args...)
+		return err
+	}); err != nil {
+		return err
+	}
+	return rep.polling(c, site, admin)
+}
+
+// wrkConns is the wrk concurrency for A/B/C: two threads, 50 connections.
+const wrkConns = 50
+
+// mintSession signs in through the real flow: login POST, the link from
+// mailpit, the confirm POST, then complete with the pending cookie.
+func mintSession(site string, mp *mailpit) (string, error) {
+	client := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	post := func(path string, form url.Values, cookie string) (*http.Response, error) {
+		req, _ := http.NewRequest(http.MethodPost, site+path, strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		if cookie != "" {
+			req.Header.Set("Cookie", cookie)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp, nil
+	}
+	resp, err := post("/.mailauth/login", url.Values{"identity": {"alice"}, "return": {"/app"}}, "")
+	if err != nil {
+		return "", err
+	}
+	pending := cookieIn(resp, "mailauth_pending")
+	if resp.StatusCode != http.StatusSeeOther || pending == "" {
+		return "", fmt.Errorf("login POST: %s, pending cookie %q", resp.Status, pending)
+	}
+	token, err := mp.waitToken("alice@bench.test", 20*time.Second)
+	if err != nil {
+		return "", err
+	}
+	if resp, err = post("/.mailauth/verify", url.Values{"token": {token}}, ""); err != nil {
+		return "", err
+	} else if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("confirm POST: %s", resp.Status)
+	}
+	if resp, err = post("/.mailauth/complete", nil, "mailauth_pending="+pending); err != nil {
+		return "", err
+	}
+	session := cookieIn(resp, "mailauth_session")
+	if resp.StatusCode != http.StatusSeeOther || session == "" {
+		return "", fmt.Errorf("complete POST: %s, no session cookie", resp.Status)
+	}
+	// The session must open the app, or B would measure redirects.
+	req, _ := http.NewRequest(http.MethodGet, site+"/app", nil)
+	req.Header.Set("Cookie", "mailauth_session="+session)
+	if resp, err = client.Do(req); err != nil {
+		return "", err
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return "", fmt.Errorf("the minted session gets %s, not 200", resp.Status)
+	}
+	return session, nil
+}
+
+func cookieIn(resp *http.Response, name string) string {
+	for _, c := range resp.Cookies() {
+		if c.Name == name {
+			return c.Value
+		}
+	}
+	return ""
+}
+
+// polling is E: pollers browsers, each with a pending login of its own and
+// its own connection, poll status every 2 s; Caddy's CPU time over the
+// window is the cost.
+func (rep *report) polling(c *proc, site string, admin int) error {
+	const every = 2 * time.Second
+	cookies := make([]string, *pollers)
+	client := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	// Unknown users: the login is stored and polled like any other, and
+	// no mail is sent, so mailpit's work stays out of the figure.
+	for i := range cookies {
+		req, _ := http.NewRequest(http.MethodPost, site+"/.mailauth/login", strings.NewReader(url.Values{"identity": {fmt.Sprintf("waiting%d", i)}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		resp.Body.Close()
+		if cookies[i] = cookieIn(resp, "mailauth_pending"); cookies[i] == "" {
+			return fmt.Errorf("poller %d: login POST gave %s and no pending cookie", i, resp.Status)
+		}
+	}
+	// What Caddy burns with nobody polling (outbox worker, Badger's
+	// background work), over a window as long as the measured one.
+	idle0, err := cpuTicks(c.cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	ti := time.Now()
+	time.Sleep(*pollWindow / 2)
+	idle1, err := cpuTicks(c.cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	rep.idleCPU = float64(idle1-idle0) / clockTicks / time.Since(ti).Seconds() * 100
+	ctx, cancel := context.WithTimeout(context.Background(), 2*every+*pollWindow+15*time.Second)
+	defer cancel()
+	var polls, failures atomic.Int64
+	var latMu sync.Mutex
+	var lats []float64
+	var wg sync.WaitGroup
+	for i, cookie := range cookies {
+		wg.Go(func() {
+			tr := &http.Transport{MaxIdleConnsPerHost: 1}
+			defer tr.CloseIdleConnections()
+			cl := &http.Client{Transport: tr, Timeout: 5 * time.Second}
+			// Spread the browsers evenly over the period.
+			t := time.NewTimer(time.Duration(i) * every / time.Duration(len(cookies)))
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
+				t.Reset(every)
+				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, site+"/.mailauth/status", nil)
+				req.Header.Set("Cookie", "mailauth_pending="+cookie)
+				start := time.Now()
+				resp, err := cl.Do(req)
+				if err != nil {
+					if ctx.Err() == nil {
+						failures.Add(1)
+					}
+					continue
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				ms := float64(time.Since(start)) / 1e6
+				polls.Add(1)
+				if resp.StatusCode != http.StatusOK {
+					failures.Add(1)
+				}
+				latMu.Lock()
+				lats = append(lats, ms)
+				latMu.Unlock()
+			}
+		})
+	}
+	// Two periods of warm-up: every browser has connected and polled.
+	time.Sleep(2 * every)
+	polls.Store(0)
+	failures.Store(0)
+	latMu.Lock()
+	lats = lats[:0]
+	latMu.Unlock()
+	cpu0, err := cpuTicks(c.cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	t0 := time.Now()
+	time.Sleep(*pollWindow)
+	cpu1, err := cpuTicks(c.cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	elapsed := time.Since(t0)
+	n, f := polls.Load(), failures.Load()
+	latMu.Lock()
+	rep.pollLat = percentiles(lats)
+	latMu.Unlock()
+	rep.pollCPU = float64(cpu1-cpu0) / clockTicks / elapsed.Seconds() * 100
+	rep.pollRate = float64(n) / elapsed.Seconds()
+	rep.pollFailures = f
+	log.Printf("E: %d browsers, %.0f polls/s, Caddy CPU %.1f%% of one core (%.1f%% idle), %d failures", len(cookies), rep.pollRate, rep.pollCPU, rep.idleCPU, f)
+	if rep.pollCPU >= 10 {
+		rep.profileE, _ = profileWhile(admin, 10, func() error { time.Sleep(11 * time.Second); return nil })
+	}
+	cancel()
+	wg.Wait()
+	return nil
+}
+
+// ---- D: login starts, SMTP up and down -----------------------------------
+
+const loginCaddyfile = `{
+	admin 127.0.0.1:%[1]d
+	auto_https off
+	persist_config off
+	mailauth {
+		store badger %[2]s
+		mail_server up {
+			host 127.0.0.1
+			port %[3]d
+			tls none
+			from "Bench Gateway <gateway@bench.test>"
+		}
+		mail_server down {
+			host 127.0.0.1
+			port %[4]d
+			tls none
+			from "Bench Gateway <gateway@bench.test>"
+		}
+		directory staff local {
+			user alice {
+				email alice@bench.test
+			}
+		}
+		profile up {
+			type user
+			server http://127.0.0.1:%[5]d
+			link_expiration 15m
+			mail_servers up
+			fallback staff
+		}
+		profile down {
+			type user
+			server http://127.0.0.1:%[6]d
+			link_expiration 15m
+			mail_servers down
+			fallback staff
+		}
+	}
+}
+
+http://127.0.0.1:%[5]d {
+	bind 127.0.0.1
+	mailauth {
+		default_profile up
+	}
+	respond "app" 200
+}
+
+http://127.0.0.1:%[6]d {
+	bind 127.0.0.1
+	mailauth {
+		default_profile down
+	}
+	respond "app" 200
+}
+`
+
+// loginConns is the wrk concurrency for login starts.
+const loginConns = 16
+
+func (rep *report) logins(tmp string, mp *mailpit) error {
+	// The "down" server is a loopback port that nothing listens on, so
+	// every attempt is refused; mail piles up in the outbox and retries.
+	admin, up, down, dead := freePort(), freePort(), freePort(), freePort()
+	cfg := fmt.Sprintf(loginCaddyfile, admin, filepath.Join(tmp, "login-store"), mp.smtp, dead, up, down)
+	c, err := startCaddy(tmp, "caddy-login", cfg, up)
+	if err != nil {
+		return err
+	}
+	defer c.stop()
+	script := filepath.Join(tmp, "login.lua")
+	if err := writeLoginScript(script); err != nil {
+		return err
+	}
+	sites := map[string]string{"D up": fmt.Sprintf("http://127.0.0.1:%d/.mailauth/login", up), "D down": fmt.Sprintf("http://127.0.0.1:%d/.mailauth/login", down)}
+	for _, name := range []string{"D up", "D down"} {
+		if _, err := runWrk(2*time.Second, loginConns, "-s", script, sites[name]); err != nil {
+			return err
+		}
+	}
+	for r := range *rounds {
+		for _, name := range []string{"D up", "D down"} {
+			res, err := runWrk(*loginDur, loginConns, "-s", script, sites[name])
+			if err != nil {
+				return fmt.Errorf("%s round %d: %w", name, r+1, err)
+			}
+			if res.non2xx3xx > 0 || res.errors > 0 {
+				return fmt.Errorf("%s round %d: %d non-2xx/3xx answers, %d socket errors", name, r+1, res.non2xx3xx, res.errors)
+			}
+			log.Printf("round %d %s: %.0f logins/s p50 %.2f ms p99 %.2f ms", r+1, name, res.rps, res.p50, res.p99)
+			rep.runs[name] = append(rep.runs[name], res)
+		}
+	}
+	rep.profileD, err = profileWhile(admin, 5, func() error {
+		_, err := runWrk(6*time.Second, loginConns, "-s", script, sites["D up"])
+		return err
+	})
+	return err
+}
+
+func writeLoginScript(path string) error {
+	return os.WriteFile(path, []byte(`wrk.method = "POST"
+wrk.body = "identity=alice&return=%2Fapp"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+wrk.headers["User-Agent"] = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
+`), 0o644)
+}
+
+// ---- S: pre-filled stores --------------------------------------------------
+
+const scaleCaddyfile = `{
+	admin 127.0.0.1:%[1]d
+	auto_https off
+	persist_config off
+	mailauth {
+		store badger %[2]s
+		mail_server mailpit {
+			host 127.0.0.1
+			port %[3]d
+			tls none
+			from "Bench Gateway <gateway@bench.test>"
+		}
+		directory staff local {
+			user alice {
+				email alice@bench.test
+			}
+		}
+		profile daily {
+			type user
+			server http://127.0.0.1:%[4]d
+			link_expiration 15m
+			mail_servers mailpit
+			fallback staff
+		}
+	}
+}
+
+http://127.0.0.1:%[4]d {
+	bind 127.0.0.1
+	mailauth {
+		default_profile daily
+	}
+	respond "app" 200
+}
+`
+
+// scaleConns is the wrk concurrency for the scale runs: light, so the
+// latency is the cost of a login rather than queueing.
+const scaleConns = 4
+
+type scaleResult struct {
+	size     int
+	prefill  time.Duration
+	disk     int64
+	res      wrkResult
+	rssStart int64
+	rssEnd   int64
+}
+
+func (rep *report) scale(tmp string, mp *mailpit) error {
+	script := filepath.Join(tmp, "login.lua")
+	for _, f := range strings.Split(*sizesFlag, ",") {
+		size, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			return fmt.Errorf("-sizes: %w", err)
+		}
+		dir := filepath.Join(tmp, fmt.Sprintf("scale-%d", size))
+		start := time.Now()
+		cmd := exec.Command(*prefillBin, "-dir", dir, "-n", strconv.Itoa(size))
+		cmd.Stderr = os.Stderr
+		if out, err := cmd.Output(); err != nil {
+			return fmt.Errorf("prefill %d: %w", size, err)
+		} else {
+			log.Print(strings.TrimSpace(string(out)))
+		}
+		sr := scaleResult{size: size, prefill: time.Since(start), disk: dirSize(dir)}
+		admin, port := freePort(), freePort()
+		c, err := startCaddy(tmp, fmt.Sprintf("caddy-scale-%d", size), fmt.Sprintf(scaleCaddyfile, admin, dir, mp.smtp, port), port)
+		if err != nil {
+			return err
+		}
+		sr.rssStart, _ = rss(c.cmd.Process.Pid)
+		site := fmt.Sprintf("http://127.0.0.1:%d/.mailauth/login", port)
+		if _, err := runWrk(time.Second, scaleConns, "-s", script, site); err == nil {
+			sr.res, err = runWrk(*loginDur, scaleConns, "-s", script, site)
+		}
+		if err != nil {
+			c.stop()
+			return fmt.Errorf("scale %d: %w", size, err)
+		}
+		sr.rssEnd, _ = rss(c.cmd.Process.Pid)
+		log.Printf("scale %d: prefill %s, login p50 %.2f ms p99 %.2f ms, %.0f/s, RSS %d MiB", size, sr.prefill.Round(time.Second), sr.res.p50, sr.res.p99, sr.res.rps, sr.rssEnd>>20)
+		rep.scaleRuns = append(rep.scaleRuns, sr)
+		last := size == rep.maxSize()
+		if last && (sr.rssEnd >= 512<<20 || sr.res.p99 > 2*rep.scaleRuns[0].res.p99) {
+			rep.profileS, _ = profileWhile(admin, 5, func() error {
+				_, err := runWrk(6*time.Second, scaleConns, "-s", script, site)
+				return err
+			})
+			rep.heapS = fetch(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap", admin))
+		}
+		c.stop()
+		os.RemoveAll(dir)
+	}
+	return nil
+}
+
+// ---- processes ---------------------------------------------------------------
+
+func start(tmp, name string, args []string, env []string) (*proc, error) {
+	logf, err := os.Create(filepath.Join(tmp, name+".log"))
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, err
+	}
+	p := &proc{name: name, cmd: cmd, done: make(chan struct{})}
+	go func() { cmd.Wait(); logf.Close(); close(p.done) }()
+	procsMu.Lock()
+	procs = append(procs, p)
+	procsMu.Unlock()
+	return p, nil
+}
+
+// stop kills the process by its PID and waits for it.
+func (p *proc) stop() {
+	select {
+	case <-p.done:
+		return
+	default:
+	}
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.done:
+	case <-time.After(10 * time.Second):
+		_ = p.cmd.Process.Kill()
+		<-p.done
+	}
+}
+
+func stopAll() {
+	procsMu.Lock()
+	defer procsMu.Unlock()
+	for _, p := range procs {
+		p.stop()
+	}
+}
+
+func startCaddy(tmp, name, cfg string, port int) (*proc, error) {
+	path := filepath.Join(tmp, name+".Caddyfile")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		return nil, err
+	}
+	home := filepath.Join(tmp, name+"-home")
+	p, err := start(tmp, name, []string{*caddyBin, "run", "--config", path, "--adapter", "caddyfile"},
+		[]string{"HOME=" + home, "XDG_DATA_HOME=" + home + "/data", "XDG_CONFIG_HOME=" + home + "/config", "GOMAXPROCS="})
+	if err != nil {
+		return nil, err
+	}
+	if err := waitTCP(p, port, 60*time.Second); err != nil {
+		logs, _ := os.ReadFile(filepath.Join(tmp, name+".log"))
+		p.stop()
+		return nil, fmt.Errorf("%s: %w\n%s", name, err, logs)
+	}
+	return p, nil
+}
+
+type mailpit struct {
+	*proc
+	smtp int
+	api  string
+}
+
+func startMailpit(tmp string) (*mailpit, error) {
+	smtp, api := freePort(), freePort()
+	p, err := start(tmp, "mailpit", []string{*mailpitBin,
+		"--smtp", fmt.Sprintf("127.0.0.1:%d", smtp),
+		"--listen", fmt.Sprintf("127.0.0.1:%d", api),
+		"--database", filepath.Join(tmp, "mailpit.db"),
+		"--smtp-auth-accept-any", "--smtp-auth-allow-insecure",
+		"--smtp-disable-rdns", "--disable-version-check",
+	}, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitTCP(p, smtp, 20*time.Second); err != nil {
+		return nil, fmt.Errorf("mailpit: %w", err)
+	}
+	if err := waitTCP(p, api, 20*time.Second); err != nil {
+		return nil, fmt.Errorf("mailpit: %w", err)
+	}
+	return &mailpit{proc: p, smtp: smtp, api: fmt.Sprintf("http://127.0.0.1:%d", api)}, nil
+}
+
+var tokenRE = regexp.MustCompile(`token=([A-Za-z0-9_-]{43})`)
+
+// waitToken polls mailpit's API until a message to addr has arrived and
+// returns the link token in it.
+func (m *mailpit) waitToken(addr string, timeout time.Duration) (string, error) {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		var list struct {
+			Messages []struct {
+				ID string
+				To []struct{ Address string }
+			} `json:"messages"`
+		}
+		if err := getJSON(m.api+"/api/v1/messages?limit=50", &list); err == nil {
+			for _, msg := range list.Messages {
+				for _, to := range msg.To {
+					if to.Address != addr {
+						continue
+					}
+					var full struct{ Text string }
+					if err := getJSON(m.api+"/api/v1/message/"+msg.ID, &full); err != nil {
+						return "", err
+					}
+					if t := tokenRE.FindStringSubmatch(full.Text); t != nil {
+						return t[1], nil
+					}
+				}
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return "", fmt.Errorf("no mail to %s within %s", addr, timeout)
+}
+
+func getJSON(u string, v any) error {
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Get(u)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", u, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+func fetch(u string) []byte {
+	resp, err := (&http.Client{Timeout: 90 * time.Second}).Get(u)
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return b
+}
+
+func waitTCP(p *proc, port int, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.done:
+			return errors.New("exited during startup")
+		default:
+		}
+		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("port %d not open after %s", port, timeout)
+}
+
+func freePort() int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// profileWhile fetches a CPU profile of secs seconds from Caddy's admin
+// endpoint while load runs, and returns pprof's top functions.
+func profileWhile(admin, secs int, load func() error) (string, error) {
+	var prof []byte
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		prof = fetch(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/profile?seconds=%d", admin, secs))
+	}()
+	time.Sleep(200 * time.Millisecond)
+	err := load()
+	<-done
+	if err != nil {
+		return "", err
+	}
+	return pprofTop(prof), nil
+}
+
+func pprofTop(prof []byte, extra ...string) string {
+	if len(prof) == 0 {
+		return "(no profile)"
+	}
+	f, err := os.CreateTemp("", "mailauth-prof-")
+	if err != nil {
+		return err.Error()
+	}
+	defer os.Remove(f.Name())
+	f.Write(prof)
+	f.Close()
+	var out strings.Builder
+	for _, mode := range [][]string{{"-top"}, {"-top", "-cum"}} {
+		args := append([]string{"tool", "pprof", "-nodecount=22"}, mode...)
+		args = append(append(args, extra...), f.Name())
+		b, err := exec.Command("go", args...).CombinedOutput()
+		if err != nil {
+			return fmt.Sprintf("pprof: %v\n%s", err, b)
+		}
+		out.Write(b)
+		out.WriteString("\n")
+	}
+	return out.String()
+}
+
+// cpuTicks is utime+stime of a process, in clock ticks.
+func cpuTicks(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name may hold spaces; fields count from after ')'.
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return ut + st, nil
+}
+
+// clockTicks is USER_HZ, 100 on every Linux that Go supports.
+const clockTicks = 100
+
+func rss(pid int) (int64, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10, err
+		}
+	}
+	return 0, errors.New("no VmRSS")
+}
+
+func dirSize(dir string) int64 {
+	var n int64
+	filepath.Walk(dir, func(_ string, fi os.FileInfo, err error) error {
+		if err == nil && !fi.IsDir() {
+			n += fi.Size()
+		}
+		return nil
+	})
+	return n
+}
+
+// ---- wrk -------------------------------------------------------------------
+
+type wrkResult struct {
+	rps       float64
+	p50, p99  float64 // milliseconds
+	requests  int64
+	non2xx3xx int64
+	errors    int64
+}
+
+func runWrk(d time.Duration, conns int, args ...string) (wrkResult, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), d+30*time.Second)
+	defer cancel()
+	threads := min(2, conns)
+	full := append([]string{"-t", strconv.Itoa(threads), "-c", strconv.Itoa(conns), "-d", fmt.Sprintf("%ds", int(d.Seconds())), "--latency", "--timeout", "5s"}, args...)
+	out, err := exec.CommandContext(ctx, "wrk", full...).CombinedOutput()
+	if err != nil {
+		return wrkResult{}, fmt.Errorf("wrk %s: %w\n%s", strings.Join(full, " "), err, out)
+	}
+	return parseWrk(string(out))
+}
+
+var (
+	rpsRE    = regexp.MustCompile(`Requests/sec:\s+([\d.]+)`)
+	pctRE    = regexp.MustCompile(`(?m)^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$`)
+	reqsRE   = regexp.MustCompile(`(\d+) requests in`)
+	non2xxRE = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`)
+	sockRE   = regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`)
+)
+
+func parseWrk(out string) (wrkResult, error) {
+	var r wrkResult
+	m := rpsRE.FindStringSubmatch(out)
+	if m == nil {
+		return r, fmt.Errorf("wrk output without Requests/sec:\n%s", out)
+	}
+	r.rps, _ = strconv.ParseFloat(m[1], 64)
+	for _, p := range pctRE.FindAllStringSubmatch(out, -1) {
+		v, _ := strconv.ParseFloat(p[2], 64)
+		switch p[3] {
+		case "us":
+			v /= 1000
+		case "s":
+			v *= 1000
+		}
+		if p[1] == "50" {
+			r.p50 = v
+		} else {
+			r.p99 = v
+		}
+	}
+	if m := reqsRE.FindStringSubmatch(out); m != nil {
+		r.requests, _ = strconv.ParseInt(m[1], 10, 64)
+	}
+	if m := non2xxRE.FindStringSubmatch(out); m != nil {
+		r.non2xx3xx, _ = strconv.ParseInt(m[1], 10, 64)
+	}
+	if m := sockRE.FindStringSubmatch(out); m != nil {
+		for _, s := range m[1:] {
+			n, _ := strconv.ParseInt(s, 10, 64)
+			r.errors += n
+		}
+	}
+	return r, nil
+}
+
+// ---- statistics ----------------------------------------------------------------
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// percentiles returns p50 and p99 of xs.
+func percentiles(xs []float64) [2]float64 {
+	if len(xs) == 0 {
+		return [2]float64{}
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return [2]float64{s[len(s)/2], s[min(len(s)-1, len(s)*99/100)]}
+}
+
+func field(rs []wrkResult, f func(wrkResult) float64) float64 {
+	xs := make([]float64, len(rs))
+	for i, r := range rs {
+		xs[i] = f(r)
+	}
+	return median(xs)
+}
