@@ -26,6 +26,8 @@ const (
 	EventDecisionRefused Event = "decision_refused"
 	EventNoticeQueued    Event = "notice_queued"
 	EventEscalated       Event = "escalated"
+	EventMatchFailed     Event = "match_failed"
+	EventCodeTried       Event = "code_tried"
 	EventSessionIssued   Event = "session_issued"
 	EventLogout          Event = "logout"
 )

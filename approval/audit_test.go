@@ -40,10 +40,10 @@ func TestAuditNeverLogsTokensOrPendingSecrets(t *testing.T) {
 	if _, err := h.svc.Complete(bg, st.Pending, testIP); !errors.Is(err, ErrNotApproved) {
 		t.Fatalf("early Complete = %v", err)
 	}
-	if _, err := h.svc.ConfirmLink(bg, token, testIP, testUA); err != nil {
+	if _, err := h.svc.ConfirmLink(bg, token, "", testIP, testUA); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.svc.ConfirmLink(bg, token, testIP, testUA); !errors.Is(err, ErrLinkInvalid) {
+	if _, err := h.svc.ConfirmLink(bg, token, "", testIP, testUA); !errors.Is(err, ErrLinkInvalid) {
 		t.Fatalf("second ConfirmLink = %v", err)
 	}
 	if _, err := h.svc.OpenLink(bg, token, "", testIP, testUA); !errors.Is(err, ErrLinkInvalid) {
@@ -60,7 +60,7 @@ func TestAuditNeverLogsTokensOrPendingSecrets(t *testing.T) {
 	late, lateToken := h.startKnown()
 	keep(late, lateToken)
 	h.clock.Advance(testLinkLife)
-	if _, err := h.svc.ConfirmLink(bg, lateToken, testIP, testUA); err == nil {
+	if _, err := h.svc.ConfirmLink(bg, lateToken, "", testIP, testUA); err == nil {
 		t.Fatal("late ConfirmLink succeeded")
 	}
 	if _, err := h.svc.Complete(bg, late.Pending, testIP); !errors.Is(err, ErrLoginExpired) {

@@ -141,6 +141,7 @@ func newHarnessWith(t *testing.T, dirs []directory.Directory) *harness {
 		t.Fatalf("parsing built-in templates: %v", err)
 	}
 	codec, err := NewSessionCodec(testKey(1))
+	codeKey := testKey(2)
 	if err != nil {
 		t.Fatalf("building session codec: %v", err)
 	}
@@ -154,6 +155,9 @@ func newHarnessWith(t *testing.T, dirs []directory.Directory) *harness {
 		MailServers:    []string{"primary"},
 		Directories:    dirs,
 		Templates:      tpl,
+		// The user-flow tests confirm without picking a number; number
+		// matching has its own tests.
+		NoNumberMatching: true,
 	}
 	h.site = NewSite(profile, nil)
 	h.svc, err = NewService(Config{
@@ -161,6 +165,7 @@ func newHarnessWith(t *testing.T, dirs []directory.Directory) *harness {
 		Mail:            h.mail,
 		Profiles:        map[string]*Profile{testProfile: profile},
 		Codec:           codec,
+		CodeKey:         codeKey,
 		SessionLifetime: testLifetime,
 		Audit:           NewAuditor(zap.New(core).Named("mailauth.audit")),
 		Logger:          zap.New(core),

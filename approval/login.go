@@ -52,6 +52,11 @@ type Login struct {
 	ExpiresAt time.Time `json:"expires_at"`
 	// State is the stored state; see EffectiveState.
 	State State `json:"state"`
+	// MatchCode is the two-digit number the waiting browser shows and the
+	// link's landing page asks for; NumberMatching says whether the chosen
+	// profile requires it.
+	MatchCode      string `json:"match_code"`
+	NumberMatching bool   `json:"number_matching,omitempty"`
 	// DecidedAt is when the login was approved or denied, and Decider
 	// the address of who decided.
 	DecidedAt time.Time `json:"decided_at,omitzero"`

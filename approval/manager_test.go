@@ -27,6 +27,16 @@ func newManagerHarness(t *testing.T) *harness {
 
 var decisionLinks = regexp.MustCompile(`\?token=([A-Za-z0-9_-]{43})&pair=([A-Za-z0-9_-]{43})`)
 
+// matchOf is the number alice's waiting browser shows.
+func (h *harness) matchOf(st *Started) string {
+	h.t.Helper()
+	v, err := h.svc.Watch(bg, st.Pending)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return v.MatchCode
+}
+
 // askManager starts a login for alice and returns the approve and deny
 // tokens from the mail to her sponsor.
 func (h *harness) askManager() (started *Started, approve, deny string) {
@@ -80,7 +90,14 @@ func TestManagerApprovalGoesToTheSponsorWithBothLinks(t *testing.T) {
 	if w, _ := h.svc.Watch(bg, st.Pending); w.State != StatePending {
 		t.Fatalf("opening links changed the login to %q", w.State)
 	}
-	if _, err := h.svc.ConfirmLink(bg, approve, testIP, testUA); err != nil {
+	if _, err := h.svc.ConfirmLink(bg, approve, "", testIP, testUA); !errors.Is(err, ErrWrongMatch) {
+		t.Fatalf("approving without the waiting browser's number = %v, want ErrWrongMatch", err)
+	}
+	if _, err := h.svc.ConfirmLink(bg, approve, h.matchOf(st), testIP, testUA); !errors.Is(err, ErrLinkInvalid) {
+		t.Fatalf("a wrong pick spends the token; a retry = %v, want ErrLinkInvalid", err)
+	}
+	st, approve, _ = h.askManager()
+	if _, err := h.svc.ConfirmLink(bg, approve, h.matchOf(st), testIP, testUA); err != nil {
 		t.Fatalf("approve: %v", err)
 	}
 	c, err := h.svc.Complete(bg, st.Pending, testIP)
@@ -100,7 +117,7 @@ func TestManagerApprovalGoesToTheSponsorWithBothLinks(t *testing.T) {
 func TestDenyEndsTheLoginAndTellsTheManagerOnce(t *testing.T) {
 	h := newManagerHarness(t)
 	st, approve, deny := h.askManager()
-	if v, err := h.svc.ConfirmLink(bg, deny, testIP, testUA); err != nil || v.State != StateDenied {
+	if v, err := h.svc.ConfirmLink(bg, deny, "", testIP, testUA); err != nil || v.State != StateDenied {
 		t.Fatalf("deny: %+v, %v", v, err)
 	}
 	if w, _ := h.svc.Watch(bg, st.Pending); w.State != StateDenied {
@@ -109,7 +126,7 @@ func TestDenyEndsTheLoginAndTellsTheManagerOnce(t *testing.T) {
 	if _, err := h.svc.Complete(bg, st.Pending, testIP); !errors.Is(err, ErrDenied) {
 		t.Fatalf("Complete after deny = %v, want ErrDenied", err)
 	}
-	v, err := h.svc.ConfirmLink(bg, approve, testIP, testUA)
+	v, err := h.svc.ConfirmLink(bg, approve, h.matchOf(st), testIP, testUA)
 	if !errors.Is(err, ErrAlreadyDecided) || v == nil || v.State != StateDenied || v.Decider != "bob@example.com" {
 		t.Fatalf("the other link of the pair must be dead and say who decided: %+v, %v", v, err)
 	}
@@ -131,12 +148,12 @@ func TestDenyEndsTheLoginAndTellsTheManagerOnce(t *testing.T) {
 
 	// A second denial within the window is grouped into the next notice.
 	_, _, deny2 := h.askManager()
-	if _, err := h.svc.ConfirmLink(bg, deny2, testIP, testUA); err != nil {
+	if _, err := h.svc.ConfirmLink(bg, deny2, "", testIP, testUA); err != nil {
 		t.Fatal(err)
 	}
 	h.clock.Advance(noticeWindow)
 	_, _, deny3 := h.askManager()
-	if _, err := h.svc.ConfirmLink(bg, deny3, testIP, testUA); err != nil {
+	if _, err := h.svc.ConfirmLink(bg, deny3, "", testIP, testUA); err != nil {
 		t.Fatal(err)
 	}
 	var subjects []string
@@ -183,11 +200,12 @@ func TestApproveAndDenyAtOnceDecideExactlyOnce(t *testing.T) {
 		var wg sync.WaitGroup
 		results := make([]*LinkView, 2)
 		errs := make([]error, 2)
+		code := h.matchOf(st)
 		for i, tok := range []string{approve, deny} {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				results[i], errs[i] = h.svc.ConfirmLink(context.Background(), tok, testIP, testUA)
+				results[i], errs[i] = h.svc.ConfirmLink(context.Background(), tok, code, testIP, testUA)
 			}()
 		}
 		wg.Wait()

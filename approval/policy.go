@@ -272,6 +272,18 @@ func (s *Site) Approvers() (users, managers bool) {
 	return users, managers
 }
 
+// NumberMatching says whether the waiting page shows a number to match:
+// when any profile the site may pick asks for it. It depends only on the
+// site, so the page says nothing about the user.
+func (s *Site) NumberMatching() bool {
+	for _, p := range append([]*Profile{s.Default}, s.policyProfiles()...) {
+		if p.numberMatching() {
+			return true
+		}
+	}
+	return false
+}
+
 func (s *Site) policyProfiles() []*Profile {
 	out := make([]*Profile, len(s.Policies))
 	for i, p := range s.Policies {

@@ -45,6 +45,15 @@ type Profile struct {
 	EscalateAfter time.Duration
 	// Approvers are the fallback addresses of escalation.
 	Approvers []string
+	// NoNumberMatching turns number matching off for a user profile. A
+	// manager profile always matches numbers.
+	NoNumberMatching bool
+}
+
+// numberMatching says whether links of this profile ask for the waiting
+// browser's number.
+func (p *Profile) numberMatching() bool {
+	return p.Type == TypeManager || !p.NoNumberMatching
 }
 
 // VerifyPath is the site path of the link landing page. Links are

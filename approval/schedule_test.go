@@ -45,7 +45,7 @@ func TestEscalationGoesToTheManagersManagerOnlyWhileUndecided(t *testing.T) {
 		t.Error("the escalation should be audited")
 	}
 	tokens := decisionLinks.FindStringSubmatch(esc[0].Text)
-	if _, err := h.svc.ConfirmLink(bg, tokens[1], testIP, testUA); err != nil {
+	if _, err := h.svc.ConfirmLink(bg, tokens[1], h.matchOf(st), testIP, testUA); err != nil {
 		t.Fatalf("carol's approval: %v", err)
 	}
 	if c, err := h.svc.Complete(bg, st.Pending, testIP); err != nil || c.Session.User != "alice" {
@@ -74,9 +74,9 @@ func TestEscalationFallsBackToApproversWithoutASecondManager(t *testing.T) {
 
 func TestExpiryNoticeGoesOutOnlyForUndecidedRequestsAndIsGrouped(t *testing.T) {
 	h := newManagerHarness(t)
-	_, approve, _ := h.askManager()
+	st, approve, _ := h.askManager()
 	decided := h.scheduled(purposeExpiryNotice)[0]
-	if _, err := h.svc.ConfirmLink(bg, approve, testIP, testUA); err != nil {
+	if _, err := h.svc.ConfirmLink(bg, approve, h.matchOf(st), testIP, testUA); err != nil {
 		t.Fatal(err)
 	}
 	h.askManager()

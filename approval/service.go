@@ -14,7 +14,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode"
 	"unicode/utf8"
 
 	"go.uber.org/zap"
@@ -62,6 +61,9 @@ type Config struct {
 	Profiles map[string]*Profile
 	// Codec signs session cookies.
 	Codec *SessionCodec
+	// CodeKey keys the HMAC under which one-time codes are stored; 32
+	// random bytes, the same on every instance that shares the store.
+	CodeKey []byte
 	// SessionLifetime is how long a session lasts.
 	SessionLifetime time.Duration
 	// Audit records events; nil discards them.
@@ -93,6 +95,9 @@ type Service struct {
 func NewService(cfg Config) (*Service, error) {
 	if cfg.Store == nil || cfg.Mail == nil || cfg.Codec == nil {
 		return nil, errors.New("approval: store, mail queue and session codec are required")
+	}
+	if len(cfg.CodeKey) < 32 {
+		return nil, errors.New("approval: a code key of 32 bytes is required")
 	}
 	if cfg.SessionLifetime <= 0 {
 		return nil, errors.New("approval: session lifetime must be positive")
@@ -170,9 +175,9 @@ const maxInput = 254
 // background after the answer is decided, so neither the response nor its
 // timing reveals who has an account.
 func (s *Service) Start(ctx context.Context, req StartRequest) (*Started, error) {
-	input := strings.TrimSpace(req.Input)
-	if input == "" || len(input) > maxInput || !utf8.ValidString(input) || strings.IndexFunc(input, unicode.IsControl) >= 0 {
-		return nil, ErrBadInput
+	input, err := NormalizeIdentity(req.Input)
+	if err != nil {
+		return nil, err
 	}
 	if req.Site == nil || req.Site.Default == nil {
 		return nil, ErrUnknownProfile
@@ -192,6 +197,10 @@ func (s *Service) Start(ctx context.Context, req StartRequest) (*Started, error)
 	if err != nil {
 		return nil, err
 	}
+	match, err := newMatchCode(s.rand)
+	if err != nil {
+		return nil, err
+	}
 	now := s.now()
 	l := &Login{
 		ID:          id,
@@ -206,6 +215,7 @@ func (s *Service) Start(ctx context.Context, req StartRequest) (*Started, error)
 		CreatedAt:   now,
 		ExpiresAt:   now.Add(p.LinkExpiration),
 		State:       StatePending,
+		MatchCode:   match,
 	}
 	if err := s.putLogin(ctx, l, req.Site.longestLink+loginGrace); err != nil {
 		return nil, err
@@ -255,6 +265,7 @@ func (s *Service) dispatch(l *Login, site *Site) {
 	fill := func(cur *Login) error {
 		cur.Username, cur.Name, cur.Email, cur.ManagerEmail = id.Username, id.Name, id.Email, id.ManagerEmail
 		cur.Profile, cur.Type, cur.ExpiresAt = p.Name, p.Type, expires
+		cur.NumberMatching = p.numberMatching()
 		return nil
 	}
 	if err := s.updateLogin(ctx, l.ID, fill); err != nil {
@@ -298,6 +309,7 @@ func (s *Service) ask(ctx context.Context, l *Login, p *Profile, recipient strin
 	}
 	ttl := l.ExpiresAt.Sub(s.now())
 	tokens := make(map[string]string, len(actions))
+	var err error
 	for _, a := range actions {
 		token, err := newSecret(s.rand, tokenBytes)
 		if err != nil {
@@ -311,7 +323,14 @@ func (s *Service) ask(ctx context.Context, l *Login, p *Profile, recipient strin
 		}
 		tokens[a] = token
 	}
-	msg, err := s.renderApprovalMail(l, p, recipient, tokens, opt.escalatedFrom)
+	code := ""
+	if p.Type != TypeManager {
+		if code, err = s.storeCode(ctx, l, ttl); err != nil {
+			s.audit.Record(EventMailFailed, l, zap.String("reason", "store"), zap.Error(err))
+			return
+		}
+	}
+	msg, err := s.renderApprovalMail(l, p, recipient, tokens, opt.escalatedFrom, code)
 	if err != nil {
 		s.audit.Record(EventMailFailed, l, zap.String("reason", "template"), zap.Error(err))
 		return
@@ -341,7 +360,7 @@ func link(p *Profile, token, pair string) string {
 	return u
 }
 
-func (s *Service) renderApprovalMail(l *Login, p *Profile, recipient string, tokens map[string]string, escalatedFrom string) (*mailer.Message, error) {
+func (s *Service) renderApprovalMail(l *Login, p *Profile, recipient string, tokens map[string]string, escalatedFrom, code string) (*mailer.Message, error) {
 	data := mailer.TemplateData{
 		Link:        link(p, tokens[actionApprove], tokens[actionDeny]),
 		User:        mailer.TemplateUser{Name: l.Name, Username: l.Username, Email: l.Email},
@@ -352,6 +371,7 @@ func (s *Service) renderApprovalMail(l *Login, p *Profile, recipient string, tok
 		ExpiresAt:   l.ExpiresAt,
 		ExpiresIn:   HumanDuration(l.ExpiresAt.Sub(l.CreatedAt)),
 		Reference:   l.Reference,
+		Code:        code,
 	}
 	if deny := tokens[actionDeny]; deny != "" {
 		data.DenyLink = link(p, deny, tokens[actionApprove])
@@ -380,6 +400,8 @@ func (s *Service) renderApprovalMail(l *Login, p *Profile, recipient string, tok
 
 // LoginView is what the waiting page may show about a login.
 type LoginView struct {
+	// MatchCode is the number to show for number matching.
+	MatchCode string
 	Reference string
 	State     State
 	App       string
@@ -400,6 +422,7 @@ func (s *Service) Watch(ctx context.Context, pending string) (*LoginView, error)
 
 func (s *Service) view(l *Login) *LoginView {
 	return &LoginView{
+		MatchCode: l.MatchCode,
 		Reference: l.Reference,
 		State:     l.EffectiveState(s.now()),
 		App:       l.App,
@@ -432,6 +455,9 @@ type LinkView struct {
 	Pair string
 	// Decider is who decided, once the login is decided.
 	Decider string
+	// Choices, when set, are the three numbers the opener picks from for
+	// number matching; the right one is on the waiting browser's screen.
+	Choices []string
 }
 
 // OpenLink shows what a link would do without changing anything: mail
@@ -454,9 +480,17 @@ func (s *Service) OpenLink(ctx context.Context, token, pair, clientIP, userAgent
 	}
 	s.audit.Record(EventLinkOpened, l, zap.String("action", rec.Action), zap.String("opener_ip", clientIP), zap.String("opener_user_agent", truncate(userAgent, 512)))
 	v := s.linkView(l, rec)
+	if l.NumberMatching && rec.Action == actionApprove {
+		v.Choices = matchChoices(l.MatchCode, token)
+	}
 	if pair != "" && pair != token {
 		if pr, err := s.linkRecord(ctx, pair); err == nil && pr.LoginID == rec.LoginID && pr.Action != rec.Action {
 			v.Pair = pair
+			if l.NumberMatching && pr.Action == actionApprove {
+				// The approve button of a deny link's page posts the
+				// pair, so its choices are the pair's.
+				v.Choices = matchChoices(l.MatchCode, pair)
+			}
 		}
 	}
 	return v, nil
@@ -488,7 +522,11 @@ func decodeLinkRecord(raw []byte) (*linkRecord, error) {
 // works once, and the login is approved or denied as the token says. Of an
 // Approve and a Deny sent at the same moment, exactly one decides; the
 // other is refused and audited.
-func (s *Service) ConfirmLink(ctx context.Context, token, clientIP, userAgent string) (*LinkView, error) {
+//
+// match is the number the opener picked. An approval of a login that asks
+// for number matching with the wrong number (or none) spends the token and
+// approves nothing.
+func (s *Service) ConfirmLink(ctx context.Context, token, match, clientIP, userAgent string) (*LinkView, error) {
 	if !validSecret(token) {
 		return nil, ErrLinkInvalid
 	}
@@ -514,6 +552,10 @@ func (s *Service) ConfirmLink(ctx context.Context, token, clientIP, userAgent st
 	decider := rec.Recipient
 	if decider == "" {
 		decider = l.Email
+	}
+	if rec.Action == actionApprove && l.NumberMatching && l.EffectiveState(s.now()) == StatePending && !matches(match, l.MatchCode) {
+		s.audit.Record(EventMatchFailed, l, zap.String("decider", decider), zap.String("decider_ip", clientIP))
+		return nil, ErrWrongMatch
 	}
 	now := s.now()
 	var prior *Login

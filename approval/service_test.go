@@ -221,7 +221,7 @@ func TestOpenLinkChangesNothing(t *testing.T) {
 	if n := h.countEvent(EventLinkOpened); n != 2 {
 		t.Errorf("the audit log has %d %q events for two opens, want 2", n, EventLinkOpened)
 	}
-	if _, err := h.svc.ConfirmLink(bg, token, testIP, testUA); err != nil {
+	if _, err := h.svc.ConfirmLink(bg, token, "", testIP, testUA); err != nil {
 		t.Errorf("ConfirmLink after two OpenLink calls = %v, want success", err)
 	}
 }
@@ -230,7 +230,7 @@ func TestConfirmLinkApprovesOnce(t *testing.T) {
 	h := newHarness(t)
 	st, token := h.startKnown()
 	h.clock.Advance(time.Minute)
-	v, err := h.svc.ConfirmLink(bg, token, testIP, testUA)
+	v, err := h.svc.ConfirmLink(bg, token, "", testIP, testUA)
 	if err != nil {
 		t.Fatalf("ConfirmLink = %v, want success", err)
 	}
@@ -240,7 +240,7 @@ func TestConfirmLinkApprovesOnce(t *testing.T) {
 	if w, err := h.svc.Watch(bg, st.Pending); err != nil || w.State != StateApproved {
 		t.Errorf("after ConfirmLink, Watch = %+v, %v; want approved", w, err)
 	}
-	if _, err := h.svc.ConfirmLink(bg, token, testIP, testUA); !errors.Is(err, ErrLinkInvalid) {
+	if _, err := h.svc.ConfirmLink(bg, token, "", testIP, testUA); !errors.Is(err, ErrLinkInvalid) {
 		t.Errorf("second ConfirmLink = %v, want ErrLinkInvalid: a link works once", err)
 	}
 	if _, err := h.svc.OpenLink(bg, token, "", testIP, testUA); !errors.Is(err, ErrLinkInvalid) {
@@ -267,11 +267,11 @@ func TestLinkRefusesMalformedAndUnknownTokens(t *testing.T) {
 		if _, err := h.svc.OpenLink(bg, tok, "", testIP, testUA); !errors.Is(err, ErrLinkInvalid) {
 			t.Errorf("OpenLink with %s token = %v, want ErrLinkInvalid", name, err)
 		}
-		if _, err := h.svc.ConfirmLink(bg, tok, testIP, testUA); !errors.Is(err, ErrLinkInvalid) {
+		if _, err := h.svc.ConfirmLink(bg, tok, "", testIP, testUA); !errors.Is(err, ErrLinkInvalid) {
 			t.Errorf("ConfirmLink with %s token = %v, want ErrLinkInvalid", name, err)
 		}
 	}
-	if _, err := h.svc.ConfirmLink(bg, token, testIP, testUA); err != nil {
+	if _, err := h.svc.ConfirmLink(bg, token, "", testIP, testUA); err != nil {
 		t.Errorf("after the failed attempts the real token no longer works: %v", err)
 	}
 }
@@ -292,7 +292,7 @@ func TestCompleteNeedsTheStartingBrowsersSecret(t *testing.T) {
 	h := newHarness(t)
 	st, token := h.startKnown()
 	other, _ := h.startKnown()
-	if _, err := h.svc.ConfirmLink(bg, token, testIP, testUA); err != nil {
+	if _, err := h.svc.ConfirmLink(bg, token, "", testIP, testUA); err != nil {
 		t.Fatalf("ConfirmLink: %v", err)
 	}
 	id, secret := pendingParts(t, st.Pending)
@@ -329,7 +329,7 @@ func TestCompleteAfterApprovalIssuesTheSessionOnce(t *testing.T) {
 	h := newHarness(t)
 	st, token := h.startKnown()
 	h.clock.Advance(2 * time.Minute)
-	if _, err := h.svc.ConfirmLink(bg, token, testIP, testUA); err != nil {
+	if _, err := h.svc.ConfirmLink(bg, token, "", testIP, testUA); err != nil {
 		t.Fatalf("ConfirmLink: %v", err)
 	}
 	h.clock.Advance(3 * time.Second)
@@ -385,7 +385,7 @@ func TestSessionsOfTwoLoginsDiffer(t *testing.T) {
 	var ids [][16]byte
 	for range 2 {
 		st, token := h.startKnown()
-		if _, err := h.svc.ConfirmLink(bg, token, testIP, testUA); err != nil {
+		if _, err := h.svc.ConfirmLink(bg, token, "", testIP, testUA); err != nil {
 			t.Fatal(err)
 		}
 		c, err := h.svc.Complete(bg, st.Pending, testIP)
@@ -410,7 +410,7 @@ func TestLinkAfterExpiryFails(t *testing.T) {
 	if v, err := h.svc.OpenLink(bg, token, "", testIP, testUA); err == nil && v.State != StateExpired {
 		t.Errorf("OpenLink of an expired link shows state %q, want %q or an error", v.State, StateExpired)
 	}
-	_, err := h.svc.ConfirmLink(bg, token, testIP, testUA)
+	_, err := h.svc.ConfirmLink(bg, token, "", testIP, testUA)
 	if !errors.Is(err, ErrLinkInvalid) && !errors.Is(err, ErrLoginExpired) {
 		t.Errorf("ConfirmLink of an expired link = %v, want ErrLinkInvalid or ErrLoginExpired", err)
 	}
@@ -426,7 +426,7 @@ func TestLinkJustBeforeExpiryWorks(t *testing.T) {
 	h := newHarness(t)
 	st, token := h.startKnown()
 	h.clock.Advance(testLinkLife - time.Second)
-	if _, err := h.svc.ConfirmLink(bg, token, testIP, testUA); err != nil {
+	if _, err := h.svc.ConfirmLink(bg, token, "", testIP, testUA); err != nil {
 		t.Fatalf("ConfirmLink one second before expiry = %v, want success", err)
 	}
 	// The browser may be slower than the link: an approval made in time
@@ -509,7 +509,7 @@ func TestConcurrentConfirmLinkSucceedsExactlyOnce(t *testing.T) {
 	for i := range n {
 		wg.Go(func() {
 			<-start
-			_, errs[i] = h.svc.ConfirmLink(bg, token, testIP, testUA)
+			_, errs[i] = h.svc.ConfirmLink(bg, token, "", testIP, testUA)
 		})
 	}
 	close(start)
@@ -556,7 +556,7 @@ func TestStartSanitizesReturnURL(t *testing.T) {
 		}
 		msgs := h.mail.Messages()
 		token := linkPattern.FindStringSubmatch(msgs[len(msgs)-1].Text)[3]
-		if _, err := h.svc.ConfirmLink(bg, token, testIP, testUA); err != nil {
+		if _, err := h.svc.ConfirmLink(bg, token, "", testIP, testUA); err != nil {
 			t.Fatal(err)
 		}
 		c, err := h.svc.Complete(bg, st.Pending, testIP)

@@ -6,7 +6,9 @@ package caddymodule
 
 import (
 	"context"
+	"crypto/hkdf"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -111,7 +113,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err := a.openStore(); err != nil {
 		return err
 	}
-	codec, err := a.sessionCodec(ctx)
+	codec, codeKey, err := a.keys(ctx)
 	if err != nil {
 		return err
 	}
@@ -127,6 +129,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		Mail:            a.outbox,
 		Profiles:        a.profiles,
 		Codec:           codec,
+		CodeKey:         codeKey,
 		SessionLifetime: lifetime,
 		Audit:           audit,
 		Logger:          a.logger,
@@ -388,6 +391,10 @@ func (a *App) buildProfiles(servers map[string]mailer.ServerConfig, dirs map[str
 		if p.EscalateAfter < 0 || (p.EscalateAfter > 0 && p.EscalateAfter >= p.LinkExpiration) {
 			return nil, field("escalate_after", "%s must be positive and shorter than link_expiration (%s)", p.EscalateAfter, p.LinkExpiration)
 		}
+		if c.DisableNumberMatching && p.Type == approval.TypeManager {
+			return nil, field("number_matching", "a manager profile always matches numbers")
+		}
+		p.NoNumberMatching = c.DisableNumberMatching
 		for _, a := range p.Approvers {
 			if !validAddress(a) {
 				return nil, field("approvers", "%q is not a mail address", a)
@@ -439,7 +446,10 @@ func (a *App) openStore() error {
 // cookies stay valid across restarts and reloads.
 const sessionKeyName = "keys/session"
 
-func (a *App) sessionCodec(ctx context.Context) (*approval.SessionCodec, error) {
+// keys loads (or makes, once) the session signing key and derives the
+// key that one-time codes are stored under from it, so every instance that
+// shares the store agrees on both.
+func (a *App) keys(ctx context.Context) (*approval.SessionCodec, []byte, error) {
 	var key []byte
 	err := a.store.Update(ctx, sessionKeyName, 0, func(cur []byte, found bool) ([]byte, error) {
 		if found && len(cur) == approval.SessionKeySize {
@@ -453,9 +463,14 @@ func (a *App) sessionCodec(ctx context.Context) (*approval.SessionCodec, error) 
 		return key, nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("mailauth: loading the session key: %w", err)
+		return nil, nil, fmt.Errorf("mailauth: loading the session key: %w", err)
 	}
-	return approval.NewSessionCodec(key)
+	codeKey, err := hkdf.Key(sha256.New, key, nil, "caddy-mailauth one-time codes", 32)
+	if err != nil {
+		return nil, nil, err
+	}
+	codec, err := approval.NewSessionCodec(key)
+	return codec, codeKey, err
 }
 
 // Start runs the outbox worker.

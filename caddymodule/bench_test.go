@@ -54,6 +54,7 @@ func loginHandler(b *testing.B) (*Handler, *approval.Service) {
 		Mail:            discardQueue{},
 		Profiles:        map[string]*approval.Profile{p.Name: p},
 		Codec:           codec,
+		CodeKey:         make([]byte, 32),
 		SessionLifetime: time.Hour,
 	})
 	if err != nil {

@@ -78,6 +78,7 @@ func init() {
 //			notify_failed_login
 //			escalate_after <duration>
 //			approvers <address...>
+//			number_matching on|off
 //		}
 //		policy <name> {
 //			profile <profile>
@@ -240,6 +241,11 @@ func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 						return nil, err
 					}
 					p.LinkExpiration = dur
+				case "number_matching":
+					if !d.NextArg() || d.CountRemainingArgs() > 0 || (d.Val() != "on" && d.Val() != "off") {
+						return nil, d.Errf("profile %q: number_matching: want on or off", name)
+					}
+					p.DisableNumberMatching = d.Val() == "off"
 				case "escalate_after":
 					dur, err := durationArg(d, "profile "+strconv.Quote(name)+": escalate_after")
 					if err != nil {

@@ -128,6 +128,11 @@ type ProfileConfig struct {
 	// Approvers are the addresses an escalation goes to when the manager
 	// has no manager in the directory.
 	Approvers []string `json:"approvers,omitempty"`
+	// DisableNumberMatching turns number matching off for a user profile:
+	// the link's landing page then confirms without asking for the number
+	// the waiting browser shows. Manager profiles always match numbers.
+	// Default: false (number matching on).
+	DisableNumberMatching bool `json:"disable_number_matching,omitempty"`
 }
 
 // PolicyConfig chooses a profile for the users whose attribute matches.

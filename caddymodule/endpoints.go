@@ -67,7 +67,13 @@ func (h *Handler) wait(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return h.render(w, http.StatusOK, "message.html", pageData{Title: "No sign-in in progress", Message: "This browser has no sign-in in progress.", Action: "Sign in", ActionURL: prefix + "login"})
 	}
-	d := pageData{Title: "Check your email", App: v.App, Return: v.ReturnURL, Login: v, Now: time.Now(), Users: h.users, Managers: h.managers}
+	d := pageData{Title: "Check your email", App: v.App, Return: v.ReturnURL, Login: v, Now: time.Now(), Users: h.users, Managers: h.managers, Matching: h.matching}
+	switch r.URL.Query().Get("code") {
+	case "wrong":
+		d.Error = "That code is not right. Check the mail and try again."
+	case "locked":
+		d.Error = "Too many wrong codes: this sign-in request is closed."
+	}
 	if !h.users {
 		d.Title = "Waiting for approval"
 	}
@@ -139,7 +145,7 @@ func (h *Handler) verifyConfirm(w http.ResponseWriter, r *http.Request) error {
 	if err := r.ParseForm(); err != nil {
 		return caddyhttp.Error(http.StatusBadRequest, err)
 	}
-	v, err := h.app.service.ConfirmLink(r.Context(), r.PostForm.Get("token"), clientIP(r), r.UserAgent())
+	v, err := h.app.service.ConfirmLink(r.Context(), r.PostForm.Get("token"), r.PostForm.Get("match"), clientIP(r), r.UserAgent())
 	if errors.Is(err, approval.ErrAlreadyDecided) && v != nil {
 		return h.render(w, http.StatusConflict, "decided.html", pageData{Title: "Already decided", App: v.App, Link: v})
 	}
@@ -155,6 +161,8 @@ func (h *Handler) verifyConfirm(w http.ResponseWriter, r *http.Request) error {
 
 func (h *Handler) linkError(w http.ResponseWriter, err error) error {
 	switch {
+	case errors.Is(err, approval.ErrWrongMatch):
+		return h.render(w, http.StatusForbidden, "message.html", pageData{Title: "Number did not match", Message: "That was not the number shown on the screen of the browser that asked to sign in, so nothing was approved and this link no longer works. If you did start this sign-in, start it again and pick the number your screen shows. If you did not, someone else may be trying to sign in with your account: tell your IT team."})
 	case errors.Is(err, approval.ErrLinkInvalid), errors.Is(err, approval.ErrAlreadyDecided):
 		return h.render(w, http.StatusGone, "message.html", pageData{Title: "Link not valid", Message: "This sign-in link has already been used or has expired. Links work once and only for a short time. Start a new sign-in from the app if you still need one."})
 	case errors.Is(err, approval.ErrLoginExpired):
@@ -216,4 +224,37 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) error {
 
 func clearCookie(w http.ResponseWriter, name, path, domain string) {
 	http.SetCookie(w, &http.Cookie{Name: name, Value: "", Path: path, Domain: domain, MaxAge: -1, Secure: true, HttpOnly: true, SameSite: http.SameSiteLaxMode})
+}
+
+// code redeems the one-time code typed into the waiting page; on success
+// the browser gets its session at once.
+func (h *Handler) code(w http.ResponseWriter, r *http.Request) error {
+	if err := r.ParseForm(); err != nil {
+		return caddyhttp.Error(http.StatusBadRequest, err)
+	}
+	p, ok := cookieValue(r.Header, pendingCookie)
+	if !ok {
+		http.Redirect(w, r, prefix+"login", http.StatusSeeOther)
+		return nil
+	}
+	err := h.app.service.RedeemCode(r.Context(), p, r.PostForm.Get("code"), clientIP(r))
+	switch {
+	case errors.Is(err, approval.ErrWrongCode):
+		http.Redirect(w, r, prefix+"wait?code=wrong", http.StatusSeeOther)
+		return nil
+	case errors.Is(err, approval.ErrCodeLocked):
+		http.Redirect(w, r, prefix+"wait?code=locked", http.StatusSeeOther)
+		return nil
+	case errors.Is(err, approval.ErrLoginNotFound):
+		http.Redirect(w, r, prefix+"login", http.StatusSeeOther)
+		return nil
+	case err != nil && !errors.Is(err, approval.ErrAlreadyDecided):
+		if errors.Is(err, approval.ErrLoginExpired) {
+			http.Redirect(w, r, prefix+"wait", http.StatusSeeOther)
+			return nil
+		}
+		h.logger.Error("redeeming a code", zap.Error(err))
+		return h.render(w, http.StatusServiceUnavailable, "message.html", pageData{Title: "Try again", Message: "The code could not be checked right now. Please try again in a minute."})
+	}
+	return h.complete(w, r)
 }

@@ -43,10 +43,11 @@ type Handler struct {
 
 	app  *App
 	site *approval.Site
-	// users and managers say who approves logins on this site.
-	users, managers bool
-	csrf            *http.CrossOriginProtection
-	logger          *zap.Logger
+	// users and managers say who approves logins on this site, and
+	// matching whether its waiting page shows a number to match.
+	users, managers, matching bool
+	csrf                      *http.CrossOriginProtection
+	logger                    *zap.Logger
 }
 
 // CaddyModule returns the Caddy module information.
@@ -75,6 +76,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	h.users, h.managers = h.site.Approvers()
+	h.matching = h.site.NumberMatching()
 	// Cross-site POSTs are refused: a login form posted from another site
 	// would let it flood inboxes or fix a session.
 	h.csrf = http.NewCrossOriginProtection()
@@ -132,6 +134,8 @@ func (h *Handler) serveEndpoint(w http.ResponseWriter, r *http.Request) error {
 		return h.verifyOpen(w, r)
 	case route == "verify" && r.Method == http.MethodPost:
 		return h.verifyConfirm(w, r)
+	case route == "code" && r.Method == http.MethodPost:
+		return h.code(w, r)
 	case route == "complete" && r.Method == http.MethodPost:
 		return h.complete(w, r)
 	case route == "logout" && r.Method == http.MethodPost:

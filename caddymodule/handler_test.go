@@ -33,7 +33,7 @@ func testHandler(tb testing.TB) (*Handler, string) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	svc, err := approval.NewService(approval.Config{Store: st, Mail: discardQueue{}, Codec: codec, SessionLifetime: time.Hour})
+	svc, err := approval.NewService(approval.Config{Store: st, Mail: discardQueue{}, Codec: codec, CodeKey: make([]byte, 32), SessionLifetime: time.Hour})
 	if err != nil {
 		tb.Fatal(err)
 	}

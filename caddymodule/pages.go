@@ -58,6 +58,8 @@ type pageData struct {
 	// Users and Managers say who may approve logins on this site; the
 	// waiting page words itself by these, never by the user.
 	Users, Managers bool
+	// Matching says whether the waiting page shows the number to match.
+	Matching bool
 }
 
 // render writes a page. It renders into a buffer first so a template error

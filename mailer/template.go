@@ -70,6 +70,9 @@ type TemplateData struct {
 	// leave it out on purpose: the landing page asks the reader to pick it,
 	// which only protects them if the mail does not give it away.
 	MatchCode string
+	// Code is the one-time code a user can type into the waiting page
+	// instead of opening Link; empty in Manager Approval mail.
+	Code string
 }
 
 // Templates renders the subject, plain-text and HTML parts of a mail.
@@ -129,6 +132,7 @@ func sampleData() TemplateData {
 		ExpiresAt:   at.Add(15 * time.Minute),
 		Reference:   "REF-SAMPLE",
 		MatchCode:   "42",
+		Code:        "123456",
 	}
 }
 
