@@ -47,6 +47,9 @@ func TestBrowserManagerDecidesAndTheUserSeesItLive(t *testing.T) {
 			return strings.Contains(p.Text, "Alice Example asks to sign in") && strings.Contains(p.Text, "Approve") && strings.Contains(p.Text, "Deny")
 		})
 		screenshot(t, bob, "manager-verify")
+		if decision == "approve" {
+			pickNumber(t, bob, shownNumber(t, alice))
+		}
 		click(t, bob, "the "+decision+" button", "button."+decision)
 		decided := time.Now()
 		want := map[string]string{"approve": "You approved", "deny": "You denied"}[decision]

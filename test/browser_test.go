@@ -136,6 +136,8 @@ func TestBrowserWaitingPageMovesOnByItself(t *testing.T) {
 		t.Errorf("the Confirm page should name the user who signs in (Alice Example); it shows:\n%s", p.Text)
 	}
 	screenshot(t, tab2, "verify")
+	// Number matching: pick the number that tab 1's waiting page shows.
+	pickNumber(t, tab2, shownNumber(t, tab1))
 	confirmed := time.Now()
 	if err := withTimeout(tab2, 5*time.Second, func(ctx context.Context) error {
 		return chromedp.Do(ctx, chromedp.Click(chromedp.CSS(`form[action="/.mailauth/verify"] button[type="submit"]`)))
@@ -230,6 +232,26 @@ func click(t *testing.T, tab context.Context, what, selector string) {
 	}); err != nil {
 		t.Fatalf("clicking %s (%s): %v", what, selector, err)
 	}
+}
+
+// shownNumber reads the number a waiting page shows for number matching.
+func shownNumber(t *testing.T, tab context.Context) string {
+	t.Helper()
+	var n string
+	if err := withTimeout(tab, 5*time.Second, func(ctx context.Context) error {
+		var err error
+		n, err = chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById("match-code").textContent`))
+		return err
+	}); err != nil {
+		t.Fatalf("reading the number on the waiting page: %v", err)
+	}
+	return strings.TrimSpace(n)
+}
+
+// pickNumber chooses n among the landing page's three numbers.
+func pickNumber(t *testing.T, tab context.Context, n string) {
+	t.Helper()
+	click(t, tab, "number "+n, `input[name="match"][value="`+n+`"] + span`)
 }
 
 // page is what a tab shows: its location and the body's visible text.

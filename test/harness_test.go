@@ -377,3 +377,17 @@ func (e *env) onSite(link string) string {
 }
 
 func writeFile(path, content string) error { return os.WriteFile(path, []byte(content), 0o600) }
+
+var matchNumber = regexp.MustCompile(`id="match-code">(\d{2})<`)
+
+// matchOn reads the number that b's waiting page shows for number
+// matching: what the person opening the link must pick.
+func matchOn(t *testing.T, e *env, b *browser) string {
+	t.Helper()
+	r := b.get(e.URL("/.mailauth/wait"))
+	m := matchNumber.FindStringSubmatch(r.Body)
+	if m == nil {
+		t.Fatalf("the waiting page shows no number to match:\n%s", r.Body)
+	}
+	return m[1]
+}

@@ -26,7 +26,7 @@ func startLogin(t *testing.T, e *env, b *browser, identity, address string) stri
 func confirmAndComplete(t *testing.T, e *env, b *browser, link string) string {
 	t.Helper()
 	token := link[strings.Index(link, "token=")+len("token="):]
-	if r := newBrowser(t).post(e.URL("/.mailauth/verify"), url.Values{"token": {token}}); r.Status != http.StatusOK {
+	if r := newBrowser(t).post(e.URL("/.mailauth/verify"), url.Values{"token": {token}, "match": {matchOn(t, e, b)}}); r.Status != http.StatusOK {
 		t.Fatalf("confirming the link: got %d:\n%s", r.Status, r.Body)
 	}
 	if r := b.post(e.URL("/.mailauth/complete"), nil); r.Status != http.StatusSeeOther || r.Location != "/app" {

@@ -104,7 +104,7 @@ func TestManagerApprovesFromTheMail(t *testing.T) {
 	if st := status(t, alice, e); st != "pending" {
 		t.Fatalf("GETs of the links changed the login to %q", st)
 	}
-	if r := bob.post(e.URL("/.mailauth/verify"), url.Values{"token": {tokenOf(approve)}}); r.Status != http.StatusOK || !strings.Contains(r.Body, "You approved") {
+	if r := bob.post(e.URL("/.mailauth/verify"), url.Values{"token": {tokenOf(approve)}, "match": {matchOn(t, e, alice)}}); r.Status != http.StatusOK || !strings.Contains(r.Body, "You approved") {
 		t.Fatalf("approve: got %d:\n%s", r.Status, r.Body)
 	}
 	if r := bob.post(e.URL("/.mailauth/verify"), url.Values{"token": {tokenOf(deny)}}); r.Status != http.StatusConflict || !strings.Contains(r.Body, "already approved by bob@example.test") {
@@ -195,13 +195,14 @@ func TestApproveAndDenyRaceThroughCaddy(t *testing.T) {
 	for i := range 20 {
 		alice := newBrowser(t)
 		approve, deny := askManager(t, e, alice)
+		match := matchOn(t, e, alice)
 		var wg sync.WaitGroup
 		codes := make([]int, 2)
 		for j, l := range []string{approve, deny} {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				codes[j] = newBrowser(t).post(e.URL("/.mailauth/verify"), url.Values{"token": {tokenOf(l)}}).Status
+				codes[j] = newBrowser(t).post(e.URL("/.mailauth/verify"), url.Values{"token": {tokenOf(l)}, "match": {match}}).Status
 			}()
 		}
 		wg.Wait()
@@ -240,7 +241,7 @@ func TestUndecidedRequestEscalatesToTheApprovers(t *testing.T) {
 	if len(links) != 2 {
 		t.Fatalf("the escalated mail should carry both links:\n%s", msg.Text)
 	}
-	if r := newBrowser(t).post(e.URL("/.mailauth/verify"), url.Values{"token": {tokenOf(e.onSite(links[0]))}}); r.Status != http.StatusOK {
+	if r := newBrowser(t).post(e.URL("/.mailauth/verify"), url.Values{"token": {tokenOf(e.onSite(links[0]))}, "match": {matchOn(t, e, alice)}}); r.Status != http.StatusOK {
 		t.Fatalf("security's approval: %d", r.Status)
 	}
 	if st := status(t, alice, e); st != "approved" {
@@ -264,8 +265,9 @@ func TestExpiredRequestNotifiesTheManager(t *testing.T) {
 	}
 	e.mail.DeleteAll(t)
 
-	approve, _ := askManager(t, e, newBrowser(t))
-	if r := newBrowser(t).post(e.URL("/.mailauth/verify"), url.Values{"token": {tokenOf(approve)}}); r.Status != http.StatusOK {
+	alice := newBrowser(t)
+	approve, _ := askManager(t, e, alice)
+	if r := newBrowser(t).post(e.URL("/.mailauth/verify"), url.Values{"token": {tokenOf(approve)}, "match": {matchOn(t, e, alice)}}); r.Status != http.StatusOK {
 		t.Fatalf("approve: %d", r.Status)
 	}
 	time.Sleep(3500 * time.Millisecond)

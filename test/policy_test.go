@@ -209,7 +209,7 @@ func TestHybridSiteSendsExecutivesToTheirLDAPManager(t *testing.T) {
 	if len(links) != 2 || !strings.Contains(msg.Text, "Dave Example asks to sign in") {
 		t.Fatalf("erin, dave's manager in LDAP, should be asked to approve:\n%s\n%s", msg.Subject, msg.Text)
 	}
-	if r := erin.post(e.URL("/.mailauth/verify"), url.Values{"token": {tokenOf(e.onSite(links[0]))}}); r.Status != http.StatusOK {
+	if r := erin.post(e.URL("/.mailauth/verify"), url.Values{"token": {tokenOf(e.onSite(links[0]))}, "match": {matchOn(t, e, dave)}}); r.Status != http.StatusOK {
 		t.Fatalf("erin's approval: %d", r.Status)
 	}
 	if r := dave.post(e.URL("/.mailauth/complete"), nil); r.Status != http.StatusSeeOther {

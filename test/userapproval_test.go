@@ -83,14 +83,15 @@ func TestUserApprovalAcrossTwoDevices(t *testing.T) {
 	}
 
 	token := link[strings.Index(link, "token=")+len("token="):]
-	r = phone.post(e.URL("/.mailauth/verify"), url.Values{"token": {token}})
+	match := matchOn(t, e, laptop)
+	r = phone.post(e.URL("/.mailauth/verify"), url.Values{"token": {token}, "match": {match}})
 	if r.Status != http.StatusOK || !strings.Contains(r.Body, "Sign-in confirmed") {
 		t.Fatalf("confirming the link should succeed, got %d:\n%s", r.Status, r.Body)
 	}
 	if c := phone.cookie(e.URL("/"), "mailauth_session"); c != "" {
 		t.Fatal("the device that confirmed must not get the session: only the browser that asked does")
 	}
-	r = phone.post(e.URL("/.mailauth/verify"), url.Values{"token": {token}})
+	r = phone.post(e.URL("/.mailauth/verify"), url.Values{"token": {token}, "match": {match}})
 	if r.Status != http.StatusGone {
 		t.Fatalf("a second confirm of the same link should fail with 410, got %d", r.Status)
 	}
