@@ -28,6 +28,7 @@ const (
 	EventEscalated       Event = "escalated"
 	EventMatchFailed     Event = "match_failed"
 	EventCodeTried       Event = "code_tried"
+	EventRateLimited     Event = "rate_limited"
 	EventSessionIssued   Event = "session_issued"
 	EventLogout          Event = "logout"
 )

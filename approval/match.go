@@ -104,6 +104,10 @@ func (s *Service) codeMAC(loginID, code string) string {
 // RedeemCode approves the login that the pending cookie names when code is
 // the one mailed for it. Each wrong code counts; the fifth kills the login.
 func (s *Service) RedeemCode(ctx context.Context, pending, code, clientIP string) error {
+	if !s.limits.RedeemIP.Allow(ipKey(clientIP)) {
+		s.audit.Record(EventRateLimited, nil, zap.String("limit", "redeem_per_ip"), zap.String("client_ip", clientIP))
+		return ErrWrongCode
+	}
 	l, err := s.pendingLogin(ctx, pending)
 	if err != nil {
 		return err

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -70,6 +71,9 @@ type Config struct {
 	Audit *Auditor
 	// Logger takes diagnostics that are not audit events.
 	Logger *zap.Logger
+	// RateLimits bound login starts, redemptions and approval mails; the
+	// zero value means no limits (tests), DefaultRateLimits sane ones.
+	RateLimits RateLimits
 	// LookupTimeout bounds the directory lookup of one login.
 	LookupTimeout time.Duration
 	// Now and Rand default to the real clock and crypto/rand; tests
@@ -82,6 +86,7 @@ type Config struct {
 type Service struct {
 	cfg    Config
 	notice *mailer.Templates
+	limits *RateLimiters
 	audit  *Auditor
 	now    func() time.Time
 	rand   io.Reader
@@ -124,6 +129,7 @@ func NewService(cfg Config) (*Service, error) {
 	if s.rand == nil {
 		s.rand = rand.Reader
 	}
+	s.limits = NewRateLimiters(cfg.RateLimits, s.now)
 	if s.cfg.LookupTimeout <= 0 {
 		s.cfg.LookupTimeout = 10 * time.Second
 	}
@@ -222,6 +228,12 @@ func (s *Service) Start(ctx context.Context, req StartRequest) (*Started, error)
 	}
 	s.audit.Record(EventLoginStarted, l)
 	started := &Started{Pending: id + "." + secret, Reference: ref, ExpiresAt: l.ExpiresAt}
+	if !s.limits.LoginIP.Allow(ipKey(req.ClientIP)) {
+		// The browser gets the same answer as any other; only the audit
+		// log knows that no mail will come.
+		s.audit.Record(EventRateLimited, l, zap.String("limit", "login_per_ip"))
+		return started, nil
+	}
 	// dispatch owns l from here on: it fills in the user as it finds them.
 	s.wg.Add(1)
 	go func() {
@@ -254,6 +266,12 @@ func (s *Service) dispatch(l *Login, site *Site) {
 		return
 	}
 	p := d.Profile
+	if !s.limits.LoginIdentity.Allow(strings.ToLower(id.Directory + "\x00" + id.Username)) {
+		l.Username, l.Name, l.Email, l.ManagerEmail, l.Profile = id.Username, id.Name, id.Email, id.ManagerEmail, p.Name
+		s.audit.Record(EventRateLimited, l, zap.String("limit", "login_per_identity"))
+		s.notifyFailed(ctx, l, "rate limited")
+		return
+	}
 	if d.Policy != nil {
 		s.audit.Record(EventPolicyMatched, l, zap.String("policy", d.Policy.Name), zap.String("profile", p.Name), zap.String("directory", id.Directory))
 	}
@@ -306,6 +324,10 @@ func (s *Service) ask(ctx context.Context, l *Login, p *Profile, recipient strin
 	actions := []string{actionApprove}
 	if p.Type == TypeManager {
 		actions = append(actions, actionDeny)
+		if !s.limits.Manager.Allow(strings.ToLower(recipient)) {
+			s.audit.Record(EventRateLimited, l, zap.String("limit", "mails_per_manager"), zap.String("to", recipient))
+			return
+		}
 	}
 	ttl := l.ExpiresAt.Sub(s.now())
 	tokens := make(map[string]string, len(actions))
@@ -528,6 +550,12 @@ func decodeLinkRecord(raw []byte) (*linkRecord, error) {
 // approves nothing.
 func (s *Service) ConfirmLink(ctx context.Context, token, match, clientIP, userAgent string) (*LinkView, error) {
 	if !validSecret(token) {
+		return nil, ErrLinkInvalid
+	}
+	if !s.limits.RedeemIP.Allow(ipKey(clientIP)) {
+		// Answered as an invalid link, without touching the store, so a
+		// guesser learns nothing and costs nothing.
+		s.audit.Record(EventRateLimited, nil, zap.String("limit", "redeem_per_ip"), zap.String("client_ip", clientIP))
 		return nil, ErrLinkInvalid
 	}
 	raw, err := s.cfg.Store.Take(ctx, tokenPrefix+hashSecret(token))
@@ -780,6 +808,15 @@ func (s *Service) updateLogin(ctx context.Context, id string, fn func(*Login) er
 		return json.Marshal(&l)
 	})
 	return err
+}
+
+// ipKey groups client addresses for rate limits (an IPv6 host owns its
+// whole /64); an address that does not parse is its own key.
+func ipKey(ip string) string {
+	if a, err := netip.ParseAddr(ip); err == nil {
+		return IPKey(a)
+	}
+	return ip
 }
 
 // HumanDuration renders d for people: "15 minutes", "1 hour", "45 seconds".

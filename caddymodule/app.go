@@ -64,7 +64,13 @@ type App struct {
 	// Policies choose a profile from user attributes, by name. Sites list
 	// the ones they use with policies.
 	Policies map[string]*PolicyConfig `json:"policies,omitempty"`
+	// RateLimit sets the abuse limits on login starts, link and code
+	// redemptions and manager mails. Default: 20/10m login starts per
+	// client IP, 5/15m per identity, 30/10m redemptions per client IP and
+	// 20/h approval mails per manager.
+	RateLimit *RateLimitConfig `json:"rate_limit,omitempty"`
 
+	limits   approval.RateLimits
 	logger   *zap.Logger
 	profiles map[string]*approval.Profile
 	policies map[string]*approval.Policy
@@ -130,6 +136,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		Profiles:        a.profiles,
 		Codec:           codec,
 		CodeKey:         codeKey,
+		RateLimits:      a.limits,
 		SessionLifetime: lifetime,
 		Audit:           audit,
 		Logger:          a.logger,
@@ -148,6 +155,10 @@ func (a *App) Provision(ctx caddy.Context) error {
 func (a *App) build() (map[string]mailer.ServerConfig, error) {
 	if a.logger == nil {
 		a.logger = zap.NewNop()
+	}
+	var err error
+	if a.limits, err = a.RateLimit.limits(); err != nil {
+		return nil, fmt.Errorf("mailauth: %w", err)
 	}
 	repl := caddy.NewReplacer()
 	servers, err := a.mailServers(repl)

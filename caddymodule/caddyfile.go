@@ -28,6 +28,12 @@ func init() {
 //		store badger <dir>
 //		session_lifetime <duration>
 //		cookie_domain <domain>
+//		rate_limit {
+//			login_per_ip <n>/<window>
+//			login_per_identity <n>/<window>
+//			redeem_per_ip <n>/<window>
+//			mails_per_manager <n>/<window>
+//		}
 //		mail_server <name> {
 //			host <host>
 //			port <port>
@@ -154,6 +160,15 @@ func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 				return nil, d.Errf("cookie_domain: want one domain")
 			}
 			app.CookieDomain = d.Val()
+		case "rate_limit":
+			if err := once(); err != nil {
+				return nil, err
+			}
+			rl, err := parseRateLimit(d)
+			if err != nil {
+				return nil, err
+			}
+			app.RateLimit = rl
 		case "mail_server":
 			name, err := blockName(d, opt, app.MailServers)
 			if err != nil {

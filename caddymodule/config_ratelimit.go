@@ -1,0 +1,56 @@
+package caddymodule
+
+import (
+	"fmt"
+
+	"github.com/mailauth/caddy-mailauth/approval"
+)
+
+// RateLimitConfig sets the abuse limits. Each is written <events>/<window>,
+// such as "5/15m", "10/1m" or "100/h", or "off" for no limit. A limited
+// request gets the same response as an accepted one, and the hit is
+// audited. Client IPs are those Caddy trusts (its trusted_proxies
+// setting), never a raw X-Forwarded-For.
+type RateLimitConfig struct {
+	// LoginPerIP limits login starts per client IP (an IPv6 client by its
+	// /64). Default: "20/10m".
+	LoginPerIP string `json:"login_per_ip,omitempty"`
+	// LoginPerIdentity limits login starts per identity, so that no one
+	// can flood a person's inbox. Default: "5/15m".
+	LoginPerIdentity string `json:"login_per_identity,omitempty"`
+	// RedeemPerIP limits link and code redemptions per client IP.
+	// Default: "30/10m".
+	RedeemPerIP string `json:"redeem_per_ip,omitempty"`
+	// MailsPerManager limits approval mails per manager address.
+	// Default: "20/h".
+	MailsPerManager string `json:"mails_per_manager,omitempty"`
+}
+
+// limits returns c as the approval service takes it, with defaults for
+// empty fields; a nil c means every default. Errors name the field.
+func (c *RateLimitConfig) limits() (approval.RateLimits, error) {
+	r := approval.DefaultRateLimits()
+	if c == nil {
+		return r, nil
+	}
+	for _, f := range []struct {
+		name string
+		val  string
+		dst  *approval.Limit
+	}{
+		{"login_per_ip", c.LoginPerIP, &r.LoginPerIP},
+		{"login_per_identity", c.LoginPerIdentity, &r.LoginPerIdentity},
+		{"redeem_per_ip", c.RedeemPerIP, &r.RedeemPerIP},
+		{"mails_per_manager", c.MailsPerManager, &r.MailsPerManager},
+	} {
+		if f.val == "" {
+			continue
+		}
+		l, err := approval.ParseLimit(f.val)
+		if err != nil {
+			return approval.RateLimits{}, fmt.Errorf("rate_limit: %s: %w", f.name, err)
+		}
+		*f.dst = l
+	}
+	return r, nil
+}
