@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -617,6 +618,23 @@ func Bench(b *testing.B, open func(b *testing.B) store.Store) {
 			}
 			i++
 		}
+	})
+	// Login starts write concurrently, and a durable backend should commit
+	// concurrent writers together (Badger groups them under one fsync)
+	// rather than queue them behind one another: compare ns/op with Put's.
+	b.Run("PutParallel16", func(b *testing.B) {
+		s := open(b)
+		var n atomic.Int64
+		b.SetParallelism(8) // 8 per GOMAXPROCS: 16 writers on 2 cores
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				key := "login/" + strconv.FormatInt(n.Add(1), 10)
+				if err := s.Put(ctx, key, value, 15*time.Minute); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
 	})
 	b.Run("Get", func(b *testing.B) {
 		s := open(b)
