@@ -28,8 +28,9 @@ type Policy struct {
 
 type valueMatcher struct {
 	raw string
-	// Exactly one of the following is set. Exact and wildcard values are
-	// kept lower-cased, since they ignore case as LDAP equality does.
+	// Exactly one of the following is set. Wildcard parts are kept
+	// lower-cased; exact values as written. Both ignore case, as LDAP
+	// equality does.
 	exact    string
 	wildcard []string // the parts between '*'s
 	re       *regexp.Regexp
@@ -69,7 +70,10 @@ func NewPolicy(name string, p *Profile, dir, attribute string, values []string) 
 		case strings.Contains(v, "*"):
 			m.wildcard = strings.Split(strings.ToLower(v), "*")
 		default:
-			m.exact = strings.ToLower(v)
+			// Kept as written: EqualFold ignores case on both sides, while
+			// lower-casing first would break values such as "İ", whose
+			// lower case does not fold back to it.
+			m.exact = v
 		}
 		pol.matchers = append(pol.matchers, m)
 	}

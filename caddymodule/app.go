@@ -71,6 +71,7 @@ type App struct {
 	RateLimit *RateLimitConfig `json:"rate_limit,omitempty"`
 
 	limits   approval.RateLimits
+	csrfKey  []byte
 	logger   *zap.Logger
 	profiles map[string]*approval.Profile
 	policies map[string]*approval.Policy
@@ -478,6 +479,9 @@ func (a *App) keys(ctx context.Context) (*approval.SessionCodec, []byte, error) 
 	}
 	codeKey, err := hkdf.Key(sha256.New, key, nil, "caddy-mailauth one-time codes", 32)
 	if err != nil {
+		return nil, nil, err
+	}
+	if a.csrfKey, err = hkdf.Key(sha256.New, key, nil, "caddy-mailauth form tokens", 32); err != nil {
 		return nil, nil, err
 	}
 	codec, err := approval.NewSessionCodec(key)

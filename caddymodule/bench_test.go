@@ -71,6 +71,7 @@ func loginHandler(b *testing.B) (*Handler, *approval.Service) {
 		managers:       managers,
 		logger:         zap.NewNop(),
 		csrf:           http.NewCrossOriginProtection(),
+		sessionCookie:  hostSessionCookie,
 	}
 	return h, svc
 }
@@ -168,7 +169,7 @@ func BenchmarkStatusPoll(b *testing.B) {
 func BenchmarkInvalidCookieRedirect(b *testing.B) {
 	h, cookie := testHandler(b)
 	forged := cookie[:len(cookie)-2] + "AA"
-	r, _ := request(http.MethodGet, "/app?q=1", http.Header{"Accept": {"text/html"}, "Cookie": {"_ga=GA1.1.1; mailauth_session=" + forged}})
+	r, _ := request(http.MethodGet, "/app?q=1", http.Header{"Accept": {"text/html"}, "Cookie": {"_ga=GA1.1.1; __Host-mailauth_session=" + forged}})
 	next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
 		b.Fatal("a forged cookie reached the next handler")
 		return nil

@@ -16,7 +16,7 @@ import (
 // signed in straight on.
 func (h *Handler) loginForm(w http.ResponseWriter, r *http.Request) error {
 	ret := approval.SafeReturnURL(r.URL.Query().Get("return"))
-	if v, ok := cookieValue(r.Header, sessionCookie); ok {
+	if v, ok := cookieValue(r.Header, h.sessionCookie); ok {
 		var s approval.Session
 		if h.app.service.VerifySession(v, &s) == nil {
 			http.Redirect(w, r, ret, http.StatusSeeOther)
@@ -67,7 +67,8 @@ func (h *Handler) wait(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return h.render(w, http.StatusOK, "message.html", pageData{Title: "No sign-in in progress", Message: "This browser has no sign-in in progress.", Action: "Sign in", ActionURL: prefix + "login"})
 	}
-	d := pageData{Title: "Check your email", App: v.App, Return: v.ReturnURL, Login: v, Now: time.Now(), Users: h.users, Managers: h.managers, Matching: h.matching}
+	pending, _ := cookieValue(r.Header, pendingCookie)
+	d := pageData{Title: "Check your email", App: v.App, Return: v.ReturnURL, Login: v, Now: time.Now(), Users: h.users, Managers: h.managers, Matching: h.matching, CSRF: h.app.csrfToken(pending)}
 	switch r.URL.Query().Get("code") {
 	case "wrong":
 		d.Error = "That code is not right. Check the mail and try again."
@@ -179,6 +180,9 @@ func (h *Handler) complete(w http.ResponseWriter, r *http.Request) error {
 		http.Redirect(w, r, prefix+"login", http.StatusSeeOther)
 		return nil
 	}
+	if err := r.ParseForm(); err != nil || !h.app.csrfOK(r, p) {
+		return caddyhttp.Error(http.StatusForbidden, errors.New("mailauth: form token missing or wrong"))
+	}
 	c, err := h.app.service.Complete(r.Context(), p, clientIP(r))
 	switch {
 	case errors.Is(err, approval.ErrNotApproved):
@@ -197,7 +201,7 @@ func (h *Handler) complete(w http.ResponseWriter, r *http.Request) error {
 	}
 	clearCookie(w, pendingCookie, prefix, "")
 	http.SetCookie(w, &http.Cookie{
-		Name:     sessionCookie,
+		Name:     h.sessionCookie,
 		Value:    c.Cookie,
 		Path:     "/",
 		Domain:   h.app.CookieDomain,
@@ -212,13 +216,16 @@ func (h *Handler) complete(w http.ResponseWriter, r *http.Request) error {
 
 // logout ends the session in this browser.
 func (h *Handler) logout(w http.ResponseWriter, r *http.Request) error {
-	if v, ok := cookieValue(r.Header, sessionCookie); ok {
+	if v, ok := cookieValue(r.Header, h.sessionCookie); ok {
+		if err := r.ParseForm(); err != nil || !h.app.csrfOK(r, v) {
+			return caddyhttp.Error(http.StatusForbidden, errors.New("mailauth: form token missing or wrong"))
+		}
 		var s approval.Session
 		if h.app.service.VerifySession(v, &s) == nil {
 			h.app.service.Logout(&s, siteHost(r), clientIP(r), r.UserAgent())
 		}
 	}
-	clearCookie(w, sessionCookie, "/", h.app.CookieDomain)
+	clearCookie(w, h.sessionCookie, "/", h.app.CookieDomain)
 	return h.render(w, http.StatusOK, "message.html", pageData{Title: "Signed out", Message: "You are signed out.", Action: "Sign in again", ActionURL: prefix + "login"})
 }
 
@@ -236,6 +243,9 @@ func (h *Handler) code(w http.ResponseWriter, r *http.Request) error {
 	if !ok {
 		http.Redirect(w, r, prefix+"login", http.StatusSeeOther)
 		return nil
+	}
+	if !h.app.csrfOK(r, p) {
+		return caddyhttp.Error(http.StatusForbidden, errors.New("mailauth: form token missing or wrong"))
 	}
 	err := h.app.service.RedeemCode(r.Context(), p, r.PostForm.Get("code"), clientIP(r))
 	switch {

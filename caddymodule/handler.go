@@ -20,13 +20,30 @@ func init() {
 	caddy.RegisterModule(Handler{})
 }
 
-// Cookie names. The pending cookie is scoped to the endpoint prefix so the
-// protected app never sees it.
+// Cookie names. The browser enforces what the prefixes promise: a
+// "__Host-" cookie is Secure, host-only and for Path=/, so no subdomain can
+// set or shadow it; "__Secure-" cookies are Secure. The session cookie is
+// "__Host-" unless cookie_domain shares it across subdomains. The pending
+// cookie is scoped to the endpoint prefix, so the protected app never sees
+// it, which "__Host-" (Path=/ only) would not allow.
 const (
-	sessionCookie = "mailauth_session"
-	pendingCookie = "mailauth_pending"
-	prefix        = "/.mailauth/"
+	hostSessionCookie   = "__Host-mailauth_session"
+	sharedSessionCookie = "__Secure-mailauth_session"
+	pendingCookie       = "__Secure-mailauth_pending"
+	prefix              = "/.mailauth/"
 )
+
+// defaultIdentityHeaders are request headers that apps commonly trust as
+// the signed-in user. A client could send them itself, so they are
+// removed from every request before it goes on; the site then sets its own
+// with header_up from the placeholders.
+var defaultIdentityHeaders = []string{
+	"X-Remote-User", "X-Remote-Email", "X-Remote-Name", "X-Remote-Groups",
+	"Remote-User", "Remote-Email", "Remote-Name", "Remote-Groups",
+	"X-Forwarded-User", "X-Forwarded-Email", "X-Forwarded-Preferred-Username", "X-Forwarded-Groups",
+	"X-Auth-Request-User", "X-Auth-Request-Email", "X-Auth-Request-Preferred-Username", "X-Auth-Request-Groups",
+	"X-Webauth-User", "X-Webauth-Email",
+}
 
 // Handler is the "mailauth" HTTP handler. It serves the login endpoints
 // under /.mailauth/ and lets a request through to the next handler only
@@ -40,9 +57,20 @@ type Handler struct {
 	// first whose attribute matches the user picks the profile; no match
 	// means DefaultProfile.
 	Policies []string `json:"policies,omitempty"`
+	// StripHeaders are request headers removed from every request before
+	// it reaches the next handler, so a client cannot claim an identity by
+	// sending them itself. Default: the common identity headers
+	// (X-Remote-User, Remote-User, X-Forwarded-User, X-Auth-Request-User and
+	// their Email, Name and Groups companions). Headers set with header_up
+	// from {http.auth.user.*} are set after this, by the proxy.
+	StripHeaders []string `json:"strip_headers,omitempty"`
 
-	app  *App
-	site *approval.Site
+	// sessionCookie is the session cookie's name, prefixed by whether it
+	// is shared across subdomains.
+	sessionCookie string
+	stripHeaders  []string
+	app           *App
+	site          *approval.Site
 	// users and managers say who approves logins on this site, and
 	// matching whether its waiting page shows a number to match.
 	users, managers, matching bool
@@ -75,6 +103,19 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.site, err = h.app.site(h.DefaultProfile, h.Policies); err != nil {
 		return err
 	}
+	h.sessionCookie = hostSessionCookie
+	if h.app.CookieDomain != "" {
+		h.sessionCookie = sharedSessionCookie
+	}
+	h.stripHeaders = h.StripHeaders
+	if len(h.stripHeaders) == 0 {
+		h.stripHeaders = defaultIdentityHeaders
+	}
+	for i, name := range h.stripHeaders {
+		// Canonical once here, so the request path deletes map keys
+		// without canonicalising (and allocating) on every request.
+		h.stripHeaders[i] = http.CanonicalHeaderKey(name)
+	}
 	h.users, h.managers = h.site.Approvers()
 	h.matching = h.site.NumberMatching()
 	// Cross-site POSTs are refused: a login form posted from another site
@@ -85,10 +126,13 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 // ServeHTTP serves the endpoints, or checks the session and passes on.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	for _, name := range h.stripHeaders {
+		delete(r.Header, name)
+	}
 	if strings.HasPrefix(r.URL.Path, prefix) {
 		return h.serveEndpoint(w, r)
 	}
-	if v, ok := cookieValue(r.Header, sessionCookie); ok {
+	if v, ok := cookieValue(r.Header, h.sessionCookie); ok {
 		var s approval.Session
 		if err := h.app.service.VerifySession(v, &s); err == nil {
 			repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
@@ -113,7 +157,9 @@ func (h *Handler) serveEndpoint(w http.ResponseWriter, r *http.Request) error {
 	hdr.Set("Referrer-Policy", "no-referrer")
 	hdr.Set("X-Content-Type-Options", "nosniff")
 	hdr.Set("X-Frame-Options", "DENY")
-	hdr.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; script-src 'self'; connect-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+	// Pages set their own CSP with a script nonce when they render; this
+	// one covers everything else served here.
+	hdr.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 	if r.Method == http.MethodPost {
 		if err := h.csrf.Check(r); err != nil {
 			return caddyhttp.Error(http.StatusForbidden, err)
@@ -141,7 +187,8 @@ func (h *Handler) serveEndpoint(w http.ResponseWriter, r *http.Request) error {
 	case route == "logout" && r.Method == http.MethodPost:
 		return h.logout(w, r)
 	case route == "logout" && isGet(r):
-		return h.render(w, http.StatusOK, "logout.html", pageData{Title: "Sign out"})
+		session, _ := cookieValue(r.Header, h.sessionCookie)
+		return h.render(w, http.StatusOK, "logout.html", pageData{Title: "Sign out", CSRF: h.app.csrfToken(session)})
 	case strings.HasPrefix(route, "static/") && isGet(r):
 		return serveStatic(w, r, strings.TrimPrefix(route, "static/"))
 	}

@@ -43,7 +43,7 @@ func testHandler(tb testing.TB) (*Handler, string) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return &Handler{DefaultProfile: "daily", app: &App{service: svc}, logger: zap.NewNop(), csrf: http.NewCrossOriginProtection()}, cookie
+	return &Handler{DefaultProfile: "daily", app: &App{service: svc}, logger: zap.NewNop(), csrf: http.NewCrossOriginProtection(), sessionCookie: hostSessionCookie}, cookie
 }
 
 func request(method, target string, hdr http.Header) (*http.Request, *caddy.Replacer) {
@@ -57,7 +57,7 @@ func request(method, target string, hdr http.Header) (*http.Request, *caddy.Repl
 
 func TestValidSessionPassesWithIdentityPlaceholders(t *testing.T) {
 	h, cookie := testHandler(t)
-	r, repl := request(http.MethodGet, "/app", http.Header{"Cookie": {"other=1; mailauth_session=" + cookie}})
+	r, repl := request(http.MethodGet, "/app", http.Header{"Cookie": {"other=1; __Host-mailauth_session=" + cookie}})
 	called := false
 	err := h.ServeHTTP(httptest.NewRecorder(), r, caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
 		called = true
@@ -84,7 +84,7 @@ func TestMissingOrForgedSessionIsRefused(t *testing.T) {
 		loc    string
 	}{
 		{"browser without cookie", http.Header{"Accept": {"text/html"}}, http.StatusFound, "/.mailauth/login?return=%2Fapp%3Fq%3D1"},
-		{"browser with forged cookie", http.Header{"Accept": {"text/html"}, "Cookie": {"mailauth_session=" + forged}}, http.StatusFound, "/.mailauth/login?return=%2Fapp%3Fq%3D1"},
+		{"browser with forged cookie", http.Header{"Accept": {"text/html"}, "Cookie": {"__Host-mailauth_session=" + forged}}, http.StatusFound, "/.mailauth/login?return=%2Fapp%3Fq%3D1"},
 		{"API client", http.Header{"Accept": {"application/json"}}, http.StatusUnauthorized, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -120,15 +120,15 @@ func TestCookieValue(t *testing.T) {
 		want   string
 		ok     bool
 	}{
-		{[]string{"mailauth_session=abc"}, "abc", true},
-		{[]string{"a=1; mailauth_session=abc; b=2"}, "abc", true},
-		{[]string{"a=1", "mailauth_session=\"abc\""}, "abc", true},
+		{[]string{"__Host-mailauth_session=abc"}, "abc", true},
+		{[]string{"a=1; __Host-mailauth_session=abc; b=2"}, "abc", true},
+		{[]string{"a=1", "__Host-mailauth_session=\"abc\""}, "abc", true},
 		{[]string{"xmailauth_session=abc"}, "", false},
 		{[]string{"mailauth_session_old=abc"}, "", false},
-		{[]string{"mailauth_session="}, "", false},
+		{[]string{"__Host-mailauth_session="}, "", false},
 		{nil, "", false},
 	} {
-		got, ok := cookieValue(http.Header{"Cookie": tc.header}, "mailauth_session")
+		got, ok := cookieValue(http.Header{"Cookie": tc.header}, "__Host-mailauth_session")
 		if got != tc.want || ok != tc.ok {
 			t.Errorf("cookieValue(%q) = %q, %v; want %q, %v", tc.header, got, ok, tc.want, tc.ok)
 		}
@@ -141,7 +141,7 @@ func TestCookieValue(t *testing.T) {
 // without mailauth, for the ratio.
 func BenchmarkAuthenticatedRequest(b *testing.B) {
 	h, cookie := testHandler(b)
-	r, _ := request(http.MethodGet, "/app", http.Header{"Cookie": {"_ga=GA1.1.1; mailauth_session=" + cookie}})
+	r, _ := request(http.MethodGet, "/app", http.Header{"Cookie": {"_ga=GA1.1.1; __Host-mailauth_session=" + cookie}})
 	w := httptest.NewRecorder()
 	next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })
 	b.ReportAllocs()

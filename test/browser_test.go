@@ -104,7 +104,7 @@ func TestBrowserWaitingPageMovesOnByItself(t *testing.T) {
 	})
 	screenshot(t, tab1, "wait")
 
-	pending1 := cookieNamed(t, tab1, "tab 1", site+"/.mailauth/wait", "mailauth_pending")
+	pending1 := cookieNamed(t, tab1, "tab 1", site+"/.mailauth/wait", "__Secure-mailauth_pending")
 	if pending1 == nil {
 		t.Fatal("tab 1 has no mailauth_pending cookie after starting the login")
 	}
@@ -124,7 +124,7 @@ func TestBrowserWaitingPageMovesOnByItself(t *testing.T) {
 	if c1, c2 := chromedp.FromContext(tab1).BrowserContextID, chromedp.FromContext(tab2).BrowserContextID; c1 == c2 {
 		t.Fatalf("tab 1 and tab 2 share the browser context %q; they must be separate devices", c1)
 	}
-	if c := cookieNamed(t, tab2, "tab 2", site+"/.mailauth/wait", "mailauth_pending"); c != nil {
+	if c := cookieNamed(t, tab2, "tab 2", site+"/.mailauth/wait", "__Secure-mailauth_pending"); c != nil {
 		t.Fatal("tab 2 sees tab 1's pending cookie: the two browser contexts share a cookie store")
 	}
 
@@ -158,15 +158,15 @@ func TestBrowserWaitingPageMovesOnByItself(t *testing.T) {
 	if !strings.Contains(p.Text, `email="alice@example.test" path=/app/page`) {
 		t.Errorf("the upstream should see alice's email and the app path; it shows:\n%s", p.Text)
 	}
-	if c := cookieNamed(t, tab1, "tab 1", appURL, "mailauth_session"); c == nil {
+	if c := cookieNamed(t, tab1, "tab 1", appURL, "__Host-mailauth_session"); c == nil {
 		t.Error("tab 1 reached the app but holds no mailauth_session cookie")
 	}
-	if c := cookieNamed(t, tab1, "tab 1", site+"/.mailauth/wait", "mailauth_pending"); c != nil {
+	if c := cookieNamed(t, tab1, "tab 1", site+"/.mailauth/wait", "__Secure-mailauth_pending"); c != nil {
 		t.Error("the pending cookie should be cleared once the login is completed")
 	}
 
 	// The device that confirmed never gets the session.
-	for _, name := range []string{"mailauth_session", "mailauth_pending"} {
+	for _, name := range []string{"__Host-mailauth_session", "__Secure-mailauth_pending"} {
 		if c := cookieNamed(t, tab2, "tab 2", site+"/.mailauth/wait", name); c != nil {
 			t.Errorf("tab 2, which only confirmed the link, holds a %s cookie", name)
 		}

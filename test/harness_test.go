@@ -391,3 +391,27 @@ func matchOn(t *testing.T, e *env, b *browser) string {
 	}
 	return m[1]
 }
+
+var formToken = regexp.MustCompile(`name="csrf" value="([^"]*)"`)
+
+// postWithToken posts a form from page the way a browser would: with the
+// per-form token the page carries.
+func postWithToken(t *testing.T, e *env, b *browser, page, action string, form url.Values) *response {
+	t.Helper()
+	m := formToken.FindStringSubmatch(b.get(e.URL(page)).Body)
+	if m == nil {
+		t.Fatalf("%s carries no form token", page)
+	}
+	if form == nil {
+		form = url.Values{}
+	}
+	form.Set("csrf", m[1])
+	return b.post(e.URL(action), form)
+}
+
+// complete collects the session of b's approved login, as the waiting
+// page's form does.
+func complete(t *testing.T, e *env, b *browser) *response {
+	t.Helper()
+	return postWithToken(t, e, b, "/.mailauth/wait", "/.mailauth/complete", nil)
+}

@@ -29,7 +29,7 @@ func confirmAndComplete(t *testing.T, e *env, b *browser, link string) string {
 	if r := newBrowser(t).post(e.URL("/.mailauth/verify"), url.Values{"token": {token}, "match": {matchOn(t, e, b)}}); r.Status != http.StatusOK {
 		t.Fatalf("confirming the link: got %d:\n%s", r.Status, r.Body)
 	}
-	if r := b.post(e.URL("/.mailauth/complete"), nil); r.Status != http.StatusSeeOther || r.Location != "/app" {
+	if r := complete(t, e, b); r.Status != http.StatusSeeOther || r.Location != "/app" {
 		t.Fatalf("complete: got %d Location=%q", r.Status, r.Location)
 	}
 	return b.get(e.URL("/app")).Body

@@ -212,7 +212,7 @@ func TestHybridSiteSendsExecutivesToTheirLDAPManager(t *testing.T) {
 	if r := erin.post(e.URL("/.mailauth/verify"), url.Values{"token": {tokenOf(e.onSite(links[0]))}, "match": {matchOn(t, e, dave)}}); r.Status != http.StatusOK {
 		t.Fatalf("erin's approval: %d", r.Status)
 	}
-	if r := dave.post(e.URL("/.mailauth/complete"), nil); r.Status != http.StatusSeeOther {
+	if r := complete(t, e, dave); r.Status != http.StatusSeeOther {
 		t.Fatalf("dave's complete: %d", r.Status)
 	}
 	if body := dave.get(e.URL("/app")).Body; !strings.Contains(body, `user="dave"`) {

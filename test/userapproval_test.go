@@ -38,11 +38,11 @@ func TestUserApprovalAcrossTwoDevices(t *testing.T) {
 	if r.Status != http.StatusSeeOther || r.Location != "/.mailauth/wait" {
 		t.Fatalf("login POST should 303 to the waiting page, got %d Location=%q", r.Status, r.Location)
 	}
-	pending := laptop.cookie(e.URL("/.mailauth/"), "mailauth_pending")
+	pending := laptop.cookie(e.URL("/.mailauth/"), "__Secure-mailauth_pending")
 	if pending == "" {
 		t.Fatal("login POST set no pending cookie")
 	}
-	if c := laptop.cookie(e.URL("/"), "mailauth_pending"); c != "" {
+	if c := laptop.cookie(e.URL("/"), "__Secure-mailauth_pending"); c != "" {
 		t.Error("the pending cookie should be scoped to /.mailauth/ and never reach the app")
 	}
 
@@ -88,7 +88,7 @@ func TestUserApprovalAcrossTwoDevices(t *testing.T) {
 	if r.Status != http.StatusOK || !strings.Contains(r.Body, "Sign-in confirmed") {
 		t.Fatalf("confirming the link should succeed, got %d:\n%s", r.Status, r.Body)
 	}
-	if c := phone.cookie(e.URL("/"), "mailauth_session"); c != "" {
+	if c := phone.cookie(e.URL("/"), "__Host-mailauth_session"); c != "" {
 		t.Fatal("the device that confirmed must not get the session: only the browser that asked does")
 	}
 	r = phone.post(e.URL("/.mailauth/verify"), url.Values{"token": {token}, "match": {match}})
@@ -100,17 +100,20 @@ func TestUserApprovalAcrossTwoDevices(t *testing.T) {
 		t.Fatalf("status after confirm: got %q, want approved", st)
 	}
 	// Another browser cannot collect the session.
-	if r := phone.post(e.URL("/.mailauth/complete"), nil); r.Header.Get("Set-Cookie") != "" && strings.Contains(r.Header.Get("Set-Cookie"), "mailauth_session=") {
+	if r := phone.post(e.URL("/.mailauth/complete"), nil); r.Header.Get("Set-Cookie") != "" && strings.Contains(r.Header.Get("Set-Cookie"), "__Host-mailauth_session=") {
 		t.Fatal("a browser without the pending cookie was given a session")
 	}
-	r = laptop.post(e.URL("/.mailauth/complete"), nil)
+	if r := laptop.post(e.URL("/.mailauth/complete"), nil); r.Status != http.StatusForbidden {
+		t.Fatalf("complete without the form token must be refused, got %d", r.Status)
+	}
+	r = complete(t, e, laptop)
 	if r.Status != http.StatusSeeOther || r.Location != "/reports/q3?x=1" {
 		t.Fatalf("complete should 303 to the return path, got %d Location=%q", r.Status, r.Location)
 	}
 	sc := r.Header.Values("Set-Cookie")
 	var session string
 	for _, c := range sc {
-		if strings.HasPrefix(c, "mailauth_session=") {
+		if strings.HasPrefix(c, "__Host-mailauth_session=") {
 			session = c
 		}
 	}
@@ -124,14 +127,14 @@ func TestUserApprovalAcrossTwoDevices(t *testing.T) {
 	if r.Status != http.StatusOK || !strings.Contains(r.Body, `user="alice" email="alice@example.test" path=/reports/q3`) {
 		t.Fatalf("the upstream should see the user through header_up, got %d:\n%s", r.Status, r.Body)
 	}
-	if r := laptop.post(e.URL("/.mailauth/complete"), nil); strings.Contains(strings.Join(r.Header.Values("Set-Cookie"), ";"), "mailauth_session=ey") {
+	if r := laptop.post(e.URL("/.mailauth/complete"), nil); strings.Contains(strings.Join(r.Header.Values("Set-Cookie"), ";"), "__Host-mailauth_session=ey") {
 		t.Fatal("a completed login handed out a second session")
 	}
 	if r := phone.get(e.URL("/reports/q3")); r.Status != http.StatusFound {
 		t.Fatalf("the confirming device has no session and should be redirected, got %d", r.Status)
 	}
 
-	r = laptop.post(e.URL("/.mailauth/logout"), nil)
+	r = postWithToken(t, e, laptop, "/.mailauth/logout", "/.mailauth/logout", nil)
 	if r.Status != http.StatusOK || !strings.Contains(r.Body, "signed out") {
 		t.Fatalf("logout: got %d:\n%s", r.Status, r.Body)
 	}
@@ -192,7 +195,7 @@ func TestUnknownUserGetsTheSameAnswerAndNoMail(t *testing.T) {
 	if rk.Status != ru.Status || rk.Location != ru.Location || len(rk.Body) != len(ru.Body) {
 		t.Fatalf("known and unknown users got different answers: %d %q (%d bytes) vs %d %q (%d bytes)", rk.Status, rk.Location, len(rk.Body), ru.Status, ru.Location, len(ru.Body))
 	}
-	if len(known.cookie(e.URL("/.mailauth/"), "mailauth_pending")) != len(unknown.cookie(e.URL("/.mailauth/"), "mailauth_pending")) {
+	if len(known.cookie(e.URL("/.mailauth/"), "__Secure-mailauth_pending")) != len(unknown.cookie(e.URL("/.mailauth/"), "__Secure-mailauth_pending")) {
 		t.Fatal("the pending cookies of known and unknown users differ in shape")
 	}
 	wk, wu := known.get(e.URL("/.mailauth/wait")), unknown.get(e.URL("/.mailauth/wait"))
@@ -236,11 +239,14 @@ func status(t *testing.T, b *browser, e *env) string {
 var (
 	referenceCode = regexp.MustCompile(`[A-Z2-9]{3}-[A-Z2-9]{3}`)
 	digits        = regexp.MustCompile(`[0-9]+`)
+	perResponse   = regexp.MustCompile(`(nonce|name="csrf" value)="[^"]*"`)
 )
 
 // samePage blanks what differs between any two logins (the support
-// reference, clock times and countdowns), so pages can be compared for
-// what they say about the user.
+// reference, the number to match, clock times and countdowns, the script
+// nonce and form token), so pages can be compared for what they say about
+// the user.
 func samePage(body string) string {
+	body = perResponse.ReplaceAllString(body, `$1="X"`)
 	return digits.ReplaceAllString(referenceCode.ReplaceAllString(body, "REF"), "0")
 }

@@ -213,9 +213,9 @@ func (rep *report) proxy(tmp string, mp *mailpit) error {
 		name string
 		args []string
 	}{
-		{"A", []string{"-H", "Cookie: _ga=GA1.1.1; mailauth_session=" + dummy, fmt.Sprintf("http://127.0.0.1:%d/app", pa)}},
-		{"B", []string{"-H", "Cookie: _ga=GA1.1.1; mailauth_session=" + session, site + "/app"}},
-		{"C", []string{"-H", "Accept: text/html", "-H", "Cookie: _ga=GA1.1.1; mailauth_session=" + forged, site + "/app"}},
+		{"A", []string{"-H", "Cookie: _ga=GA1.1.1; __Host-mailauth_session=" + dummy, fmt.Sprintf("http://127.0.0.1:%d/app", pa)}},
+		{"B", []string{"-H", "Cookie: _ga=GA1.1.1; __Host-mailauth_session=" + session, site + "/app"}},
+		{"C", []string{"-H", "Accept: text/html", "-H", "Cookie: _ga=GA1.1.1; __Host-mailauth_session=" + forged, site + "/app"}},
 	}
 	// Warm up every path once, untimed.
 	for _, s := range scenarios {
@@ -273,7 +273,7 @@ func mintSession(site string, mp *mailpit) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	pending := cookieIn(resp, "mailauth_pending")
+	pending := cookieIn(resp, "__Secure-mailauth_pending")
 	if resp.StatusCode != http.StatusSeeOther || pending == "" {
 		return "", fmt.Errorf("login POST: %s, pending cookie %q", resp.Status, pending)
 	}
@@ -292,16 +292,16 @@ func mintSession(site string, mp *mailpit) (string, error) {
 	} else if resp.StatusCode != http.StatusOK {
 		return "", fmt.Errorf("confirm POST: %s", resp.Status)
 	}
-	if resp, err = post("/.mailauth/complete", nil, "mailauth_pending="+pending); err != nil {
+	if resp, err = post("/.mailauth/complete", nil, "__Secure-mailauth_pending="+pending); err != nil {
 		return "", err
 	}
-	session := cookieIn(resp, "mailauth_session")
+	session := cookieIn(resp, "__Host-mailauth_session")
 	if resp.StatusCode != http.StatusSeeOther || session == "" {
 		return "", fmt.Errorf("complete POST: %s, no session cookie", resp.Status)
 	}
 	// The session must open the app, or B would measure redirects.
 	req, _ := http.NewRequest(http.MethodGet, site+"/app", nil)
-	req.Header.Set("Cookie", "mailauth_session="+session)
+	req.Header.Set("Cookie", "__Host-mailauth_session="+session)
 	if resp, err = client.Do(req); err != nil {
 		return "", err
 	}
@@ -318,7 +318,7 @@ var matchRE = regexp.MustCompile(`id="match-code">\s*([0-9]+)\s*<`)
 // with the given pending cookie, or "" when the page shows none.
 func matchCode(client *http.Client, site, pending string) (string, error) {
 	req, _ := http.NewRequest(http.MethodGet, site+"/.mailauth/wait", nil)
-	req.Header.Set("Cookie", "mailauth_pending="+pending)
+	req.Header.Set("Cookie", "__Secure-mailauth_pending="+pending)
 	resp, err := client.Do(req)
 	if err != nil {
 		return "", err
@@ -363,7 +363,7 @@ func (rep *report) polling(c *proc, site string, admin int) error {
 			return err
 		}
 		resp.Body.Close()
-		if cookies[i] = cookieIn(resp, "mailauth_pending"); cookies[i] == "" {
+		if cookies[i] = cookieIn(resp, "__Secure-mailauth_pending"); cookies[i] == "" {
 			return fmt.Errorf("poller %d: login POST gave %s and no pending cookie", i, resp.Status)
 		}
 	}
@@ -402,7 +402,7 @@ func (rep *report) polling(c *proc, site string, admin int) error {
 				}
 				t.Reset(every)
 				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, site+"/.mailauth/status", nil)
-				req.Header.Set("Cookie", "mailauth_pending="+cookie)
+				req.Header.Set("Cookie", "__Secure-mailauth_pending="+cookie)
 				start := time.Now()
 				resp, err := cl.Do(req)
 				if err != nil {
