@@ -29,6 +29,8 @@ const (
 	EventMatchFailed     Event = "match_failed"
 	EventCodeTried       Event = "code_tried"
 	EventRateLimited     Event = "rate_limited"
+	EventRevoked         Event = "revoked"
+	EventRefreshed       Event = "refreshed"
 	EventSessionIssued   Event = "session_issued"
 	EventLogout          Event = "logout"
 )

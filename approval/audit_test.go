@@ -54,7 +54,7 @@ func TestAuditNeverLogsTokensOrPendingSecrets(t *testing.T) {
 		t.Fatal(err)
 	}
 	secrets = append(secrets, c.Cookie)
-	h.svc.Logout(&c.Session, testApp, testIP, testUA)
+	h.svc.Logout(bg, &c.Session, testApp, testIP, testUA)
 
 	// An expired login whose link is used late.
 	late, lateToken := h.startKnown()

@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -65,8 +66,11 @@ type Config struct {
 	// CodeKey keys the HMAC under which one-time codes are stored; 32
 	// random bytes, the same on every instance that shares the store.
 	CodeKey []byte
-	// SessionLifetime is how long a session lasts.
+	// SessionLifetime is how long a session lasts at most.
 	SessionLifetime time.Duration
+	// IdleTimeout ends a session that has not been used for this long;
+	// zero means only SessionLifetime applies.
+	IdleTimeout time.Duration
 	// Audit records events; nil discards them.
 	Audit *Auditor
 	// Logger takes diagnostics that are not audit events.
@@ -84,15 +88,19 @@ type Config struct {
 
 // Service runs logins. It is safe for concurrent use.
 type Service struct {
-	cfg    Config
-	notice *mailer.Templates
-	limits *RateLimiters
-	audit  *Auditor
-	now    func() time.Time
-	rand   io.Reader
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	cfg     Config
+	notice  *mailer.Templates
+	limits  *RateLimiters
+	revoked atomic.Pointer[revocationSet]
+	// background runs the revocation refresh, apart from wg, which
+	// counts dispatches that Wait waits for.
+	background sync.WaitGroup
+	audit      *Auditor
+	now        func() time.Time
+	rand       io.Reader
+	ctx        context.Context
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup
 }
 
 // NewService checks cfg and returns a Service. Close it to stop the
@@ -134,6 +142,13 @@ func NewService(cfg Config) (*Service, error) {
 		s.cfg.LookupTimeout = 10 * time.Second
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	// Revocations start empty if the store cannot be read now; the refresh
+	// loop fills them in.
+	if err := s.loadRevocations(s.ctx); err != nil {
+		s.cfg.Logger.Warn("reading session revocations", zap.Error(err))
+	}
+	s.background.Add(1)
+	go s.refreshRevocations()
 	return s, nil
 }
 
@@ -141,6 +156,7 @@ func NewService(cfg Config) (*Service, error) {
 func (s *Service) Close() {
 	s.cancel()
 	s.wg.Wait()
+	s.background.Wait()
 }
 
 // Wait blocks until every login started so far has been dispatched: its
@@ -699,6 +715,9 @@ func (s *Service) Complete(ctx context.Context, pending, clientIP string) (*Comp
 	c.Session.User, c.Session.Email, c.Session.Profile = l.Username, l.Email, l.Profile
 	c.Session.IssuedAt = now.Unix()
 	c.Session.ExpiresAt = now.Add(s.cfg.SessionLifetime).Unix()
+	if idle := s.cfg.IdleTimeout; idle > 0 && idle < s.cfg.SessionLifetime {
+		c.Session.ExpiresAt = now.Add(idle).Unix()
+	}
 	c.Cookie, err = s.cfg.Codec.Encode(&c.Session)
 	if err != nil {
 		return nil, err
@@ -708,15 +727,57 @@ func (s *Service) Complete(ctx context.Context, pending, clientIP string) (*Comp
 }
 
 // VerifySession checks a session cookie value. It does no store I/O.
+// A revoked session is refused from memory.
 func (s *Service) VerifySession(value string, sess *Session) error {
-	return s.cfg.Codec.Decode(value, s.now(), sess)
+	if err := s.cfg.Codec.Decode(value, s.now(), sess); err != nil {
+		return err
+	}
+	if s.revoked.Load().revoked(sess) {
+		return ErrSessionRevoked
+	}
+	return nil
 }
 
-// Logout records the end of a session. The cookie itself is cleared by the
-// caller.
-func (s *Service) Logout(sess *Session, site, clientIP, userAgent string) {
+// RefreshSession slides a session's idle deadline: once less than half of
+// the idle timeout is left, it returns a new cookie that expires a full
+// idle timeout from now, never past the session's absolute lifetime. It
+// returns "" when no refresh is due, which is almost always, so the
+// authenticated path rarely pays for an encode.
+func (s *Service) RefreshSession(sess *Session) string {
+	idle := s.cfg.IdleTimeout
+	if idle <= 0 {
+		return ""
+	}
+	now := s.now()
+	hard := time.Unix(sess.IssuedAt, 0).Add(s.cfg.SessionLifetime)
+	left := time.Unix(sess.ExpiresAt, 0).Sub(now)
+	if left > idle/2 || !hard.After(time.Unix(sess.ExpiresAt, 0)) {
+		return ""
+	}
+	next := *sess
+	next.ExpiresAt = minTime(now.Add(idle), hard).Unix()
+	cookie, err := s.cfg.Codec.Encode(&next)
+	if err != nil {
+		return ""
+	}
+	*sess = next
+	return cookie
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
+
+// Logout ends a session everywhere: it is revoked in the store as well as
+// cleared from the browser by the caller.
+func (s *Service) Logout(ctx context.Context, sess *Session, site, clientIP, userAgent string) error {
+	err := s.RevokeSession(ctx, sess)
 	s.audit.Record(EventLogout, &Login{Username: sess.User, Profile: sess.Profile, App: site, ClientIP: clientIP, UserAgent: truncate(userAgent, 512)},
 		zap.String("session", fmt.Sprintf("%x", sess.ID[:8])))
+	return err
 }
 
 // MailEvent turns outbox events into audit lines. Wire it as the outbox's

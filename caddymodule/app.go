@@ -10,6 +10,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/mail"
@@ -17,6 +18,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -35,6 +37,7 @@ func init() {
 // Defaults.
 const (
 	defaultSessionLifetime = 8 * time.Hour
+	defaultIdleTimeout     = time.Hour
 	defaultLinkExpiration  = 15 * time.Minute
 	minAdvisedExpiration   = 5 * time.Minute
 	maxAdvisedExpiration   = 24 * time.Hour
@@ -50,6 +53,16 @@ type App struct {
 	// SessionLifetime is how long a session cookie stays valid after
 	// sign-in. Default: 8h.
 	SessionLifetime caddy.Duration `json:"session_lifetime,omitempty"`
+	// SessionIdleTimeout ends a session not used for this long; use slides
+	// it, up to SessionLifetime. Default: 1h. Set it to session_lifetime or
+	// more to turn it off.
+	SessionIdleTimeout caddy.Duration `json:"session_idle_timeout,omitempty"`
+	// SessionKeys are base64-encoded 32-byte keys that sign session
+	// cookies: the first signs, all verify, so a key can be rotated out
+	// without signing everybody out. Placeholders such as
+	// {env.MAILAUTH_KEYS} expand at load. Default: one key generated once
+	// and kept in the store, shared by every instance using that store.
+	SessionKeys []string `json:"session_keys,omitempty"`
 	// CookieDomain, when set, scopes the session cookie to a parent domain
 	// (such as "example.com") so one sign-in covers its subdomains.
 	// Default: the cookie belongs to the exact host that set it.
@@ -112,6 +125,16 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if lifetime < 0 {
 		return errors.New("mailauth: session_lifetime must be positive")
 	}
+	idle := time.Duration(a.SessionIdleTimeout)
+	if idle == 0 {
+		idle = defaultIdleTimeout
+	}
+	if idle < 0 {
+		return errors.New("mailauth: session_idle_timeout must be positive")
+	}
+	if idle >= lifetime {
+		idle = 0 // no shorter than the lifetime: only the lifetime applies
+	}
 
 	servers, err := a.build()
 	if err != nil {
@@ -139,6 +162,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		CodeKey:         codeKey,
 		RateLimits:      a.limits,
 		SessionLifetime: lifetime,
+		IdleTimeout:     idle,
 		Audit:           audit,
 		Logger:          a.logger,
 	})
@@ -462,6 +486,27 @@ const sessionKeyName = "keys/session"
 // key that one-time codes are stored under from it, so every instance that
 // shares the store agrees on both.
 func (a *App) keys(ctx context.Context) (*approval.SessionCodec, []byte, error) {
+	if len(a.SessionKeys) > 0 {
+		repl := caddy.NewReplacer()
+		keys := make([][]byte, 0, len(a.SessionKeys))
+		for i, k := range a.SessionKeys {
+			raw := strings.TrimSpace(repl.ReplaceKnown(k, ""))
+			b, err := base64.StdEncoding.DecodeString(raw)
+			if err != nil {
+				b, err = base64.RawURLEncoding.DecodeString(strings.TrimRight(raw, "="))
+			}
+			if err != nil || len(b) != approval.SessionKeySize {
+				return nil, nil, fmt.Errorf("mailauth: session_keys: key %d is not %d bytes of base64 (make one with: head -c 32 /dev/urandom | base64)", i+1, approval.SessionKeySize)
+			}
+			keys = append(keys, b)
+		}
+		codec, err := approval.NewSessionCodec(keys...)
+		if err != nil {
+			return nil, nil, fmt.Errorf("mailauth: session_keys: %w", err)
+		}
+		codeKey, err := a.deriveKeys(keys[0])
+		return codec, codeKey, err
+	}
 	var key []byte
 	err := a.store.Update(ctx, sessionKeyName, 0, func(cur []byte, found bool) ([]byte, error) {
 		if found && len(cur) == approval.SessionKeySize {
@@ -477,15 +522,24 @@ func (a *App) keys(ctx context.Context) (*approval.SessionCodec, []byte, error) 
 	if err != nil {
 		return nil, nil, fmt.Errorf("mailauth: loading the session key: %w", err)
 	}
-	codeKey, err := hkdf.Key(sha256.New, key, nil, "caddy-mailauth one-time codes", 32)
+	codeKey, err := a.deriveKeys(key)
 	if err != nil {
-		return nil, nil, err
-	}
-	if a.csrfKey, err = hkdf.Key(sha256.New, key, nil, "caddy-mailauth form tokens", 32); err != nil {
 		return nil, nil, err
 	}
 	codec, err := approval.NewSessionCodec(key)
 	return codec, codeKey, err
+}
+
+// deriveKeys makes the one-time-code key (returned) and the form-token key
+// from the signing key, each for its one purpose (HKDF), so the signing key
+// itself is only ever used to sign.
+func (a *App) deriveKeys(key []byte) ([]byte, error) {
+	codeKey, err := hkdf.Key(sha256.New, key, nil, "caddy-mailauth one-time codes", 32)
+	if err != nil {
+		return nil, err
+	}
+	a.csrfKey, err = hkdf.Key(sha256.New, key, nil, "caddy-mailauth form tokens", 32)
+	return codeKey, err
 }
 
 // Start runs the outbox worker.

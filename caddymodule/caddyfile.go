@@ -27,6 +27,8 @@ func init() {
 //	mailauth {
 //		store badger <dir>
 //		session_lifetime <duration>
+//		session_idle_timeout <duration>
+//		session_keys <base64 key...>
 //		cookie_domain <domain>
 //		rate_limit {
 //			login_per_ip <n>/<window>
@@ -152,6 +154,23 @@ func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 				return nil, err
 			}
 			app.SessionLifetime = dur
+		case "session_idle_timeout":
+			if err := once(); err != nil {
+				return nil, err
+			}
+			dur, err := durationArg(d, opt)
+			if err != nil {
+				return nil, err
+			}
+			app.SessionIdleTimeout = dur
+		case "session_keys":
+			if err := once(); err != nil {
+				return nil, err
+			}
+			app.SessionKeys = d.RemainingArgs()
+			if len(app.SessionKeys) == 0 {
+				return nil, d.Err("session_keys: name at least one key")
+			}
 		case "cookie_domain":
 			if err := once(); err != nil {
 				return nil, err

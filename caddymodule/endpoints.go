@@ -200,16 +200,7 @@ func (h *Handler) complete(w http.ResponseWriter, r *http.Request) error {
 		return h.render(w, http.StatusServiceUnavailable, "message.html", pageData{Title: "Try again", Message: "Sign-in could not be completed right now. Please reload this page in a minute."})
 	}
 	clearCookie(w, pendingCookie, prefix, "")
-	http.SetCookie(w, &http.Cookie{
-		Name:     h.sessionCookie,
-		Value:    c.Cookie,
-		Path:     "/",
-		Domain:   h.app.CookieDomain,
-		Expires:  time.Unix(c.Session.ExpiresAt, 0),
-		Secure:   true,
-		HttpOnly: true,
-		SameSite: http.SameSiteLaxMode,
-	})
+	h.setSessionCookie(w, c.Cookie, c.Session.ExpiresAt)
 	http.Redirect(w, r, c.ReturnURL, http.StatusSeeOther)
 	return nil
 }
@@ -222,7 +213,11 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) error {
 		}
 		var s approval.Session
 		if h.app.service.VerifySession(v, &s) == nil {
-			h.app.service.Logout(&s, siteHost(r), clientIP(r), r.UserAgent())
+			if err := h.app.service.Logout(r.Context(), &s, siteHost(r), clientIP(r), r.UserAgent()); err != nil {
+				// The cookie is still cleared below; the session could only
+				// come back from a copy of the cookie, until it expires.
+				h.logger.Error("revoking a session at logout", zap.Error(err))
+			}
 		}
 	}
 	clearCookie(w, h.sessionCookie, "/", h.app.CookieDomain)
@@ -267,4 +262,19 @@ func (h *Handler) code(w http.ResponseWriter, r *http.Request) error {
 		return h.render(w, http.StatusServiceUnavailable, "message.html", pageData{Title: "Try again", Message: "The code could not be checked right now. Please try again in a minute."})
 	}
 	return h.complete(w, r)
+}
+
+// setSessionCookie sets the session cookie. Its Expires follows the
+// signed expiry, which the server enforces whatever the browser keeps.
+func (h *Handler) setSessionCookie(w http.ResponseWriter, value string, expires int64) {
+	http.SetCookie(w, &http.Cookie{
+		Name:     h.sessionCookie,
+		Value:    value,
+		Path:     "/",
+		Domain:   h.app.CookieDomain,
+		Expires:  time.Unix(expires, 0),
+		Secure:   true,
+		HttpOnly: true,
+		SameSite: http.SameSiteLaxMode,
+	})
 }

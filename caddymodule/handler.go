@@ -135,6 +135,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if v, ok := cookieValue(r.Header, h.sessionCookie); ok {
 		var s approval.Session
 		if err := h.app.service.VerifySession(v, &s); err == nil {
+			if fresh := h.app.service.RefreshSession(&s); fresh != "" {
+				h.setSessionCookie(w, fresh, s.ExpiresAt)
+			}
 			repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 			repl.Set("http.auth.user.id", s.User)
 			repl.Set("http.auth.user.email", s.Email)

@@ -53,3 +53,103 @@ func TestFloodWithRotatingForwardedForIsLimitedByTheRealAddress(t *testing.T) {
 		t.Fatalf("only the first 3 logins may send mail, %d did", n)
 	}
 }
+
+// TestClientSentIdentityHeadersNeverReachTheApp: a signed-in client that
+// sends X-Remote-User: admin itself is still only alice upstream, and
+// Remote-User (which the site does not set) is dropped.
+func TestClientSentIdentityHeadersNeverReachTheApp(t *testing.T) {
+	cfg := strings.Replace(defaultCaddyfile, "\t\theader_up X-Remote-Email {http.auth.user.email}\n", "\t\theader_up X-Remote-Email {http.auth.user.email}\n\t\theader_up X-Seen-Remote-User {http.request.header.Remote-User}\n", 1)
+	e := newEnv(t, cfg)
+	b := newBrowser(t)
+	confirmAndComplete(t, e, b, startLogin(t, e, b, "alice", "alice@example.test"))
+	req, _ := http.NewRequest(http.MethodGet, e.URL("/app"), nil)
+	req.Header.Set("X-Remote-User", "admin")
+	req.Header.Set("Remote-User", "admin")
+	r := b.do(req)
+	if !strings.Contains(r.Body, `user="alice"`) || strings.Contains(r.Body, "admin") {
+		t.Fatalf("the upstream must see alice and no client-sent identity:\n%s", r.Body)
+	}
+}
+
+// TestSessionCookieTamperingIsRefused: flipped bits, a cut prefix, a
+// cookie signed by another key and an expired one all get the login page.
+func TestSessionCookieTamperingIsRefused(t *testing.T) {
+	e := newEnv(t, defaultCaddyfile)
+	b := newBrowser(t)
+	confirmAndComplete(t, e, b, startLogin(t, e, b, "alice", "alice@example.test"))
+	good := b.cookie(e.URL("/"), "__Host-mailauth_session")
+	if good == "" {
+		t.Fatal("no session cookie")
+	}
+	flip := []byte(good)
+	flip[10] ^= 1
+	for name, v := range map[string]string{
+		"flipped bit":    string(flip),
+		"missing prefix": good[4:],
+		"no signature":   good[:strings.IndexByte(good, '.')],
+		"other key":      good[:strings.IndexByte(good, '.')+1] + strings.Repeat("A", 43),
+	} {
+		req, _ := http.NewRequest(http.MethodGet, e.URL("/app"), nil)
+		req.Header.Set("Cookie", "__Host-mailauth_session="+v)
+		req.Header.Set("Accept", "text/html")
+		resp, err := http.DefaultTransport.RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusFound {
+			t.Errorf("%s: got %d, want the 302 to login", name, resp.StatusCode)
+		}
+	}
+}
+
+// TestLogoutKillsACopiedCookieOnTheServer: after logout, a copy of the
+// session cookie taken before is refused, not only cleared in the browser.
+func TestLogoutKillsACopiedCookieOnTheServer(t *testing.T) {
+	e := newEnv(t, defaultCaddyfile)
+	b := newBrowser(t)
+	confirmAndComplete(t, e, b, startLogin(t, e, b, "alice", "alice@example.test"))
+	stolen := b.cookie(e.URL("/"), "__Host-mailauth_session")
+	if r := postWithToken(t, e, b, "/.mailauth/logout", "/.mailauth/logout", nil); r.Status != http.StatusOK {
+		t.Fatalf("logout: %d", r.Status)
+	}
+	req, _ := http.NewRequest(http.MethodGet, e.URL("/app"), nil)
+	req.Header.Set("Cookie", "__Host-mailauth_session="+stolen)
+	req.Header.Set("Accept", "text/html")
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusFound {
+		t.Fatalf("a cookie copied before logout must be refused, got %d", resp.StatusCode)
+	}
+}
+
+// TestLinkOfOneLoginCannotCompleteAnother: confirming login A's link does
+// nothing for the browser waiting on login B, and three cookieless GETs of
+// A's link (mail scanners) leave it working.
+func TestLinkOfOneLoginCannotCompleteAnother(t *testing.T) {
+	e := newEnv(t, defaultCaddyfile)
+	a, bb := newBrowser(t), newBrowser(t)
+	linkA := startLogin(t, e, a, "alice", "alice@example.test")
+	startLogin(t, e, bb, "bob", "bob@example.test")
+	for range 3 {
+		if r := newBrowser(t).get(e.onSite(linkA)); r.Status != http.StatusOK {
+			t.Fatalf("a scanner's GET of the link: %d", r.Status)
+		}
+	}
+	token := linkA[strings.Index(linkA, "token=")+len("token="):]
+	// B's browser posts A's token with B's pending cookie and B's number.
+	if r := bb.post(e.URL("/.mailauth/verify"), url.Values{"token": {token}, "match": {matchOn(t, e, bb)}}); r.Status == http.StatusOK {
+		if st := status(t, bb, e); st != "pending" {
+			t.Fatalf("A's token approved B's login (%s)", st)
+		}
+	}
+	if st := status(t, bb, e); st != "pending" {
+		t.Fatalf("B's login must stay pending, got %q", st)
+	}
+	if r := complete(t, e, bb); strings.Contains(strings.Join(r.Header.Values("Set-Cookie"), ";"), "__Host-mailauth_session=") {
+		t.Fatal("B's browser got a session from A's link")
+	}
+}

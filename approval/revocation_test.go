@@ -1,0 +1,123 @@
+package approval
+
+import (
+	"errors"
+	"testing"
+	"time"
+)
+
+// signIn runs alice's login to the end and returns her session cookie.
+func (h *harness) signIn() *Completed {
+	h.t.Helper()
+	st, token := h.startKnown()
+	if _, err := h.svc.ConfirmLink(bg, token, "", testIP, testUA); err != nil {
+		h.t.Fatal(err)
+	}
+	c, err := h.svc.Complete(bg, st.Pending, testIP)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return c
+}
+
+func TestLogoutKillsTheSessionEvenForACopiedCookie(t *testing.T) {
+	h := newHarness(t)
+	c := h.signIn()
+	var s Session
+	if err := h.svc.VerifySession(c.Cookie, &s); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.svc.Logout(bg, &s, testApp, testIP, testUA); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.svc.VerifySession(c.Cookie, &s); !errors.Is(err, ErrSessionRevoked) {
+		t.Fatalf("a copy of the cookie after logout = %v, want ErrSessionRevoked", err)
+	}
+	other := h.signIn()
+	if err := h.svc.VerifySession(other.Cookie, &s); err != nil {
+		t.Fatalf("a fresh login (new session id) must work: %v", err)
+	}
+}
+
+func TestRevokingAUserReachesAnotherInstanceOnTheSameStore(t *testing.T) {
+	h := newHarness(t)
+	c := h.signIn()
+	other, err := NewService(h.svc.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	var s Session
+	if err := other.VerifySession(c.Cookie, &s); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.svc.RevokeUser(bg, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.svc.VerifySession(c.Cookie, &s); !errors.Is(err, ErrSessionRevoked) {
+		t.Fatalf("on the revoking instance the session must die at once, got %v", err)
+	}
+	// The other instance reads revocations every RevocationRefresh.
+	if err := other.loadRevocations(bg); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.VerifySession(c.Cookie, &s); !errors.Is(err, ErrSessionRevoked) {
+		t.Fatalf("after its refresh the other instance must refuse the session, got %v", err)
+	}
+	h.clock.Advance(time.Second)
+	if err := h.svc.VerifySession(h.signIn().Cookie, &s); err != nil {
+		t.Fatalf("a session issued after the revocation must work: %v", err)
+	}
+}
+
+func TestIdleSessionsExpireAndUseSlidesTheDeadline(t *testing.T) {
+	h := newHarness(t)
+	h.svc.cfg.IdleTimeout = time.Hour
+	c := h.signIn()
+	if got := time.Unix(c.Session.ExpiresAt, 0).Sub(h.clock.Now()); got != time.Hour {
+		t.Fatalf("a new session should expire after the idle timeout, got %s", got)
+	}
+	var s Session
+	h.clock.Advance(10 * time.Minute)
+	if err := h.svc.VerifySession(c.Cookie, &s); err != nil || h.svc.RefreshSession(&s) != "" {
+		t.Fatalf("early on no refresh is due (err %v)", err)
+	}
+	h.clock.Advance(25 * time.Minute)
+	if err := h.svc.VerifySession(c.Cookie, &s); err != nil {
+		t.Fatal(err)
+	}
+	fresh := h.svc.RefreshSession(&s)
+	if fresh == "" || time.Unix(s.ExpiresAt, 0).Sub(h.clock.Now()) != time.Hour {
+		t.Fatalf("past half the idle timeout, use should slide the deadline a full hour; got %q, %v", fresh, time.Unix(s.ExpiresAt, 0))
+	}
+	h.clock.Advance(61 * time.Minute)
+	if err := h.svc.VerifySession(fresh, &s); !errors.Is(err, ErrSessionExpired) {
+		t.Fatalf("an hour idle must end the session, got %v", err)
+	}
+}
+
+func TestSlidingNeverPassesTheSessionLifetime(t *testing.T) {
+	h := newHarness(t)
+	h.svc.cfg.IdleTimeout = 40 * time.Minute // lifetime is testLifetime
+	c := h.signIn()
+	cookie := c.Cookie
+	var s Session
+	for range 100 {
+		h.clock.Advance(30 * time.Minute)
+		if err := h.svc.VerifySession(cookie, &s); err != nil {
+			if !errors.Is(err, ErrSessionExpired) {
+				t.Fatal(err)
+			}
+			break
+		}
+		if fresh := h.svc.RefreshSession(&s); fresh != "" {
+			cookie = fresh
+		}
+		if time.Unix(s.ExpiresAt, 0).After(time.Unix(c.Session.IssuedAt, 0).Add(testLifetime)) {
+			t.Fatalf("a refreshed session outlives session_lifetime: %v", time.Unix(s.ExpiresAt, 0))
+		}
+	}
+	if err := h.svc.VerifySession(cookie, &s); !errors.Is(err, ErrSessionExpired) {
+		t.Fatalf("a session kept busy must still end at its lifetime, got %v", err)
+	}
+}
