@@ -69,3 +69,28 @@ func TestSafeReturnURLOutputIsAlwaysSafe(t *testing.T) {
 		}
 	}
 }
+
+func TestSafeReturnTargetKeepsHttpsHostsUnderTheCookieDomainOnly(t *testing.T) {
+	for _, tc := range []struct{ raw, domain, want string }{
+		{"https://wiki.example.com/page?x=1", "example.com", "https://wiki.example.com/page?x=1"},
+		{"https://example.com/", "example.com", "https://example.com/"},
+		{"https://wiki.example.com/", ".example.com", "https://wiki.example.com/"},
+		{"/local", "example.com", "/local"},
+		{"https://wiki.example.com/", "", "/"},
+		{"http://wiki.example.com/", "example.com", "/"},
+		{"https://evil-example.com/", "example.com", "/"},
+		{"https://example.com.evil.net/", "example.com", "/"},
+		{"https://user@wiki.example.com/", "example.com", "/"},
+		{"https://wiki.example.com:8443/", "example.com", "/"},
+		{"https://WIKI.example.com/", "example.com", "/"},
+		{"https://wiki.example.com./", "example.com", "/"},
+		{"https://wiki%2eexample.com/", "example.com", "/"},
+		{"https://wiki.example.com\\@evil.net/", "example.com", "/"},
+		{"https://wiki.example.com/\tx", "example.com", "/"},
+		{"javascript://example.com/%0aalert(1)", "example.com", "/"},
+	} {
+		if got := SafeReturnTarget(tc.raw, tc.domain); got != tc.want {
+			t.Errorf("SafeReturnTarget(%q, %q) = %q, want %q", tc.raw, tc.domain, got, tc.want)
+		}
+	}
+}

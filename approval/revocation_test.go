@@ -121,3 +121,25 @@ func TestSlidingNeverPassesTheSessionLifetime(t *testing.T) {
 		t.Fatalf("a session kept busy must still end at its lifetime, got %v", err)
 	}
 }
+
+// TestLinkWorksOneSecondBeforeExpiryAndNotOneAfter pins the boundary with
+// the injected clock.
+func TestLinkWorksOneSecondBeforeExpiryAndNotOneAfter(t *testing.T) {
+	h := newHarness(t)
+	st, token := h.startKnown()
+	h.clock.Advance(testLinkLife - time.Second)
+	if _, err := h.svc.ConfirmLink(bg, token, "", testIP, testUA); err != nil {
+		t.Fatalf("at TTL-1s the link must work: %v", err)
+	}
+	if w, _ := h.svc.Watch(bg, st.Pending); w.State != StateApproved {
+		t.Fatalf("state %q", w.State)
+	}
+	st2, token2 := h.startKnown()
+	h.clock.Advance(testLinkLife + time.Second)
+	if _, err := h.svc.ConfirmLink(bg, token2, "", testIP, testUA); !errors.Is(err, ErrLoginExpired) {
+		t.Fatalf("at TTL+1s the link must fail as expired, got %v", err)
+	}
+	if w, _ := h.svc.Watch(bg, st2.Pending); w.State != StateExpired {
+		t.Fatalf("at TTL+1s the waiting page must say expired, got %q", w.State)
+	}
+}

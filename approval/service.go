@@ -68,6 +68,9 @@ type Config struct {
 	CodeKey []byte
 	// SessionLifetime is how long a session lasts at most.
 	SessionLifetime time.Duration
+	// CookieDomain, when set, lets return targets be https URLs on hosts
+	// under it (see SafeReturnTarget).
+	CookieDomain string
 	// IdleTimeout ends a session that has not been used for this long;
 	// zero means only SessionLifetime applies.
 	IdleTimeout time.Duration
@@ -231,7 +234,7 @@ func (s *Service) Start(ctx context.Context, req StartRequest) (*Started, error)
 		Profile:     p.Name,
 		Input:       input,
 		App:         req.App,
-		ReturnURL:   SafeReturnURL(req.ReturnURL),
+		ReturnURL:   SafeReturnTarget(req.ReturnURL, s.cfg.CookieDomain),
 		ClientIP:    req.ClientIP,
 		UserAgent:   truncate(req.UserAgent, 512),
 		CreatedAt:   now,

@@ -163,6 +163,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		RateLimits:      a.limits,
 		SessionLifetime: lifetime,
 		IdleTimeout:     idle,
+		CookieDomain:    a.CookieDomain,
 		Audit:           audit,
 		Logger:          a.logger,
 	})

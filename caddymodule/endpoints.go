@@ -15,7 +15,7 @@ import (
 // loginForm shows the sign-in form, or sends a browser that is already
 // signed in straight on.
 func (h *Handler) loginForm(w http.ResponseWriter, r *http.Request) error {
-	ret := approval.SafeReturnURL(r.URL.Query().Get("return"))
+	ret := approval.SafeReturnTarget(r.URL.Query().Get("return"), h.app.CookieDomain)
 	if v, ok := cookieValue(r.Header, h.sessionCookie); ok {
 		var s approval.Session
 		if h.app.service.VerifySession(v, &s) == nil {
@@ -32,17 +32,22 @@ func (h *Handler) loginStart(w http.ResponseWriter, r *http.Request) error {
 	if err := r.ParseForm(); err != nil {
 		return caddyhttp.Error(http.StatusBadRequest, err)
 	}
-	ret := approval.SafeReturnURL(r.PostForm.Get("return"))
+	ret := approval.SafeReturnTarget(r.PostForm.Get("return"), h.app.CookieDomain)
+	input := r.PostForm["identity"]
+	if len(input) != 1 {
+		// Two identity fields are a crafted form: refuse rather than pick.
+		return h.render(w, http.StatusBadRequest, "login.html", pageData{Title: "Sign in", App: siteHost(r), Return: ret, Error: "Enter one username or email address."})
+	}
 	started, err := h.app.service.Start(r.Context(), approval.StartRequest{
 		Site:      h.site,
-		Input:     r.PostForm.Get("identity"),
+		Input:     input[0],
 		ReturnURL: ret,
 		App:       siteHost(r),
 		ClientIP:  clientIP(r),
 		UserAgent: r.UserAgent(),
 	})
 	if errors.Is(err, approval.ErrBadInput) {
-		return h.render(w, http.StatusBadRequest, "login.html", pageData{Title: "Sign in", App: siteHost(r), Return: ret, Error: "Enter your username or email address."})
+		return h.render(w, http.StatusBadRequest, "login.html", pageData{Title: "Sign in", App: siteHost(r), Return: ret, Error: "Enter one username or email address, without spaces, commas or line breaks."})
 	}
 	if err != nil {
 		h.logger.Error("starting a login", zap.Error(err))

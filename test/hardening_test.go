@@ -153,3 +153,56 @@ func TestLinkOfOneLoginCannotCompleteAnother(t *testing.T) {
 		t.Fatal("B's browser got a session from A's link")
 	}
 }
+
+// TestFiftyConcurrentRedemptionsOfOneLinkApproveOnce: of 50 POSTs of the
+// same link at once, exactly one is accepted.
+func TestFiftyConcurrentRedemptionsOfOneLinkApproveOnce(t *testing.T) {
+	cfg := strings.Replace(defaultCaddyfile, "\t\tsession_lifetime 1h\n", "\t\tsession_lifetime 1h\n\t\trate_limit {\n\t\t\tredeem_per_ip off\n\t\t}\n", 1)
+	e := newEnv(t, cfg)
+	b := newBrowser(t)
+	link := startLogin(t, e, b, "alice", "alice@example.test")
+	form := url.Values{"token": {link[strings.Index(link, "token=")+len("token="):]}, "match": {matchOn(t, e, b)}}
+	codes := make(chan int, 50)
+	start := make(chan struct{})
+	for range 50 {
+		go func() {
+			<-start
+			codes <- newBrowser(t).post(e.URL("/.mailauth/verify"), form).Status
+		}()
+	}
+	close(start)
+	ok := 0
+	for range 50 {
+		switch c := <-codes; c {
+		case http.StatusOK:
+			ok++
+		case http.StatusGone:
+		default:
+			t.Errorf("a redemption got %d; want 200 once and 410 otherwise", c)
+		}
+	}
+	if ok != 1 {
+		t.Fatalf("%d of 50 concurrent redemptions were accepted; want exactly 1", ok)
+	}
+}
+
+// TestIdentityInputRefusesListsAndRepeatedFields: one username or address
+// only, with a clear message, and no mail to anybody.
+func TestIdentityInputRefusesListsAndRepeatedFields(t *testing.T) {
+	e := newEnv(t, defaultCaddyfile)
+	b := newBrowser(t)
+	for _, form := range []url.Values{
+		{"identity": {"alice@example.test,bob@example.test"}},
+		{"identity": {"alice@example.test\r\nBcc: bob@example.test"}},
+		{"identity": {"alice", "bob"}},
+	} {
+		r := b.post(e.URL("/.mailauth/login"), form)
+		if r.Status != http.StatusBadRequest || !strings.Contains(r.Body, "Enter one username or email address") {
+			t.Errorf("%v: got %d, want 400 with a clear message", form, r.Status)
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	if n := len(e.mail.Messages(t)); n != 0 {
+		t.Fatalf("refused input sent %d mails", n)
+	}
+}
