@@ -206,3 +206,28 @@ func TestIdentityInputRefusesListsAndRepeatedFields(t *testing.T) {
 		t.Fatalf("refused input sent %d mails", n)
 	}
 }
+
+// TestWrongNumberSpendsTheLinkAndApprovesNothing: the opener who picks a
+// number other than the waiting page's cannot approve, not even on a
+// second try with the right one.
+func TestWrongNumberSpendsTheLinkAndApprovesNothing(t *testing.T) {
+	e := newEnv(t, defaultCaddyfile)
+	b := newBrowser(t)
+	link := startLogin(t, e, b, "alice", "alice@example.test")
+	right := matchOn(t, e, b)
+	wrong := "10"
+	if right == wrong {
+		wrong = "11"
+	}
+	token := link[strings.Index(link, "token=")+len("token="):]
+	if r := newBrowser(t).post(e.URL("/.mailauth/verify"), url.Values{"token": {token}, "match": {wrong}}); r.Status != http.StatusForbidden || !strings.Contains(r.Body, "Number did not match") {
+		t.Fatalf("a wrong number: got %d:\n%s", r.Status, r.Body)
+	}
+	if r := newBrowser(t).post(e.URL("/.mailauth/verify"), url.Values{"token": {token}, "match": {right}}); r.Status != http.StatusGone {
+		t.Fatalf("after a wrong pick the link is spent; the right number got %d", r.Status)
+	}
+	if st := status(t, b, e); st != "pending" {
+		t.Fatalf("nothing may be approved, state %q", st)
+	}
+	e.caddy.waitForAudit(t, "match_failed", 5*time.Second)
+}

@@ -171,6 +171,8 @@ func TestLinkIsBuiltFromProfileServerNotHostHeader(t *testing.T) {
 	req, _ := http.NewRequest(http.MethodPost, e.URL("/.mailauth/login"), strings.NewReader(url.Values{"identity": {"bob@example.test"}}.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Host = "evil.example"
+	req.Header.Set("X-Forwarded-Host", "evil2.example")
+	req.Header.Set("X-Forwarded-Proto", "http")
 	if r := b.do(req); r.Status != http.StatusSeeOther {
 		t.Fatalf("login POST with Host evil.example: got %d", r.Status)
 	}
@@ -179,7 +181,7 @@ func TestLinkIsBuiltFromProfileServerNotHostHeader(t *testing.T) {
 	if !strings.HasPrefix(link, e.Server()+"/.mailauth/verify?token=") {
 		t.Fatalf("link should start with the profile server %s, got %s", e.Server(), link)
 	}
-	if strings.Contains(msg.Text, "evil.example/") || strings.Contains(msg.HTML, "//evil.example") {
+	if strings.Contains(msg.Text, "evil.example/") || strings.Contains(msg.HTML, "//evil.example") || strings.Contains(msg.Text, "evil2") || strings.Contains(msg.HTML, "evil2") {
 		t.Fatalf("the forged host made it into a link:\n%s", msg.Text)
 	}
 }
@@ -216,7 +218,8 @@ func TestUnknownUserGetsTheSameAnswerAndNoMail(t *testing.T) {
 func TestReturnURLCannotLeaveTheSite(t *testing.T) {
 	e := newEnv(t, defaultCaddyfile)
 	b := newBrowser(t)
-	for _, ret := range []string{"https://evil.example/", "//evil.example/x", "/\\evil.example", "javascript:alert(1)"} {
+	for _, ret := range []string{"https://evil.example/", "//evil.example/x", "/\\evil.example", "javascript:alert(1)",
+		"/%2F%2Fevil.example", "%2F%2Fevil.example", "https://user@evil.example", "/\t/evil.example", "https:evil.example", "///evil.example", "data:text/html,evil.example"} {
 		r := b.get(e.URL("/.mailauth/login?return=" + url.QueryEscape(ret)))
 		if strings.Contains(r.Body, "evil.example") || strings.Contains(r.Body, "javascript:") {
 			t.Errorf("return=%q was kept in the login form", ret)
