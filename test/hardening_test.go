@@ -89,16 +89,8 @@ func TestSessionCookieTamperingIsRefused(t *testing.T) {
 		"no signature":   good[:strings.IndexByte(good, '.')],
 		"other key":      good[:strings.IndexByte(good, '.')+1] + strings.Repeat("A", 43),
 	} {
-		req, _ := http.NewRequest(http.MethodGet, e.URL("/app"), nil)
-		req.Header.Set("Cookie", "__Host-mailauth_session="+v)
-		req.Header.Set("Accept", "text/html")
-		resp, err := http.DefaultTransport.RoundTrip(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusFound {
-			t.Errorf("%s: got %d, want the 302 to login", name, resp.StatusCode)
+		if code := appWithSession(t, e, v); code != http.StatusFound {
+			t.Errorf("%s: got %d, want the 302 to login", name, code)
 		}
 	}
 }
@@ -113,16 +105,8 @@ func TestLogoutKillsACopiedCookieOnTheServer(t *testing.T) {
 	if r := postWithToken(t, e, b, "/.mailauth/logout", "/.mailauth/logout", nil); r.Status != http.StatusOK {
 		t.Fatalf("logout: %d", r.Status)
 	}
-	req, _ := http.NewRequest(http.MethodGet, e.URL("/app"), nil)
-	req.Header.Set("Cookie", "__Host-mailauth_session="+stolen)
-	req.Header.Set("Accept", "text/html")
-	resp, err := http.DefaultTransport.RoundTrip(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusFound {
-		t.Fatalf("a cookie copied before logout must be refused, got %d", resp.StatusCode)
+	if code := appWithSession(t, e, stolen); code != http.StatusFound {
+		t.Fatalf("a cookie copied before logout must be refused, got %d", code)
 	}
 }
 
@@ -230,4 +214,19 @@ func TestWrongNumberSpendsTheLinkAndApprovesNothing(t *testing.T) {
 		t.Fatalf("nothing may be approved, state %q", st)
 	}
 	e.caddy.waitForAudit(t, "match_failed", 5*time.Second)
+}
+
+// appWithSession requests the app as a browser holding only the given
+// session cookie value, and returns the status.
+func appWithSession(t *testing.T, e *env, session string) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, e.URL("/app"), nil)
+	req.Header.Set("Cookie", "__Host-mailauth_session="+session)
+	req.Header.Set("Accept", "text/html")
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }

@@ -149,7 +149,7 @@ func newEnv(t *testing.T, caddyfile string) *env {
 
 // startCaddy runs `caddy run` on the given Caddyfile and waits until the
 // site port answers. The process is stopped by PID when the test ends.
-func startCaddy(t *testing.T, caddyfile string, sitePort int) *caddyProc {
+func startCaddy(t testing.TB, caddyfile string, sitePort int) *caddyProc {
 	t.Helper()
 	bin, err := caddyBinary()
 	if err != nil {

@@ -619,46 +619,12 @@ func BenchmarkLoginPOST(b *testing.B) {
 // benchPause separates the logins of BenchmarkLoginPOST.
 const benchPause = 15 * time.Millisecond
 
-// startCaddyForBench runs Caddy for a benchmark (startCaddy takes a
-// *testing.T) and returns the site port.
+// startCaddyForBench runs Caddy with servers as its mail servers and
+// returns the site port.
 func startCaddyForBench(b *testing.B, servers string) int {
 	b.Helper()
-	bin, err := caddyBinary()
-	if err != nil {
-		b.Fatal(err)
-	}
 	dir := b.TempDir()
 	port := freePort(b)
 	cfg := fmt.Sprintf(mailCaddyfile, port, freePort(b), filepath.Join(dir, "store"), "127.0.0.1:9", servers, "relay", "15m")
-	path := filepath.Join(dir, "Caddyfile")
-	if err := writeFile(path, cfg); err != nil {
-		b.Fatal(err)
-	}
-	logs := &lockedBuffer{}
-	cmd := exec.Command(bin, "run", "--config", path, "--adapter", "caddyfile")
-	cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir+"/data", "XDG_CONFIG_HOME="+dir+"/config")
-	cmd.Stdout, cmd.Stderr = logs, logs
-	if err := cmd.Start(); err != nil {
-		b.Fatal(err)
-	}
-	p := &caddyProc{cmd: cmd, logs: logs, exited: make(chan struct{})}
-	go func() { cmd.Wait(); close(p.exited) }()
-	b.Cleanup(func() { p.Stop(b) })
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return port
-		}
-		select {
-		case <-p.exited:
-			b.Fatalf("caddy exited at start:\n%s", logs.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("caddy did not listen within a minute:\n%s", logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	return startCaddy(b, cfg, port).Port
 }
