@@ -1,7 +1,10 @@
 package approval
 
 import (
+	"time"
+
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 )
 
 // Event names an audited event. The names are stable: operators alert on
@@ -39,7 +42,27 @@ const (
 // code or password: nothing it is given can carry one, since it reads only
 // the named fields of a Login.
 type Auditor struct {
-	log *zap.Logger
+	log     *zap.Logger
+	observe func(Observation)
+}
+
+// Observation is what an observer of the Auditor learns of one event: the
+// values metrics may use, and nothing that names a person, address or
+// secret. It is passed by value so that Record allocates nothing for it.
+type Observation struct {
+	// Event is what happened.
+	Event Event
+	// Profile and Type are the login's profile and its type; Type is empty
+	// until the user is found.
+	Profile string
+	Type    ProfileType
+	// CreatedAt is when the login started; DecidedAt when it was approved
+	// or denied, if the Login recorded says so. Zero when unknown.
+	CreatedAt, DecidedAt time.Time
+	// Directory is the "directory" field of the event, if any.
+	Directory string
+	// Limit is the "limit" field of a rate_limited event.
+	Limit string
 }
 
 // NewAuditor writes audit lines to log, which should be named
@@ -51,8 +74,20 @@ func NewAuditor(log *zap.Logger) *Auditor {
 	return &Auditor{log: log}
 }
 
+// Observe makes Record pass every event to f as well, for metrics. Call it
+// before the Auditor is used: it is not safe to call concurrently with
+// Record.
+func (a *Auditor) Observe(f func(Observation)) {
+	a.observe = f
+}
+
 // Record writes ev for login l (which may be nil) with extra fields.
 func (a *Auditor) Record(ev Event, l *Login, extra ...zap.Field) {
+	// The observer runs before the level check so that metrics still count
+	// when an operator turns the audit logger off.
+	if a.observe != nil {
+		a.observe(observation(ev, l, extra))
+	}
 	ce := a.log.Check(zap.InfoLevel, string(ev))
 	if ce == nil {
 		return
@@ -76,4 +111,24 @@ func (a *Auditor) Record(ev Event, l *Login, extra ...zap.Field) {
 		}
 	}
 	ce.Write(append(fields, extra...)...)
+}
+
+// observation picks out of an event what an observer may see.
+func observation(ev Event, l *Login, extra []zap.Field) Observation {
+	o := Observation{Event: ev}
+	if l != nil {
+		o.Profile, o.Type, o.CreatedAt, o.DecidedAt = l.Profile, l.Type, l.CreatedAt, l.DecidedAt
+	}
+	for _, f := range extra {
+		if f.Type != zapcore.StringType {
+			continue
+		}
+		switch f.Key {
+		case "directory":
+			o.Directory = f.String
+		case "limit":
+			o.Limit = f.String
+		}
+	}
+	return o
 }

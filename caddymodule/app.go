@@ -152,8 +152,16 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("mailauth: %w", err)
 	}
+	mets, err := newAppMetrics(ctx.GetMetricsRegistry(), sortedKeys(a.profiles), sortedKeys(servers), sortedKeys(a.dirs), a.store.OutboxLen)
+	if err != nil {
+		return fmt.Errorf("mailauth: metrics: %w", err)
+	}
+	audit.Observe(mets.audit)
 	var svc *approval.Service
-	a.outbox = mailer.NewOutbox(a.store, smtp, a.logger.Named("mailer"), func(ev mailer.Event) { svc.MailEvent(ev) })
+	a.outbox = mailer.NewOutbox(a.store, smtp, a.logger.Named("mailer"), func(ev mailer.Event) {
+		mets.mail(ev)
+		svc.MailEvent(ev)
+	})
 	svc, err = approval.NewService(approval.Config{
 		Store:           a.store,
 		Mail:            a.outbox,

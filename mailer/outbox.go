@@ -69,6 +69,10 @@ type Event struct {
 	RetryAt time.Time
 	// Err is why the attempt failed; nil for EventSent.
 	Err error
+	// Duration is the wall time of this attempt's call to the Sender, for
+	// events that followed one; zero when no attempt was made (a message
+	// found expired when claimed, or a BeforeSend error).
+	Duration time.Duration
 }
 
 // Outbox queues messages in a store.Outbox and delivers them in the
@@ -261,7 +265,11 @@ func (o *Outbox) deliver(ctx context.Context, item store.OutboxItem) {
 	}
 
 	sctx, scancel := context.WithTimeout(ctx, o.attemptTimeout)
+	// Real time, not o.now: tests fake the clock for scheduling, and this
+	// measures the server.
+	began := time.Now()
 	server, err := o.sender.Send(sctx, &m)
+	took := time.Since(began)
 	scancel()
 
 	var code int
@@ -272,28 +280,28 @@ func (o *Outbox) deliver(ctx context.Context, item store.OutboxItem) {
 	case err == nil:
 		o.ack(bctx, item.ID)
 		// Success means the server took the data: SMTP's 250.
-		o.emit(Event{Kind: EventSent, Message: &m, Server: server, Code: 250, Attempt: attempt})
+		o.emit(Event{Kind: EventSent, Message: &m, Server: server, Code: 250, Attempt: attempt, Duration: took})
 	case errors.Is(err, ErrPermanent):
 		o.ack(bctx, item.ID)
-		o.emit(Event{Kind: EventFailed, Message: &m, Server: server, Code: code, Attempt: attempt, Err: err})
+		o.emit(Event{Kind: EventFailed, Message: &m, Server: server, Code: code, Attempt: attempt, Err: err, Duration: took})
 	case ctx.Err() != nil:
 		// Shutting down (often a config reload, whose new worker is already
 		// running): hand the message back now rather than after the lease.
-		o.retry(bctx, Event{Message: &m, Server: server, Code: code, Attempt: attempt, RetryAt: o.now(), Err: err})
+		o.retry(bctx, Event{Message: &m, Server: server, Code: code, Attempt: attempt, RetryAt: o.now(), Err: err, Duration: took})
 	case attempt >= o.maxAttempts:
 		o.ack(bctx, item.ID)
 		o.emit(Event{Kind: EventFailed, Message: &m, Server: server, Code: code, Attempt: attempt,
-			Err: fmt.Errorf("mailer: giving up after %d attempts: %w", attempt, err)})
+			Err: fmt.Errorf("mailer: giving up after %d attempts: %w", attempt, err), Duration: took})
 	default:
 		at := o.now().Add(o.backoff(attempt))
 		if o.expired(&m, at) {
 			// The link would be dead before the next attempt; say so now, as
 			// the store may drop the message silently at its expiry.
 			o.ack(bctx, item.ID)
-			o.emit(Event{Kind: EventAbandoned, Message: &m, Server: server, Code: code, Attempt: attempt, Err: err})
+			o.emit(Event{Kind: EventAbandoned, Message: &m, Server: server, Code: code, Attempt: attempt, Err: err, Duration: took})
 			return
 		}
-		o.retry(bctx, Event{Message: &m, Server: server, Code: code, Attempt: attempt, RetryAt: at, Err: err})
+		o.retry(bctx, Event{Message: &m, Server: server, Code: code, Attempt: attempt, RetryAt: at, Err: err, Duration: took})
 	}
 }
 

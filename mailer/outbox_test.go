@@ -404,3 +404,20 @@ func TestEnqueueRefusesUnusableMessages(t *testing.T) {
 		t.Errorf("%d refused messages reached the queue, want 0", n)
 	}
 }
+
+func TestOutboxEventCarriesAttemptDuration(t *testing.T) {
+	// The sender takes a measurable time, whatever the fake clock says.
+	const took = 20 * time.Millisecond
+	h := newHarness(t, &fakeSender{fn: func(context.Context, *Message) (string, error) {
+		time.Sleep(took)
+		return "primary", nil
+	}})
+	run(t, h.o)
+	h.enqueue(t, h.message("m1"))
+
+	ev := h.ev.next(t)
+	expectKind(t, ev, EventSent, 1)
+	if ev.Duration < took {
+		t.Errorf("sent event Duration = %v, want at least the %v the sender took", ev.Duration, took)
+	}
+}

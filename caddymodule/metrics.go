@@ -1,0 +1,239 @@
+package caddymodule
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"math"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mailauth/caddy-mailauth/approval"
+	"github.com/mailauth/caddy-mailauth/mailer"
+)
+
+// noLabel stands for a label value that is empty or not in the
+// configuration: labels take a fixed set of values only, so anything else
+// (a name from an older config, say) is folded into it.
+const noLabel = "none"
+
+// Fixed label values that do not come from the configuration.
+var (
+	loginOutcomes = []string{"approved", "denied", "completed"}
+	mailOutcomes  = []string{"sent", "failed", "retry", "abandoned"}
+	limitNames    = []string{"login_per_ip", "login_per_identity", "redeem_per_ip", "mails_per_manager"}
+	profileTypes  = []string{string(approval.TypeUser), string(approval.TypeManager)}
+)
+
+// outboxDepthTimeout bounds the store read behind each scrape of
+// caddy_mailauth_outbox_depth, so a slow store cannot hang the scrape.
+const outboxDepthTimeout = time.Second
+
+// metrics holds the collectors. They are made once per process and
+// registered on each config's registry: counters then keep counting across
+// config reloads, as Prometheus expects, and a second registration of the
+// same collector on one registry is harmless.
+var metrics = struct {
+	once           sync.Once
+	loginsStarted  *prometheus.CounterVec
+	loginsFinished *prometheus.CounterVec
+	approval       *prometheus.HistogramVec
+	mails          *prometheus.CounterVec
+	smtpAttempt    *prometheus.HistogramVec
+	directoryErrs  *prometheus.CounterVec
+	rateLimited    *prometheus.CounterVec
+}{}
+
+// initMetrics makes the collectors, once per process.
+func initMetrics() {
+	const ns, sub = "caddy", "mailauth"
+	metrics.once.Do(func() {
+		metrics.loginsStarted = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "logins_started_total",
+			Help: "Logins started, by the site's default profile.",
+		}, []string{"profile"})
+		metrics.loginsFinished = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "logins_finished_total",
+			Help: "Logins approved or denied, and sessions issued (completed), by profile.",
+		}, []string{"profile", "outcome"})
+		metrics.approval = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "approval_seconds",
+			Help:    "Time from the start of a login to its approval or denial, by profile type.",
+			Buckets: []float64{5, 10, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200},
+		}, []string{"type"})
+		metrics.mails = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "mails_total",
+			Help: "Outbox delivery outcomes, by mail server.",
+		}, []string{"server", "outcome"})
+		metrics.smtpAttempt = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "smtp_attempt_seconds",
+			Help:    "Wall time of SMTP delivery attempts, by the mail server that answered last.",
+			Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"server"})
+		metrics.directoryErrs = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "directory_errors_total",
+			Help: "Directory lookups that failed or returned unusable data, by directory.",
+		}, []string{"directory"})
+		metrics.rateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "rate_limited_total",
+			Help: "Requests refused by a rate limit, by limit.",
+		}, []string{"limit"})
+	})
+}
+
+// appMetrics feeds the collectors from one App's audit and mail events. It
+// knows that App's profile, mail server and directory names and folds any
+// other value into noLabel.
+type appMetrics struct {
+	profiles, servers, directories map[string]bool
+}
+
+// newAppMetrics registers the collectors on reg, plus an outbox depth gauge
+// that calls depth at each scrape, and returns the feeder for an App with
+// these profile, server and directory names. A nil reg (a caddy.Context not
+// made by Caddy, as in tools that provision the app themselves) registers
+// nothing; the counters still count.
+func newAppMetrics(reg *prometheus.Registry, profiles, servers, directories []string, depth func(context.Context) (int, error)) (*appMetrics, error) {
+	initMetrics()
+	if reg != nil {
+		if err := register(reg, depth); err != nil {
+			return nil, err
+		}
+	}
+	m := &appMetrics{profiles: set(profiles), servers: set(servers), directories: set(directories)}
+	// Create every series up front so dashboards and alerts see zeros
+	// rather than no data.
+	for _, p := range profiles {
+		metrics.loginsStarted.WithLabelValues(p)
+		for _, o := range loginOutcomes {
+			metrics.loginsFinished.WithLabelValues(p, o)
+		}
+	}
+	for _, s := range servers {
+		for _, o := range mailOutcomes {
+			metrics.mails.WithLabelValues(s, o)
+		}
+	}
+	for _, d := range directories {
+		metrics.directoryErrs.WithLabelValues(d)
+	}
+	for _, l := range limitNames {
+		metrics.rateLimited.WithLabelValues(l)
+	}
+	return m, nil
+}
+
+// register puts the shared collectors and a new outbox depth gauge on reg.
+func register(reg *prometheus.Registry, depth func(context.Context) (int, error)) error {
+	for _, c := range []prometheus.Collector{metrics.loginsStarted, metrics.loginsFinished, metrics.approval,
+		metrics.mails, metrics.smtpAttempt, metrics.directoryErrs, metrics.rateLimited} {
+		if err := reg.Register(c); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) || are.ExistingCollector != c {
+				return err
+			}
+		}
+	}
+	// The gauge reads this App's store, so it is made per App. Each config
+	// has its own registry; should one App be provisioned twice on the same
+	// registry, the newer gauge replaces the older.
+	gauge := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "caddy", Subsystem: "mailauth", Name: "outbox_depth",
+		Help: "Messages in the outbox, waiting or being delivered.",
+	}, func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), outboxDepthTimeout)
+		defer cancel()
+		n, err := depth(ctx)
+		if err != nil {
+			return math.NaN()
+		}
+		return float64(n)
+	})
+	if err := reg.Register(gauge); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if !errors.As(err, &are) {
+			return err
+		}
+		reg.Unregister(are.ExistingCollector)
+		return reg.Register(gauge)
+	}
+	return nil
+}
+
+// audit counts one audit event; it is the approval.Auditor's observer.
+func (m *appMetrics) audit(o approval.Observation) {
+	switch o.Event {
+	case approval.EventLoginStarted:
+		metrics.loginsStarted.WithLabelValues(m.profile(o.Profile)).Inc()
+	case approval.EventApproved, approval.EventDenied:
+		metrics.loginsFinished.WithLabelValues(m.profile(o.Profile), string(o.Event)).Inc()
+		if !o.CreatedAt.IsZero() {
+			// DecidedAt is unset on the code path's copy of the login; the
+			// event is recorded right after the decision, so now is close.
+			at := o.DecidedAt
+			if at.IsZero() {
+				at = time.Now()
+			}
+			metrics.approval.WithLabelValues(oneOf(string(o.Type), profileTypes)).Observe(at.Sub(o.CreatedAt).Seconds())
+		}
+	case approval.EventSessionIssued:
+		metrics.loginsFinished.WithLabelValues(m.profile(o.Profile), "completed").Inc()
+	case approval.EventDirectoryError:
+		d := o.Directory
+		if !m.directories[d] {
+			d = noLabel
+		}
+		metrics.directoryErrs.WithLabelValues(d).Inc()
+	case approval.EventRateLimited:
+		metrics.rateLimited.WithLabelValues(oneOf(o.Limit, limitNames)).Inc()
+	}
+}
+
+// mail counts one outbox event and times its SMTP attempt.
+func (m *appMetrics) mail(ev mailer.Event) {
+	outcome := oneOf(string(ev.Kind), mailOutcomes)
+	if outcome == noLabel {
+		return // skipped: nothing was attempted or lost
+	}
+	server := ev.Server
+	if !m.servers[server] {
+		server = noLabel
+	}
+	metrics.mails.WithLabelValues(server, outcome).Inc()
+	if ev.Duration > 0 {
+		metrics.smtpAttempt.WithLabelValues(server).Observe(ev.Duration.Seconds())
+	}
+}
+
+func (m *appMetrics) profile(name string) string {
+	if !m.profiles[name] {
+		return noLabel
+	}
+	return name
+}
+
+// oneOf returns v if it is one of allowed, noLabel otherwise.
+func oneOf(v string, allowed []string) string {
+	for _, a := range allowed {
+		if v == a {
+			return v
+		}
+	}
+	return noLabel
+}
+
+func set(names []string) map[string]bool {
+	out := make(map[string]bool, len(names))
+	for _, n := range names {
+		out[n] = true
+	}
+	return out
+}
+
+// sortedKeys lists a configuration map's names, for label values.
+func sortedKeys[T any](m map[string]T) []string {
+	return slices.Sorted(maps.Keys(m))
+}
