@@ -9,6 +9,7 @@ import (
 	"math"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -288,8 +289,9 @@ func (d *LDAP) Lookup(ctx context.Context, input string) (*Identity, error) {
 	return d.identity(entry, managerEmail)
 }
 
-// errAmbiguous is what Lookup says when the filter matches several entries.
-var errAmbiguous = errors.New("matches more than one entry")
+// ErrAmbiguous is what Lookup says when the filter matches several
+// entries: a login must be for one person, so such input cannot sign in.
+var ErrAmbiguous = errors.New("matches more than one entry")
 
 // searchUser returns the matching entry, nil if there is none. Errors that
 // the server answered are final; the pool retries broken connections.
@@ -299,7 +301,7 @@ func (d *LDAP) searchUser(c *ldap.Conn, input string, timeout time.Duration) (*l
 	res, err := c.Search(req)
 	switch {
 	case ldap.IsErrorWithCode(err, ldap.LDAPResultSizeLimitExceeded):
-		return nil, &answeredError{fmt.Errorf("directory %q: ldap: %q %w", d.name, input, errAmbiguous)}
+		return nil, &answeredError{fmt.Errorf("directory %q: ldap: %q %w", d.name, input, ErrAmbiguous)}
 	case ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchObject):
 		// The base DN itself is missing: a configuration error, not an
 		// unknown user.
@@ -313,7 +315,7 @@ func (d *LDAP) searchUser(c *ldap.Conn, input string, timeout time.Duration) (*l
 	case 1:
 		return res.Entries[0], nil
 	default:
-		return nil, &answeredError{fmt.Errorf("directory %q: ldap: %q %w", d.name, input, errAmbiguous)}
+		return nil, &answeredError{fmt.Errorf("directory %q: ldap: %q %w", d.name, input, ErrAmbiguous)}
 	}
 }
 
@@ -404,6 +406,63 @@ func groupNames(dns []string) []string {
 // request that may take timeout.
 func timeLimit(timeout time.Duration) int {
 	return max(1, int(math.Ceil(timeout.Seconds())))
+}
+
+// Check binds as the service account and reads the base_dn entry itself,
+// so an operator learns of a wrong password, an untrusted certificate or a
+// misspelt base_dn before a user does. It asks for no attributes ("1.1",
+// RFC 4511): the entry's existence is the answer.
+func (d *LDAP) Check(ctx context.Context) error {
+	return d.pool.do(ctx, d.cfg.Timeout, func(c *ldap.Conn, timeout time.Duration) error {
+		req := ldap.NewSearchRequest(d.cfg.BaseDN, ldap.ScopeBaseObject, ldap.NeverDerefAliases,
+			1, timeLimit(timeout), false, "(objectClass=*)", []string{"1.1"}, nil)
+		_, err := c.Search(req)
+		switch {
+		case ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchObject):
+			return &answeredError{fmt.Errorf("directory %q: ldap: base_dn %q does not exist: %w", d.name, d.cfg.BaseDN, err)}
+		case err != nil:
+			return fmt.Errorf("directory %q: ldap: reading base_dn %q: %w", d.name, d.cfg.BaseDN, err)
+		}
+		return nil
+	})
+}
+
+// List returns the usernames of at most limit entries under base_dn that
+// have the username attribute, sorted, for `caddy mailauth check` to look
+// up one by one. The filter is a presence test built from the configured
+// attribute name (checked by NewLDAP), never from user input, so no
+// escaping is involved. Which entries come first is the server's choice.
+func (d *LDAP) List(ctx context.Context, limit int) ([]string, error) {
+	if limit <= 0 {
+		return nil, nil
+	}
+	filter := "(" + d.cfg.UsernameAttribute + "=*)"
+	var names []string
+	err := d.pool.do(ctx, d.cfg.Timeout, func(c *ldap.Conn, timeout time.Duration) error {
+		req := ldap.NewSearchRequest(d.cfg.BaseDN, ldap.ScopeWholeSubtree, ldap.NeverDerefAliases,
+			limit, timeLimit(timeout), false, filter, []string{d.cfg.UsernameAttribute}, nil)
+		res, err := c.Search(req)
+		switch {
+		case ldap.IsErrorWithCode(err, ldap.LDAPResultSizeLimitExceeded):
+			// The first limit entries are what was asked for.
+		case ldap.IsErrorWithCode(err, ldap.LDAPResultNoSuchObject):
+			return &answeredError{fmt.Errorf("directory %q: ldap: base_dn %q does not exist: %w", d.name, d.cfg.BaseDN, err)}
+		case err != nil:
+			return fmt.Errorf("directory %q: ldap: listing users: %w", d.name, err)
+		}
+		names = names[:0]
+		for _, e := range res.Entries {
+			if n := e.GetEqualFoldAttributeValue(d.cfg.UsernameAttribute); n != "" && len(names) < limit {
+				names = append(names, n)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	slices.Sort(names)
+	return names, nil
 }
 
 // answeredError wraps an error that came from a working connection with a

@@ -640,3 +640,56 @@ func BenchmarkLDAPLookup(b *testing.B) {
 		}
 	})
 }
+
+func TestLDAPCheckBindsAndReadsTheBaseDN(t *testing.T) {
+	t.Parallel()
+	d := newTestLDAP(t, slapd.Start(t), nil)
+	if err := d.Check(context.Background()); err != nil {
+		t.Errorf("Check against a working directory: %v", err)
+	}
+}
+
+func TestLDAPCheckFailsOnAWrongPasswordOrAMissingBaseDN(t *testing.T) {
+	t.Parallel()
+	s := slapd.Start(t)
+	wrong := newTestLDAP(t, s, func(c *LDAPConfig) { c.BindPassword = "wrong" })
+	if err := wrong.Check(context.Background()); !ldap.IsErrorWithCode(err, ldap.LDAPResultInvalidCredentials) {
+		t.Errorf("Check with a wrong bind password: error = %v, want invalid credentials (49)", err)
+	}
+	missing := newTestLDAP(t, s, func(c *LDAPConfig) { c.BaseDN = "ou=nowhere,dc=example,dc=test" })
+	if err := missing.Check(context.Background()); err == nil || !strings.Contains(err.Error(), "base_dn") {
+		t.Errorf("Check under a base DN that does not exist: error = %v, want an error naming base_dn", err)
+	}
+}
+
+func TestLDAPListReturnsUsernamesUpToTheLimit(t *testing.T) {
+	t.Parallel()
+	d := newTestLDAP(t, slapd.Start(t), nil)
+	all, err := d.List(context.Background(), 100)
+	if err != nil {
+		t.Fatalf("List: %v", err)
+	}
+	for _, want := range []string{"a*b(c)", "carol", "dave", "frank", "ops1", "ops2"} {
+		if !slices.Contains(all, want) {
+			t.Errorf("List = %v, lacks fixture user %q", all, want)
+		}
+	}
+	if !slices.IsSorted(all) {
+		t.Errorf("List = %v, want it sorted", all)
+	}
+	if slices.Contains(all, "gateway") {
+		t.Errorf("List = %v includes the service account, which has no uid and is outside the people base", all)
+	}
+	some, err := d.List(context.Background(), 3)
+	if err != nil || len(some) != 3 {
+		t.Errorf("List with limit 3 = %v, %v; want 3 usernames and no error", some, err)
+	}
+}
+
+func TestLDAPLookupOfASharedMailIsErrAmbiguous(t *testing.T) {
+	t.Parallel()
+	d := newTestLDAP(t, slapd.Start(t), nil)
+	if _, err := d.Lookup(context.Background(), "ops@example.test"); !errors.Is(err, ErrAmbiguous) {
+		t.Errorf("Lookup of a mail two entries share: error = %v, want ErrAmbiguous", err)
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/mail"
+	"net/textproto"
 	"strconv"
 	"strings"
 	"sync"
@@ -16,10 +18,12 @@ import (
 
 	gomail "github.com/wneessen/go-mail"
 	gomaillog "github.com/wneessen/go-mail/log"
+	"github.com/wneessen/go-mail/smtp"
 )
 
 // ProbeStep is one step of a test delivery: "connect", "hello", "tls",
-// "auth" or "send".
+// "auth", then "send" for Probe, or "mail", "rcpt", "rset" and "quit" for
+// ProbeEnvelope.
 type ProbeStep struct {
 	// Name is the step.
 	Name string
@@ -31,8 +35,8 @@ type ProbeStep struct {
 	// Detail says what happened: the address, the TLS version, the AUTH
 	// mechanism, or the server's reply.
 	Detail string
-	// Code is the server's SMTP reply code for the send step, or for the
-	// step that failed if the server answered one; otherwise 0.
+	// Code is the server's SMTP reply code for the steps after auth, or
+	// for the step that failed if the server answered one; otherwise 0.
 	Code int
 }
 
@@ -43,11 +47,72 @@ type ProbeStep struct {
 // passes for sign-in mail. The password never reaches report: go-mail
 // redacts the AUTH exchange from the transcript this reads.
 func Probe(ctx context.Context, cfg ServerConfig, to string, report func(ProbeStep)) error {
+	return probeConnection(ctx, cfg, report, func(client *gomail.Client, conn *smtp.Client) error {
+		return sendTestMail(client, conn, cfg.withDefaults(), to, report)
+	})
+}
+
+// ProbeEnvelope is Probe without the mail: after the connection steps it
+// opens a transaction with MAIL FROM (the server's from address) and RCPT
+// TO:<to>, then abandons it with RSET and QUIT, so nothing is delivered.
+// Its steps after "auth" are "mail", "rcpt", "rset" and "quit". A server
+// that accepts RCPT may still refuse the DATA of a real mail (content
+// filters), which only Probe can tell.
+func ProbeEnvelope(ctx context.Context, cfg ServerConfig, to string, report func(ProbeStep)) error {
+	rcpt, err := mail.ParseAddress(to)
+	if err != nil {
+		return fmt.Errorf("mailer: smtp %s: recipient %q: %w", cfg.Name, to, err)
+	}
+	return probeConnection(ctx, cfg, report, func(_ *gomail.Client, conn *smtp.Client) error {
+		from, _ := mail.ParseAddress(cfg.From) // checked by Validate
+		// The envelope carries bare addresses, as go-mail sends them.
+		sender := (&mail.Address{Address: from.Address}).String()
+		recipient := (&mail.Address{Address: rcpt.Address}).String()
+		steps := []struct {
+			name, addr, cmd string
+			run             func(string) error
+		}{
+			{"mail", sender, "MAIL FROM:" + sender, conn.Mail},
+			{"rcpt", recipient, "RCPT TO:" + recipient, conn.Rcpt},
+		}
+		for _, st := range steps {
+			cmd := st.cmd
+			if err := st.run(st.addr); err != nil {
+				report(ProbeStep{Name: st.name, Detail: cmd + " refused: " + err.Error(), Code: replyCode(err)})
+				return fmt.Errorf("mailer: smtp %s: %s: %w", cfg.Name, st.name, err)
+			}
+			report(ProbeStep{Name: st.name, OK: true, Code: 250, Detail: cmd + " accepted"})
+		}
+		if err := conn.Reset(); err != nil {
+			report(ProbeStep{Name: "rset", Detail: "RSET refused: " + err.Error(), Code: replyCode(err)})
+			return fmt.Errorf("mailer: smtp %s: rset: %w", cfg.Name, err)
+		}
+		report(ProbeStep{Name: "rset", OK: true, Code: 250, Detail: "transaction abandoned before DATA: no mail sent"})
+		if err := conn.Quit(); err != nil {
+			report(ProbeStep{Name: "quit", Detail: "QUIT: " + err.Error(), Code: replyCode(err)})
+			return fmt.Errorf("mailer: smtp %s: quit: %w", cfg.Name, err)
+		}
+		report(ProbeStep{Name: "quit", OK: true, Code: 221, Detail: "connection closed"})
+		return nil
+	})
+}
+
+// replyCode is the SMTP reply code in err, or 0 when the server sent none.
+func replyCode(err error) int {
+	var te *textproto.Error
+	if errors.As(err, &te) {
+		return te.Code
+	}
+	return 0
+}
+
+// probeConnection runs the connection steps (connect, hello, tls, auth),
+// then after, which reports its own steps, on the open connection.
+func probeConnection(ctx context.Context, cfg ServerConfig, report func(ProbeStep), after func(*gomail.Client, *smtp.Client) error) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
 	cfg = cfg.withDefaults()
-	domain, _ := fromDomain(cfg.From) // checked by Validate
 	tr := &transcript{}
 	client, err := newClient(cfg, gomail.WithDebugLog(), gomail.WithLogger(tr))
 	if err != nil {
@@ -104,7 +169,13 @@ func Probe(ctx context.Context, cfg ServerConfig, to string, report func(ProbeSt
 		_, offered := conn.Extension("AUTH")
 		report(ProbeStep{Name: "auth", OK: true, Detail: fmt.Sprintf("authenticated as %s with %s (server offers %s)", cfg.Username, cfg.Auth, offered)})
 	}
+	return after(client, conn)
+}
 
+// sendTestMail is Probe's last step: one short mail to the address to.
+func sendTestMail(client *gomail.Client, conn *smtp.Client, cfg ServerConfig, to string, report func(ProbeStep)) error {
+	domain, _ := fromDomain(cfg.From) // checked by Validate
+	addr := net.JoinHostPort(cfg.Host, strconv.Itoa(cfg.Port))
 	id := make([]byte, 8)
 	_, _ = rand.Read(id)
 	msg, err := buildMsg(&smtpServer{cfg: cfg, domain: domain}, &Message{
@@ -165,7 +236,7 @@ func tlsStep(cfg ServerConfig, state *tls.ConnectionState) ProbeStep {
 	detail := fmt.Sprintf("%s, %s, %s", how, tls.VersionName(state.Version), tls.CipherSuiteName(state.CipherSuite))
 	if len(state.PeerCertificates) > 0 {
 		c := state.PeerCertificates[0]
-		detail += fmt.Sprintf(", certificate for %s issued by %q verified", cfg.Host, c.Issuer.CommonName)
+		detail += fmt.Sprintf(", certificate for %s issued by %q verified, valid until %s", cfg.Host, c.Issuer.CommonName, c.NotAfter.UTC().Format(time.DateOnly))
 	}
 	return ProbeStep{Name: "tls", OK: true, Detail: detail}
 }

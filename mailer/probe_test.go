@@ -139,3 +139,77 @@ func TestProbeRefusesAnInvalidConfigBeforeDialling(t *testing.T) {
 		t.Errorf("Probe error = %v, want the config error for tls", err)
 	}
 }
+
+// probeEnvelope runs ProbeEnvelope and returns the steps it reported.
+func probeEnvelope(t *testing.T, cfg ServerConfig, to string) ([]ProbeStep, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var steps []ProbeStep
+	err := ProbeEnvelope(ctx, cfg, to, func(s ProbeStep) { steps = append(steps, s) })
+	return steps, err
+}
+
+func TestProbeEnvelopeStopsBeforeDataSoNoMailArrives(t *testing.T) {
+	certs := mailpit.NewCertificates(t)
+	mp := mailpit.Start(t, append(certs.TLSArgs(), "--smtp-require-starttls")...)
+	cfg := plainServer(mp)
+	cfg.Name, cfg.Host, cfg.TLS, cfg.RootCAs = "relay", "localhost", TLSStartTLS, certs.Pool
+	cfg.Username, cfg.Password, cfg.Auth = "gateway", "s3cret", AuthLogin
+
+	steps, err := probeEnvelope(t, cfg, "Nina <nina@example.com>")
+	if err != nil {
+		t.Fatalf("ProbeEnvelope failed: %v (steps %+v)", err, steps)
+	}
+	if got := stepNames(steps); got != "connect,hello,tls,auth,mail,rcpt,rset,quit" {
+		t.Fatalf("steps %s, want connect,hello,tls,auth,mail,rcpt,rset,quit", got)
+	}
+	if d := steps[5].Detail; d != "RCPT TO:<nina@example.com> accepted" {
+		t.Errorf("the rcpt step says %q, want the bare recipient accepted", d)
+	}
+	if !strings.Contains(steps[6].Detail, "no mail sent") {
+		t.Errorf("the rset step %q does not say that no mail was sent", steps[6].Detail)
+	}
+	// Give a wrongly sent mail time to show up before saying none did.
+	time.Sleep(300 * time.Millisecond)
+	if n := len(mp.Messages(t)); n != 0 {
+		t.Errorf("%d messages arrived through an envelope probe, want 0", n)
+	}
+}
+
+func TestProbeEnvelopeReportsARefusedSenderOrRecipientWithTheReply(t *testing.T) {
+	mp := mailpit.Start(t)
+	cfg := plainServer(mp)
+	cfg.Name = "refusing"
+	for _, c := range []struct {
+		chaos mailpit.Chaos
+		want  string
+	}{
+		{mailpit.Chaos{Sender: mailpit.ChaosTrigger{ErrorCode: 451, Probability: 100}}, "connect,hello,tls,auth,mail!"},
+		{mailpit.Chaos{Recipient: mailpit.ChaosTrigger{ErrorCode: 550, Probability: 100}}, "connect,hello,tls,auth,mail,rcpt!"},
+	} {
+		mp.SetChaos(t, c.chaos)
+		steps, err := probeEnvelope(t, cfg, "pat@example.com")
+		if err == nil {
+			t.Errorf("ProbeEnvelope succeeded against %+v, want a failure", c.chaos)
+			continue
+		}
+		if got := stepNames(steps); got != c.want {
+			t.Errorf("steps %s, want %s (err %v)", got, c.want, err)
+			continue
+		}
+		code := c.chaos.Sender.ErrorCode + c.chaos.Recipient.ErrorCode
+		if last := steps[len(steps)-1]; last.Code != code || !strings.Contains(last.Detail, "refused") {
+			t.Errorf("the failed step %+v does not carry the server's %d refusal", last, code)
+		}
+	}
+}
+
+func TestProbeEnvelopeRefusesARecipientThatIsNotAnAddress(t *testing.T) {
+	err := ProbeEnvelope(context.Background(), ServerConfig{Name: "x", Host: "127.0.0.1", TLS: TLSNone, From: "a@example.com"}, "not an address", func(ProbeStep) {
+		t.Error("ProbeEnvelope reported a step for a recipient it should refuse")
+	})
+	if err == nil || !strings.Contains(err.Error(), "recipient") {
+		t.Errorf("ProbeEnvelope error = %v, want one about the recipient", err)
+	}
+}
