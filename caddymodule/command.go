@@ -21,17 +21,22 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "mailauth",
-		Usage: "explain --config <file> [--adapter <name>] [--site <host>] <user>",
+		Usage: "explain|check|send-test|preview --config <file> ...",
 		Short: "Tools for operating caddy-mailauth",
 		Long: `
-Tools for operating caddy-mailauth.
+Tools for operating caddy-mailauth. None of them opens the store, so they
+run beside a live Caddy.
 
-explain looks a user up the way a login on the site would: it prints which
-directory answered, the identity's email, manager email and attributes, each
-policy in order with whether it matched and why, and the profile chosen.
-Use it to check directory data before users hit a missing mail or manager
-attribute. It reads the config and the directories; it does not open the
-store, so it runs beside a live Caddy.`,
+explain looks a user up the way a login on the site would: the directory
+that answered, the identity's email, manager email and attributes, each
+policy with whether it matched and why, and the profile chosen.
+
+check is the pre-flight: it probes every mail server up to RCPT TO without
+sending, binds to every directory, and reports users who could not get a
+link. It exits non-zero on problems, for cron and CI.
+
+send-test sends one test mail through a named server and reports each step;
+preview writes a profile's rendered mail to files.`,
 		CobraFunc: func(cmd *cobra.Command) {
 			explain := &cobra.Command{
 				Use:   "explain --config <file> [--site <host>] <user>",

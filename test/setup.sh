@@ -17,7 +17,7 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 	echo "setup: installing ${need_apt[*]} from Debian"
 	if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
 	$SUDO apt-get update -qq
-	DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+	$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
 gobin="$(go env GOBIN)"
