@@ -10,28 +10,6 @@ import (
 	"time"
 )
 
-// limitClock is a clock for limiter tests that moves only when told to.
-type limitClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newLimitClock() *limitClock {
-	return &limitClock{now: time.Date(2025, 3, 4, 10, 0, 0, 0, time.UTC)}
-}
-
-func (c *limitClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *limitClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 // allowN calls Allow n times and returns how many were allowed.
 func allowN(l *Limiter, key string, n int) int {
 	ok := 0
@@ -44,7 +22,7 @@ func allowN(l *Limiter, key string, n int) int {
 }
 
 func TestLimiterAllowsBurstThenRefuses(t *testing.T) {
-	l := NewLimiter(Limit{Events: 5, Per: 15 * time.Minute}, newLimitClock().Now)
+	l := NewLimiter(Limit{Events: 5, Per: 15 * time.Minute}, newFakeClock().Now)
 	for i := range 5 {
 		if !l.Allow("alice") {
 			t.Fatalf("event %d of a burst of 5 was refused", i+1)
@@ -56,7 +34,7 @@ func TestLimiterAllowsBurstThenRefuses(t *testing.T) {
 }
 
 func TestLimiterRefillsOneEventPerInterval(t *testing.T) {
-	clk := newLimitClock()
+	clk := newFakeClock()
 	l := NewLimiter(Limit{Events: 5, Per: 15 * time.Minute}, clk.Now)
 	if got := allowN(l, "alice", 5); got != 5 {
 		t.Fatalf("allowed %d of the first 5 events, want 5", got)
@@ -79,7 +57,7 @@ func TestLimiterRefillsOneEventPerInterval(t *testing.T) {
 }
 
 func TestLimiterDoesNotCountRefusedEvents(t *testing.T) {
-	clk := newLimitClock()
+	clk := newFakeClock()
 	l := NewLimiter(Limit{Events: 5, Per: 15 * time.Minute}, clk.Now)
 	allowN(l, "ip", 5)
 	for i := range 179 {
@@ -97,7 +75,7 @@ func TestLimiterDoesNotCountRefusedEvents(t *testing.T) {
 }
 
 func TestLimiterKeysAreIndependent(t *testing.T) {
-	l := NewLimiter(Limit{Events: 3, Per: time.Hour}, newLimitClock().Now)
+	l := NewLimiter(Limit{Events: 3, Per: time.Hour}, newFakeClock().Now)
 	if got := allowN(l, "192.0.2.1", 10); got != 3 {
 		t.Fatalf("key 192.0.2.1 got %d of 10 events, want 3", got)
 	}
@@ -111,7 +89,7 @@ func TestLimiterOffNeverLimits(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ParseLimit(off): %v", err)
 	}
-	l := NewLimiter(off, newLimitClock().Now)
+	l := NewLimiter(off, newFakeClock().Now)
 	if got := allowN(l, "alice", 100_000); got != 100_000 {
 		t.Fatalf("an off limiter allowed %d of 100000 events, want all", got)
 	}
@@ -124,7 +102,7 @@ func TestLimiterOffNeverLimits(t *testing.T) {
 }
 
 func TestLimiterCountsExactlyUnderConcurrency(t *testing.T) {
-	l := NewLimiter(Limit{Events: 50, Per: time.Hour}, newLimitClock().Now)
+	l := NewLimiter(Limit{Events: 50, Per: time.Hour}, newFakeClock().Now)
 	var shared, own atomic.Int64
 	var wg sync.WaitGroup
 	for g := range 100 {
@@ -152,7 +130,7 @@ func TestLimiterMemoryStaysBounded(t *testing.T) {
 	if testing.Short() {
 		t.Skip("1M keys")
 	}
-	l := NewLimiter(Limit{Events: 5, Per: 15 * time.Minute}, newLimitClock().Now)
+	l := NewLimiter(Limit{Events: 5, Per: 15 * time.Minute}, newFakeClock().Now)
 	for i := range 1_000_000 {
 		if !l.Allow("k" + strconv.Itoa(i)) {
 			t.Fatalf("new key %d was refused; a new key must always get its first event", i)
@@ -164,7 +142,7 @@ func TestLimiterMemoryStaysBounded(t *testing.T) {
 }
 
 func TestLimiterFloodDoesNotEvictADrainedBucket(t *testing.T) {
-	l := NewLimiter(Limit{Events: 5, Per: 15 * time.Minute}, newLimitClock().Now)
+	l := NewLimiter(Limit{Events: 5, Per: 15 * time.Minute}, newFakeClock().Now)
 	l.maxKeys = 1000
 	allowN(l, "victim@example.com", 5)
 	for i := range 100_000 {
@@ -179,7 +157,7 @@ func TestLimiterFloodDoesNotEvictADrainedBucket(t *testing.T) {
 }
 
 func TestLimiterFullTableEvictsFullBucketsFirst(t *testing.T) {
-	clk := newLimitClock()
+	clk := newFakeClock()
 	l := NewLimiter(Limit{Events: 2, Per: time.Minute}, clk.Now)
 	l.maxKeys = 100
 	for i := range 100 {
@@ -193,7 +171,7 @@ func TestLimiterFullTableEvictsFullBucketsFirst(t *testing.T) {
 }
 
 func TestLimiterSweepsIdleKeys(t *testing.T) {
-	clk := newLimitClock()
+	clk := newFakeClock()
 	l := NewLimiter(Limit{Events: 5, Per: 15 * time.Minute}, clk.Now)
 	for i := range 1000 {
 		l.Allow("k" + strconv.Itoa(i))
@@ -281,7 +259,7 @@ func TestIPKeyGroupsIPv6By64(t *testing.T) {
 func TestNewRateLimitersAppliesEachLimit(t *testing.T) {
 	r := DefaultRateLimits()
 	r.MailsPerManager = Limit{}
-	ls := NewRateLimiters(r, newLimitClock().Now)
+	ls := NewRateLimiters(r, newFakeClock().Now)
 	for _, tc := range []struct {
 		name string
 		l    *Limiter

@@ -70,16 +70,7 @@ func TestCaddyfileMailServerErrorsNameServerFieldAndLine(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := adapt(t, globalBlock(mailServerOpts(tc.body)))
-			if err == nil {
-				t.Fatalf("config was accepted; want an error containing %q", tc.want)
-			}
-			want, line := tc.want, ""
-			if m := lineRE.FindStringSubmatch(tc.want); m != nil {
-				want, line = m[2], ", at Caddyfile:"+m[1]
-			}
-			if !strings.Contains(err.Error(), want) || !strings.HasSuffix(err.Error(), line) {
-				t.Fatalf("error %q\ndoes not contain %q and end in %q", err, want, line)
-			}
+			wantParseError(t, err, tc.want)
 		})
 	}
 }

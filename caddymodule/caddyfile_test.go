@@ -133,16 +133,7 @@ func TestCaddyfileErrorsNameFieldAndLine(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := adapt(t, globalBlock(tc.opts))
-			if err == nil {
-				t.Fatalf("config was accepted; want an error containing %q", tc.want)
-			}
-			want, line := tc.want, ""
-			if m := lineRE.FindStringSubmatch(tc.want); m != nil {
-				want, line = m[2], ", at Caddyfile:"+m[1]
-			}
-			if !strings.Contains(err.Error(), want) || !strings.HasSuffix(err.Error(), line) {
-				t.Fatalf("error %q\ndoes not contain %q and end in %q", err, want, line)
-			}
+			wantParseError(t, err, tc.want)
 		})
 	}
 }
@@ -194,6 +185,23 @@ func TestLoadErrorsNameTheField(t *testing.T) {
 				t.Fatalf("want an error containing %q, got %v", tc.want, err)
 			}
 		})
+	}
+}
+
+// wantParseError checks that err is the Caddyfile error the table row
+// describes: "Caddyfile:N - Error during parsing: message" means the message
+// and that it ends at line N; anything else must just be contained.
+func wantParseError(t *testing.T, err error, want string) {
+	t.Helper()
+	if err == nil {
+		t.Fatalf("config was accepted; want an error containing %q", want)
+	}
+	line := ""
+	if m := lineRE.FindStringSubmatch(want); m != nil {
+		want, line = m[2], ", at Caddyfile:"+m[1]
+	}
+	if !strings.Contains(err.Error(), want) || !strings.HasSuffix(err.Error(), line) {
+		t.Fatalf("error %q\ndoes not contain %q and end in %q", err, want, line)
 	}
 }
 
