@@ -83,18 +83,21 @@ type App struct {
 	// 20/h approval mails per manager.
 	RateLimit *RateLimitConfig `json:"rate_limit,omitempty"`
 
-	limits   approval.RateLimits
-	csrfKey  []byte
-	logger   *zap.Logger
-	profiles map[string]*approval.Profile
-	policies map[string]*approval.Policy
-	dirs     map[string]directory.Directory
-	storeID  string
-	store    store.Store
-	outbox   *mailer.Outbox
-	service  *approval.Service
-	stop     context.CancelFunc
-	stopped  chan struct{}
+	limits  approval.RateLimits
+	csrfKey []byte
+	// outboxKeys seal queued mail at rest: one per signing key, the
+	// current one first.
+	outboxKeys [][]byte
+	logger     *zap.Logger
+	profiles   map[string]*approval.Profile
+	policies   map[string]*approval.Policy
+	dirs       map[string]directory.Directory
+	storeID    string
+	store      store.Store
+	outbox     *mailer.Outbox
+	service    *approval.Service
+	stop       context.CancelFunc
+	stopped    chan struct{}
 }
 
 // CaddyModule returns the Caddy module information.
@@ -179,6 +182,9 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	a.outbox.BeforeSend(svc.BeforeSend)
+	if err := a.outbox.SealWith(a.outboxKeys...); err != nil {
+		return fmt.Errorf("mailauth: %w", err)
+	}
 	a.service = svc
 	return nil
 }
@@ -513,7 +519,7 @@ func (a *App) keys(ctx context.Context) (*approval.SessionCodec, []byte, error) 
 		if err != nil {
 			return nil, nil, fmt.Errorf("mailauth: session_keys: %w", err)
 		}
-		codeKey, err := a.deriveKeys(keys[0])
+		codeKey, err := a.deriveKeys(keys...)
 		return codec, codeKey, err
 	}
 	var key []byte
@@ -542,13 +548,25 @@ func (a *App) keys(ctx context.Context) (*approval.SessionCodec, []byte, error) 
 // deriveKeys makes the one-time-code key (returned) and the form-token key
 // from the signing key, each for its one purpose (HKDF), so the signing key
 // itself is only ever used to sign.
-func (a *App) deriveKeys(key []byte) ([]byte, error) {
-	codeKey, err := hkdf.Key(sha256.New, key, nil, "caddy-mailauth one-time codes", 32)
+func (a *App) deriveKeys(keys ...[]byte) ([]byte, error) {
+	codeKey, err := hkdf.Key(sha256.New, keys[0], nil, "caddy-mailauth one-time codes", 32)
 	if err != nil {
 		return nil, err
 	}
-	a.csrfKey, err = hkdf.Key(sha256.New, key, nil, "caddy-mailauth form tokens", 32)
-	return codeKey, err
+	if a.csrfKey, err = hkdf.Key(sha256.New, keys[0], nil, "caddy-mailauth form tokens", 32); err != nil {
+		return nil, err
+	}
+	// Queued mail is sealed under the current key and opened with any, so
+	// a rotation does not strand mail queued before it.
+	a.outboxKeys = a.outboxKeys[:0]
+	for _, k := range keys {
+		ok, err := hkdf.Key(sha256.New, k, nil, "caddy-mailauth outbox", mailer.SealKeySize)
+		if err != nil {
+			return nil, err
+		}
+		a.outboxKeys = append(a.outboxKeys, ok)
+	}
+	return codeKey, nil
 }
 
 // Start runs the outbox worker.

@@ -2,6 +2,7 @@ package mailer
 
 import (
 	"context"
+	"crypto/cipher"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -85,6 +86,8 @@ type Outbox struct {
 	logger *zap.Logger
 	events func(Event)
 	before BeforeSendFunc
+	// aeads, when set, seal payloads at rest (see SealWith).
+	aeads []cipher.AEAD
 	// wake is buffered (1) so that Enqueue never blocks and a burst of
 	// enqueues collapses into one extra round.
 	wake chan struct{}
@@ -178,6 +181,9 @@ func (o *Outbox) Enqueue(ctx context.Context, m *Message) error {
 	if err != nil {
 		return fmt.Errorf("mailer: outbox: encoding message %s: %w", m.ID, err)
 	}
+	if payload, err = o.seal(m.ID, payload); err != nil {
+		return fmt.Errorf("mailer: outbox: sealing message %s: %w", m.ID, err)
+	}
 	if err := o.q.Enqueue(ctx, m.ID, payload, m.NotBefore, ttl); err != nil {
 		return fmt.Errorf("mailer: outbox: queueing message %s: %w", m.ID, err)
 	}
@@ -236,7 +242,11 @@ func (o *Outbox) deliver(ctx context.Context, item store.OutboxItem) {
 	defer cancel()
 
 	var m Message
-	if err := json.Unmarshal(item.Payload, &m); err != nil {
+	payload, err := o.open(item.ID, item.Payload)
+	if err == nil {
+		err = json.Unmarshal(payload, &m)
+	}
+	if err != nil {
 		// It would fail the same way on every claim; keeping it would only
 		// repeat this error forever.
 		o.logger.Error("dropping undecodable outbox message", zap.String("id", item.ID), zap.Error(err))
