@@ -181,16 +181,13 @@ func (s *Service) RedeemCode(ctx context.Context, pending, code, clientIP string
 	return nil
 }
 
-// storeCode makes the login's one-time code and keeps its HMAC until the
-// link expires.
-func (s *Service) storeCode(ctx context.Context, l *Login, ttl time.Duration) (string, error) {
+// newCode makes the login's one-time code and the store entry that keeps
+// its HMAC until the link expires.
+func (s *Service) newCode(l *Login, ttl time.Duration) (string, store.Entry, error) {
 	code, err := newOneTimeCode(s.rand)
 	if err != nil {
-		return "", err
+		return "", store.Entry{}, err
 	}
 	rec, _ := json.Marshal(codeRecord{MAC: s.codeMAC(l.ID, code)})
-	if err := s.cfg.Store.Put(ctx, codePrefix+l.ID, rec, ttl); err != nil {
-		return "", err
-	}
-	return code, nil
+	return code, store.Entry{Key: codePrefix + l.ID, Value: rec, TTL: ttl}, nil
 }

@@ -305,23 +305,31 @@ func (s *Service) dispatch(l *Login, site *Site) {
 		cur.NumberMatching = p.numberMatching()
 		return nil
 	}
-	if err := s.updateLogin(ctx, l.ID, fill); err != nil {
+	// Nothing else writes the login before its first token exists (no
+	// link, no code, no decision can reach it), so the filled-in login is
+	// written blind, in the same transaction as the tokens: one sync
+	// instead of one per key.
+	_ = fill(l)
+	loginEntry, err := s.loginEntry(l, site)
+	if err != nil {
 		s.audit.Record(EventMailFailed, l, zap.String("reason", "store"), zap.Error(err))
 		return
 	}
-	_ = fill(l)
 	s.scheduleExpiryNotice(ctx, l)
 	if p.Type != TypeManager {
-		s.ask(ctx, l, p, id.Email, askOptions{})
+		s.ask(ctx, l, p, id.Email, askOptions{with: []store.Entry{loginEntry}})
 		return
 	}
 	if id.ManagerEmail == "" {
 		// The user waits on the same page as everyone else; only the audit
 		// log, under the login's reference, says why nothing comes.
+		if err := s.cfg.Store.PutMany(ctx, []store.Entry{loginEntry}); err != nil {
+			s.audit.Record(EventMailFailed, l, zap.String("reason", "store"), zap.Error(err))
+		}
 		s.audit.Record(EventDirectoryError, l, zap.String("directory", id.Directory), zap.String("reason", "the user has no manager email (LDAP manager attribute, or sponsor for local users)"))
 		return
 	}
-	s.ask(ctx, l, p, id.ManagerEmail, askOptions{})
+	s.ask(ctx, l, p, id.ManagerEmail, askOptions{with: []store.Entry{loginEntry}})
 	if p.EscalateAfter > 0 {
 		for _, to := range s.escalationTargets(ctx, site, p, id.ManagerEmail) {
 			s.ask(ctx, l, p, to, askOptions{notBefore: l.CreatedAt.Add(p.EscalateAfter), escalatedFrom: id.ManagerEmail})
@@ -334,6 +342,23 @@ func (s *Service) dispatch(l *Login, site *Site) {
 type askOptions struct {
 	notBefore     time.Time
 	escalatedFrom string
+	// with are further keys to write in the same transaction as the
+	// tokens (the filled-in login).
+	with []store.Entry
+}
+
+// loginEntry is the store entry of l, kept as long as any profile of the
+// site could need it.
+func (s *Service) loginEntry(l *Login, site *Site) (store.Entry, error) {
+	raw, err := json.Marshal(l)
+	if err != nil {
+		return store.Entry{}, err
+	}
+	ttl := l.CreatedAt.Add(site.longestLink + loginGrace).Sub(s.now())
+	if ttl <= 0 {
+		ttl = time.Second
+	}
+	return store.Entry{Key: loginPrefix + l.ID, Value: raw, TTL: ttl}, nil
 }
 
 // ask sends recipient the mail that decides the login: a sign-in link for
@@ -344,13 +369,18 @@ func (s *Service) ask(ctx context.Context, l *Login, p *Profile, recipient strin
 	if p.Type == TypeManager {
 		actions = append(actions, actionDeny)
 		if !s.limits.Manager.Allow(strings.ToLower(recipient)) {
+			if len(opt.with) > 0 {
+				if err := s.cfg.Store.PutMany(ctx, opt.with); err != nil {
+					s.audit.Record(EventMailFailed, l, zap.String("reason", "store"), zap.Error(err))
+				}
+			}
 			s.audit.Record(EventRateLimited, l, zap.String("limit", "mails_per_manager"), zap.String("to", recipient))
 			return
 		}
 	}
 	ttl := l.ExpiresAt.Sub(s.now())
+	entries := append([]store.Entry(nil), opt.with...)
 	tokens := make(map[string]string, len(actions))
-	var err error
 	for _, a := range actions {
 		token, err := newSecret(s.rand, tokenBytes)
 		if err != nil {
@@ -358,18 +388,22 @@ func (s *Service) ask(ctx context.Context, l *Login, p *Profile, recipient strin
 			return
 		}
 		rec, _ := json.Marshal(linkRecord{LoginID: l.ID, Action: a, Recipient: recipient})
-		if err := s.cfg.Store.Put(ctx, tokenPrefix+hashSecret(token), rec, ttl); err != nil {
-			s.audit.Record(EventMailFailed, l, zap.String("reason", "store"), zap.Error(err))
-			return
-		}
+		entries = append(entries, store.Entry{Key: tokenPrefix + hashSecret(token), Value: rec, TTL: ttl})
 		tokens[a] = token
 	}
 	code := ""
 	if p.Type != TypeManager {
-		if code, err = s.storeCode(ctx, l, ttl); err != nil {
-			s.audit.Record(EventMailFailed, l, zap.String("reason", "store"), zap.Error(err))
+		var entry store.Entry
+		var err error
+		if code, entry, err = s.newCode(l, ttl); err != nil {
+			s.cfg.Logger.Error("dispatching login", zap.String("reference", l.Reference), zap.Error(err))
 			return
 		}
+		entries = append(entries, entry)
+	}
+	if err := s.cfg.Store.PutMany(ctx, entries); err != nil {
+		s.audit.Record(EventMailFailed, l, zap.String("reason", "store"), zap.Error(err))
+		return
 	}
 	msg, err := s.renderApprovalMail(l, p, recipient, tokens, opt.escalatedFrom, code)
 	if err != nil {

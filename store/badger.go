@@ -135,6 +135,31 @@ func (b *Badger) Close() error {
 }
 
 // Put implements Store.
+// PutMany implements Store: one transaction, so one sync for all keys.
+func (b *Badger) PutMany(ctx context.Context, entries []Entry) error {
+	if len(entries) == 0 {
+		return ctx.Err()
+	}
+	now := time.Now()
+	batch := make([]*badger.Entry, len(entries))
+	for i, en := range entries {
+		if err := checkTTL(ctx, en.TTL); err != nil {
+			return err
+		}
+		e := badger.NewEntry(dataKey(en.Key), append([]byte(nil), en.Value...))
+		e.ExpiresAt = expiresAt(now, en.TTL)
+		batch[i] = e
+	}
+	return wrap("put many", b.db.Update(func(txn *badger.Txn) error {
+		for _, e := range batch {
+			if err := txn.SetEntry(e); err != nil {
+				return err
+			}
+		}
+		return nil
+	}))
+}
+
 func (b *Badger) Put(ctx context.Context, key string, value []byte, ttl time.Duration) error {
 	if err := checkTTL(ctx, ttl); err != nil {
 		return err

@@ -40,6 +40,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"GetMissingKeyIsNotFound", getMissingKeyIsNotFound},
 		{"KeysSharingAPrefixAreDistinct", keysSharingAPrefixAreDistinct},
 		{"BinaryKeysAndValuesRoundTrip", binaryKeysAndValuesRoundTrip},
+		{"PutManyWritesEveryKey", putManyWritesEveryKey},
 		{"DeleteRemovesKey", deleteRemovesKey},
 		{"DeleteMissingKeyIsNotAnError", deleteMissingKeyIsNotAnError},
 		{"TakeReturnsValueAndRemovesKey", takeReturnsValueAndRemovesKey},
@@ -421,6 +422,23 @@ func concurrentClaimersNeverShareAMessage(t *testing.T, s store.Store) {
 		if n > 1 {
 			t.Errorf("message %s was claimed %d times within one lease", id, n)
 		}
+	}
+}
+
+func putManyWritesEveryKey(t *testing.T, s store.Store) {
+	v := []byte("one")
+	if err := s.PutMany(t.Context(), []store.Entry{{Key: "many/1", Value: v}, {Key: "many/2", Value: []byte("two"), TTL: time.Hour}}); err != nil {
+		t.Fatalf("PutMany: %v", err)
+	}
+	v[0] = 'X'
+	for key, want := range map[string]string{"many/1": "one", "many/2": "two"} {
+		got, err := s.Get(t.Context(), key)
+		if err != nil || string(got) != want {
+			t.Fatalf("after PutMany, Get(%q) = %q, %v; want %q (values are copied in)", key, got, err, want)
+		}
+	}
+	if err := s.PutMany(t.Context(), nil); err != nil {
+		t.Fatalf("PutMany of nothing: %v", err)
 	}
 }
 
