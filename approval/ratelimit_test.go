@@ -127,9 +127,6 @@ func TestLimiterCountsExactlyUnderConcurrency(t *testing.T) {
 }
 
 func TestLimiterMemoryStaysBounded(t *testing.T) {
-	if testing.Short() {
-		t.Skip("1M keys")
-	}
 	l := NewLimiter(Limit{Events: 5, Per: 15 * time.Minute}, newFakeClock().Now)
 	for i := range 1_000_000 {
 		if !l.Allow("k" + strconv.Itoa(i)) {
