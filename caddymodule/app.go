@@ -13,11 +13,12 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"maps"
 	"net/mail"
 	"net/url"
 	"os"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strings"
 	"time"
 
@@ -606,22 +607,10 @@ func (a *App) Cleanup() error {
 }
 
 func names[T any](m map[string]T) string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
-	if len(out) == 0 {
+	if len(m) == 0 {
 		return "none"
 	}
-	s := ""
-	for i, n := range out {
-		if i > 0 {
-			s += ", "
-		}
-		s += n
-	}
-	return s
+	return strings.Join(slices.Sorted(maps.Keys(m)), ", ")
 }
 
 // validAddress reports whether s parses as a mail address.
