@@ -48,6 +48,8 @@ type Badger struct {
 	wg        sync.WaitGroup
 	closeOnce sync.Once
 	closeErr  error
+	hub       Hub
+	appendMu  sync.Mutex
 }
 
 // OpenBadger opens or creates the database described by opts. Every write

@@ -51,7 +51,15 @@ type Store interface {
 	// ErrConflict.
 	Update(ctx context.Context, key string, ttl time.Duration, fn func(current []byte, found bool) ([]byte, error)) error
 
+	// Scan calls fn with every live key that starts with prefix and its
+	// value, until fn returns false. Keys come in no particular order and
+	// keys written during the scan may or may not be seen. It is meant for
+	// operator listings, never for the request path.
+	Scan(ctx context.Context, prefix string, fn func(key string, value []byte) bool) error
+
 	Outbox
+	Log
+	Notifier
 
 	// Close releases the backend. No method may be called afterwards.
 	Close() error
@@ -103,4 +111,49 @@ type OutboxItem struct {
 	Attempts int
 	// EnqueuedAt is when the message was first queued.
 	EnqueuedAt time.Time
+}
+
+// Log is an append-only sequence of records under a name, numbered from 1
+// with no gaps, which is what the audit trail's hash chain needs: each
+// appender sees the record before its own, even when several processes
+// append at once.
+type Log interface {
+	// Append adds records to the log named log in one atomic, durable
+	// step. build is given the current last record (nil for an empty log)
+	// and returns the values to append, which get the sequence numbers
+	// that follow it. If another appender wins a race, build runs again
+	// on the new last record. Records expire ttl after they are appended
+	// (zero: never); the last record stays readable through LastRecord
+	// even after it expires, so the chain can continue.
+	Append(ctx context.Context, log string, ttl time.Duration, build func(last *LogRecord) ([][]byte, error)) error
+
+	// ReadLog returns up to max live records of log whose sequence number
+	// is at least from, in ascending order.
+	ReadLog(ctx context.Context, log string, from uint64, max int) ([]LogRecord, error)
+
+	// LastRecord returns the most recently appended record of log, or
+	// ErrNotFound for a log never appended to.
+	LastRecord(ctx context.Context, log string) (LogRecord, error)
+}
+
+// LogRecord is one record of a Log.
+type LogRecord struct {
+	Seq   uint64
+	Value []byte
+}
+
+// Notifier passes short messages between everything sharing the store,
+// other processes included, so that a waiting page or a revocation can
+// react at once rather than on its next poll. Delivery is best effort: a
+// message published while a subscriber is disconnected is lost, so every
+// subscriber also has a slower way to catch up (a poll, a refresh).
+type Notifier interface {
+	// Publish sends payload to the current subscribers of topic.
+	Publish(ctx context.Context, topic string, payload []byte) error
+
+	// Subscribe calls fn with the payload of every message published to
+	// topic from now until cancel is called. fn runs on a goroutine of
+	// the backend's and must not block. Subscribing must be cheap enough
+	// for one per waiting browser.
+	Subscribe(topic string, fn func(payload []byte)) (cancel func())
 }

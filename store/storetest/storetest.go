@@ -63,6 +63,13 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"OutboxLenCountsQueuedAndClaimed", outboxLenCountsQueuedAndClaimed},
 		{"OutboxAndKeysDoNotCollide", outboxAndKeysDoNotCollide},
 		{"Expiry", expiry},
+		{"ScanFindsLiveKeysUnderPrefix", scanFindsLiveKeysUnderPrefix},
+		{"ScanStopsWhenFnSaysSo", scanStopsWhenFnSaysSo},
+		{"AppendNumbersRecordsFromOne", appendNumbersRecordsFromOne},
+		{"AppendWritesNothingWhenBuildFails", appendWritesNothingWhenBuildFails},
+		{"ConcurrentAppendsFormOneChain", concurrentAppendsFormOneChain},
+		{"ExpiredRecordsLeaveLogButChainGoesOn", expiredRecordsLeaveLogButChainGoesOn},
+		{"PublishReachesSubscribersOfTheTopic", publishReachesSubscribersOfTheTopic},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
