@@ -44,6 +44,8 @@ const (
 type Auditor struct {
 	log     *zap.Logger
 	observe func(Observation)
+	trail   *AuditTrail
+	now     func() time.Time
 }
 
 // Observation is what an observer of the Auditor learns of one event: the
@@ -81,12 +83,25 @@ func (a *Auditor) Observe(f func(Observation)) {
 	a.observe = f
 }
 
+// Persist makes Record keep every event in trail as well, stamped with
+// now (nil: the real clock). Like Observe, call it before the Auditor is
+// used.
+func (a *Auditor) Persist(trail *AuditTrail, now func() time.Time) {
+	if now == nil {
+		now = time.Now
+	}
+	a.trail, a.now = trail, now
+}
+
 // Record writes ev for login l (which may be nil) with extra fields.
 func (a *Auditor) Record(ev Event, l *Login, extra ...zap.Field) {
 	// The observer runs before the level check so that metrics still count
 	// when an operator turns the audit logger off.
 	if a.observe != nil {
 		a.observe(observation(ev, l, extra))
+	}
+	if a.trail != nil {
+		a.trail.add(auditRecord(a.now(), ev, l, extra))
 	}
 	ce := a.log.Check(zap.InfoLevel, string(ev))
 	if ce == nil {

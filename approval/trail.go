@@ -1,0 +1,376 @@
+package approval
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/mailauth/caddy-mailauth/store"
+)
+
+// AuditLog is the name of the store log that holds the audit trail.
+const AuditLog = "audit"
+
+// DefaultAuditRetention is how long stored audit records are kept unless
+// configured otherwise.
+const DefaultAuditRetention = 90 * 24 * time.Hour
+
+// AuditRecord is one stored audit event. Each record names the hash of the
+// one before it, so a record that is edited, removed or inserted breaks
+// the chain where it happened (see VerifyAuditChain).
+type AuditRecord struct {
+	// Seq numbers records from 1 without gaps.
+	Seq  uint64    `json:"seq"`
+	Time time.Time `json:"time"`
+	// Event and the fields after it are what the audit log line says.
+	Event     Event  `json:"event"`
+	Reference string `json:"reference,omitempty"`
+	User      string `json:"user,omitempty"`
+	Profile   string `json:"profile,omitempty"`
+	Site      string `json:"site,omitempty"`
+	ClientIP  string `json:"client_ip,omitempty"`
+	UserAgent string `json:"user_agent,omitempty"`
+	// Fields are the event's other fields, such as decider or server.
+	Fields map[string]any `json:"fields,omitempty"`
+	// Prev is the hash of the previous record, empty for the first.
+	Prev string `json:"prev"`
+	// Hash is the SHA-256 of the record as stored, without this field.
+	Hash string `json:"-"`
+}
+
+// A stored record is its hash in hex, a newline and the JSON body that the
+// hash covers. Hashing the stored bytes rather than a re-encoding means
+// verification never depends on how JSON happens to be re-marshalled.
+func encodeAuditRecord(r *AuditRecord) ([]byte, error) {
+	body, err := json.Marshal(r)
+	if err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256(body)
+	r.Hash = hex.EncodeToString(sum[:])
+	out := make([]byte, 0, len(r.Hash)+1+len(body))
+	out = append(out, r.Hash...)
+	out = append(out, '\n')
+	return append(out, body...), nil
+}
+
+// decodeAuditRecord parses a stored record. intact reports whether its
+// hash matches its body.
+func decodeAuditRecord(raw []byte) (r AuditRecord, intact bool, err error) {
+	const hexLen = 2 * sha256.Size
+	if len(raw) < hexLen+1 || raw[hexLen] != '\n' {
+		return r, false, errors.New("not an audit record")
+	}
+	body := raw[hexLen+1:]
+	if err := json.Unmarshal(body, &r); err != nil {
+		return r, false, fmt.Errorf("unreadable audit record: %w", err)
+	}
+	r.Hash = string(raw[:hexLen])
+	sum := sha256.Sum256(body)
+	return r, hex.EncodeToString(sum[:]) == r.Hash, nil
+}
+
+// AuditTrail keeps audit records in the store. Record hands records over
+// without waiting; one goroutine appends whatever has queued up in a
+// single durable write, so a burst of events costs one sync, not one
+// each, and the login path never waits on the disk for its audit.
+type AuditTrail struct {
+	log       store.Log
+	retention time.Duration
+	logger    *zap.Logger
+	in        chan AuditRecord
+	syncs     chan chan struct{}
+	closing   chan struct{}
+	done      chan struct{}
+	closeOnce sync.Once
+}
+
+// auditQueue bounds the records waiting to be stored. When the store is
+// slower than events arrive, Record waits rather than drop a record.
+const auditQueue = 4096
+
+// NewAuditTrail starts storing records in log, each kept for retention
+// (zero: DefaultAuditRetention). Close it to store what is queued.
+func NewAuditTrail(log store.Log, retention time.Duration, logger *zap.Logger) *AuditTrail {
+	if retention <= 0 {
+		retention = DefaultAuditRetention
+	}
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	t := &AuditTrail{
+		log: log, retention: retention, logger: logger,
+		in:      make(chan AuditRecord, auditQueue),
+		syncs:   make(chan chan struct{}),
+		closing: make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	go t.run()
+	return t
+}
+
+// add queues r. After Close, the record is logged as lost instead: the
+// zap line has been written already, so the event is not gone.
+func (t *AuditTrail) add(r AuditRecord) {
+	select {
+	case t.in <- r:
+	case <-t.closing:
+		t.logger.Error("audit record not stored: the trail is closed", zap.String("event", string(r.Event)))
+	}
+}
+
+// Sync waits until every record queued before it is stored, or ctx ends.
+// Queries call it so that they see the events that led up to them.
+func (t *AuditTrail) Sync(ctx context.Context) error {
+	ack := make(chan struct{})
+	select {
+	case t.syncs <- ack:
+	case <-t.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-ack:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close stores what is queued, trying for up to 10 seconds if the store
+// fails, and stops.
+func (t *AuditTrail) Close() {
+	t.closeOnce.Do(func() { close(t.closing) })
+	<-t.done
+}
+
+func (t *AuditTrail) run() {
+	defer close(t.done)
+	// ctx ends when Close is called, which interrupts the retries of a
+	// failing store so that the final flush gets its own bounded try.
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-t.closing; cancel() }()
+	batch := make([]AuditRecord, 0, 256)
+	var waiting []chan struct{}
+	for {
+		select {
+		case r := <-t.in:
+			batch = append(batch, r)
+		case ack := <-t.syncs:
+			waiting = append(waiting, ack)
+		case <-t.closing:
+			final, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			for {
+				t.drain(&batch)
+				if len(batch) == 0 || !t.store(final, batch) {
+					return
+				}
+				batch = batch[:0]
+			}
+		}
+		t.drain(&batch)
+		if !t.store(ctx, batch) {
+			continue
+		}
+		batch = batch[:0]
+		for _, ack := range waiting {
+			close(ack)
+		}
+		waiting = waiting[:0]
+	}
+}
+
+// drain adds to batch whatever else is queued, up to its capacity.
+func (t *AuditTrail) drain(batch *[]AuditRecord) {
+	for len(*batch) < cap(*batch) {
+		select {
+		case r := <-t.in:
+			*batch = append(*batch, r)
+		default:
+			return
+		}
+	}
+}
+
+// store appends batch, retrying with backoff while the store fails, and
+// reports whether it did. The records stay in memory meanwhile, and Record
+// callers wait once the queue fills up, rather than records being dropped.
+func (t *AuditTrail) store(ctx context.Context, batch []AuditRecord) bool {
+	if len(batch) == 0 {
+		return true
+	}
+	backoff := 50 * time.Millisecond
+	for {
+		err := t.log.Append(ctx, AuditLog, t.retention, func(last *store.LogRecord) ([][]byte, error) {
+			return chainRecords(last, batch)
+		})
+		if err == nil {
+			return true
+		}
+		t.logger.Warn("storing audit records; will retry", zap.Int("records", len(batch)), zap.Error(err))
+		select {
+		case <-time.After(backoff):
+		case <-ctx.Done():
+			t.logger.Error("audit records not stored", zap.Int("records", len(batch)), zap.Error(err))
+			return false
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
+}
+
+// chainRecords numbers batch after last and links each record to the one
+// before it.
+func chainRecords(last *store.LogRecord, batch []AuditRecord) ([][]byte, error) {
+	var seq uint64
+	var prev string
+	if last != nil {
+		r, _, err := decodeAuditRecord(last.Value)
+		if err != nil {
+			return nil, fmt.Errorf("approval: the last audit record (%d) is unreadable: %w", last.Seq, err)
+		}
+		seq, prev = last.Seq, r.Hash
+	}
+	out := make([][]byte, len(batch))
+	for i := range batch {
+		r := batch[i]
+		seq++
+		r.Seq, r.Prev = seq, prev
+		raw, err := encodeAuditRecord(&r)
+		if err != nil {
+			return nil, err
+		}
+		out[i], prev = raw, r.Hash
+	}
+	return out, nil
+}
+
+// auditRecord builds the stored form of an event.
+func auditRecord(now time.Time, ev Event, l *Login, extra []zap.Field) AuditRecord {
+	r := AuditRecord{Time: now.UTC(), Event: ev}
+	if l != nil {
+		r.Reference, r.User, r.Profile, r.Site, r.ClientIP, r.UserAgent = l.Reference, l.Username, l.Profile, l.App, l.ClientIP, l.UserAgent
+		if r.User == "" {
+			r.User = l.Input
+		}
+	}
+	if len(extra) > 0 {
+		enc := zapcore.NewMapObjectEncoder()
+		for _, f := range extra {
+			f.AddTo(enc)
+		}
+		// Events with no Login carry the client address as a field;
+		// lifting it lets queries treat every record alike.
+		if ip, ok := enc.Fields["client_ip"].(string); ok && r.ClientIP == "" {
+			r.ClientIP = ip
+			delete(enc.Fields, "client_ip")
+		}
+		if len(enc.Fields) > 0 {
+			r.Fields = enc.Fields
+		}
+	}
+	return r
+}
+
+// ChainReport is what VerifyAuditChain found.
+type ChainReport struct {
+	// Records is how many stored records were checked; First and Last
+	// are the sequence numbers of the oldest and newest.
+	Records     int
+	First, Last uint64
+	// FirstTime and LastTime are their times.
+	FirstTime, LastTime time.Time
+	// Problems lists every break in the chain; none means it is intact.
+	Problems []ChainProblem
+}
+
+// ChainProblem is one break in the audit chain.
+type ChainProblem struct {
+	Seq     uint64
+	Problem string
+}
+
+func (p ChainProblem) String() string { return fmt.Sprintf("record %d: %s", p.Seq, p.Problem) }
+
+// VerifyAuditChain walks the stored audit trail from its oldest record and
+// reports every place where the chain breaks: a record whose content no
+// longer matches its hash (edited), one that does not name its
+// predecessor's hash (replaced or inserted), missing numbers (deleted),
+// and newest records missing against the log's head. Records older than
+// the retention expire from the start of the chain; that is not a break.
+func VerifyAuditChain(ctx context.Context, log store.Log, retention time.Duration, now time.Time) (*ChainReport, error) {
+	if retention <= 0 {
+		retention = DefaultAuditRetention
+	}
+	rep := &ChainReport{}
+	var prevSeq uint64
+	var prevHash string
+	for from := uint64(0); ; {
+		page, err := log.ReadLog(ctx, AuditLog, from, 1000)
+		if err != nil {
+			return nil, err
+		}
+		for _, rec := range page {
+			r, intact, err := decodeAuditRecord(rec.Value)
+			switch {
+			case err != nil:
+				rep.problem(rec.Seq, err.Error())
+			case !intact:
+				rep.problem(rec.Seq, "edited: its content does not match its hash")
+			case r.Seq != rec.Seq:
+				rep.problem(rec.Seq, fmt.Sprintf("moved: it says it is record %d", r.Seq))
+			}
+			if rep.Records == 0 {
+				rep.First, rep.FirstTime = rec.Seq, r.Time
+			} else if rec.Seq != prevSeq+1 {
+				rep.problem(prevSeq+1, fmt.Sprintf("deleted: records %d to %d are missing", prevSeq+1, rec.Seq-1))
+			} else if err == nil && r.Prev != prevHash {
+				rep.problem(rec.Seq, fmt.Sprintf("does not follow record %d: one of them was replaced", prevSeq))
+			}
+			rep.Records++
+			rep.Last, rep.LastTime = rec.Seq, r.Time
+			prevSeq, prevHash = rec.Seq, r.Hash
+		}
+		if len(page) < 1000 {
+			break
+		}
+		from = page[len(page)-1].Seq + 1
+	}
+	head, err := log.LastRecord(ctx, AuditLog)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		if rep.Records > 0 {
+			rep.problem(rep.Last, "the log's head is missing")
+		}
+	case err != nil:
+		return nil, err
+	case rep.Records == 0:
+		// Every record has expired, or every record was deleted: the
+		// head's copy of the newest tells which.
+		if r, _, err := decodeAuditRecord(head.Value); err != nil || now.Sub(r.Time) < retention {
+			rep.problem(head.Seq, fmt.Sprintf("deleted: records up to %d are missing though they have not expired", head.Seq))
+		}
+	case head.Seq > prevSeq:
+		rep.problem(prevSeq+1, fmt.Sprintf("deleted: the newest records, %d to %d, are missing", prevSeq+1, head.Seq))
+	case head.Seq < prevSeq:
+		rep.problem(head.Seq, fmt.Sprintf("the log's head names record %d, but records go on to %d", head.Seq, prevSeq))
+	default:
+		if r, _, err := decodeAuditRecord(head.Value); err != nil || r.Hash != prevHash {
+			rep.problem(head.Seq, "differs from the copy the log's head keeps: it was replaced")
+		}
+	}
+	return rep, nil
+}
+
+func (rep *ChainReport) problem(seq uint64, p string) {
+	rep.Problems = append(rep.Problems, ChainProblem{Seq: seq, Problem: p})
+}
