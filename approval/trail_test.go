@@ -132,7 +132,9 @@ func TestAuditChainDetectsTampering(t *testing.T) {
 		want   string
 	}{
 		{"edited record", func(m *memLog) {
-			m.edit(5, func(v []byte) []byte { return bytes.Replace(v, []byte(`"user":"alice"`), []byte(`"user":"mallory"`), 1) })
+			m.edit(5, func(v []byte) []byte {
+				return bytes.Replace(v, []byte(`"user":"alice"`), []byte(`"user":"mallory"`), 1)
+			})
 		}, 5, "edited"},
 		{"edited record with its hash recomputed", func(m *memLog) {
 			m.edit(5, func(v []byte) []byte {
