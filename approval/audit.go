@@ -38,6 +38,33 @@ const (
 	EventLogout          Event = "logout"
 )
 
+// allEvents are the events the Auditor writes.
+var allEvents = []Event{
+	EventLoginStarted,
+	EventUserUnknown,
+	EventDirectoryError,
+	EventPolicyMatched,
+	EventMailQueued,
+	EventMailSent,
+	EventMailRetry,
+	EventMailFailed,
+	EventMailAbandoned,
+	EventLinkOpened,
+	EventLinkRejected,
+	EventApproved,
+	EventDenied,
+	EventDecisionRefused,
+	EventNoticeQueued,
+	EventEscalated,
+	EventMatchFailed,
+	EventCodeTried,
+	EventRateLimited,
+	EventRevoked,
+	EventRefreshed,
+	EventSessionIssued,
+	EventLogout,
+}
+
 // Auditor writes one structured line per event. It never takes a token,
 // code or password: nothing it is given can carry one, since it reads only
 // the named fields of a Login.

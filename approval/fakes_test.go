@@ -160,6 +160,10 @@ func newHarnessWith(t *testing.T, dirs []directory.Directory) *harness {
 		NoNumberMatching: true,
 	}
 	h.site = NewSite(profile, nil)
+	audit := NewAuditor(zap.New(core).Named("mailauth.audit"))
+	trail := NewAuditTrail(st, 0, zap.New(core))
+	t.Cleanup(trail.Close)
+	audit.Persist(trail, h.clock.Now)
 	h.svc, err = NewService(Config{
 		Store:           st,
 		Mail:            h.mail,
@@ -167,7 +171,7 @@ func newHarnessWith(t *testing.T, dirs []directory.Directory) *harness {
 		Codec:           codec,
 		CodeKey:         codeKey,
 		SessionLifetime: testLifetime,
-		Audit:           NewAuditor(zap.New(core).Named("mailauth.audit")),
+		Audit:           audit,
 		Logger:          zap.New(core),
 		Now:             h.clock.Now,
 	})

@@ -759,6 +759,7 @@ func (s *Service) Complete(ctx context.Context, pending, clientIP string) (*Comp
 	if err != nil {
 		return nil, err
 	}
+	s.recordSession(ctx, l, &c.Session, clientIP)
 	s.audit.Record(EventSessionIssued, l, zap.String("session", fmt.Sprintf("%x", c.Session.ID[:8])), zap.Time("session_expires", time.Unix(c.Session.ExpiresAt, 0)), zap.String("collector_ip", clientIP))
 	return c, nil
 }
@@ -905,6 +906,13 @@ func (s *Service) updateLogin(ctx context.Context, id string, fn func(*Login) er
 		}
 		return json.Marshal(&l)
 	})
+	if err == nil {
+		// Waiting pages of this login, on any instance, look again now
+		// rather than at their next poll.
+		if perr := s.cfg.Store.Publish(ctx, loginPrefix+id, nil); perr != nil {
+			s.cfg.Logger.Debug("publishing a login change", zap.Error(perr))
+		}
+	}
 	return err
 }
 
