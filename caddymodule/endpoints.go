@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -97,10 +98,23 @@ func (h *Handler) wait(w http.ResponseWriter, r *http.Request) error {
 	return h.render(w, http.StatusOK, "wait.html", d)
 }
 
-// status answers the waiting page's polls.
+// longPoll bounds how long a status request with wait= is held. Well
+// under the idle timeouts of common proxies and load balancers (60 s).
+const longPoll = 25 * time.Second
+
+// status answers the waiting page's polls. With wait=<state> it is a long
+// poll: the answer waits until the login is no longer in that state, or
+// longPoll has passed, so a waiting browser costs a request per change
+// rather than one a second.
 func (h *Handler) status(w http.ResponseWriter, r *http.Request) error {
 	w.Header().Set("Content-Type", "application/json")
-	v, err := h.watch(r)
+	var v *approval.LoginView
+	var err error
+	if known := approval.State(r.URL.Query().Get("wait")); known != "" {
+		v, err = h.watchChange(r, known)
+	} else {
+		v, err = h.watch(r)
+	}
 	if err != nil {
 		w.WriteHeader(http.StatusNotFound)
 		return json.NewEncoder(w).Encode(map[string]string{"state": "unknown"})
@@ -113,6 +127,18 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request) error {
 		State     approval.State `json:"state"`
 		ExpiresIn int            `json:"expires_in"`
 	}{v.State, left})
+}
+
+func (h *Handler) watchChange(r *http.Request, known approval.State) (*approval.LoginView, error) {
+	p, ok := cookieValue(r.Header, pendingCookie)
+	if !ok {
+		return nil, approval.ErrLoginNotFound
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), longPoll)
+	defer cancel()
+	stop := context.AfterFunc(h.stopping, cancel)
+	defer stop()
+	return h.app.service.WatchChange(ctx, p, known)
 }
 
 func (h *Handler) watch(r *http.Request) (*approval.LoginView, error) {

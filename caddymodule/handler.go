@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -76,6 +77,11 @@ type Handler struct {
 	users, managers, matching bool
 	csrf                      *http.CrossOriginProtection
 	logger                    *zap.Logger
+	// stopping closes when the HTTP server that serves this handler
+	// begins to shut down, which ends long polls at once: a graceful
+	// shutdown (a reload, too) waits for every request in flight.
+	stopping context.Context
+	stop     context.CancelFunc
 }
 
 // CaddyModule returns the Caddy module information.
@@ -89,6 +95,10 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // Provision finds the mailauth app and checks the site's profile.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	h.stopping, h.stop = context.WithCancel(context.Background())
+	if srv, ok := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok {
+		srv.RegisterOnShutdown(h.stop)
+	}
 	if h.DefaultProfile == "" {
 		return errors.New("mailauth: default_profile is required")
 	}
@@ -264,8 +274,18 @@ func cookieValue(h http.Header, name string) (string, bool) {
 	return "", false
 }
 
+// Cleanup ends the long polls of an unloaded config, in case its server
+// did not shut down (its listener lives on in the next config).
+func (h *Handler) Cleanup() error {
+	if h.stop != nil {
+		h.stop()
+	}
+	return nil
+}
+
 // Interface guards
 var (
 	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
 	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
 )

@@ -1,6 +1,9 @@
-// Polls the login's state and moves on by itself once it is approved. The
-// page also works without JavaScript: a meta refresh reloads it and the
-// Continue button submits the same form.
+// Waits for the login's state to change and moves on by itself once it is
+// approved. Each status request is a long poll: the server holds it until
+// the state changes (or about 25 seconds pass), so a waiting tab makes one
+// request per change instead of one a second. The page also works without
+// JavaScript: a meta refresh reloads it and the Continue button submits the
+// same form.
 (function () {
   "use strict";
   var root = document.getElementById("waiting");
@@ -26,12 +29,15 @@
 
   function poll() {
     if (done) { return; }
-    fetch("/.mailauth/status", { credentials: "same-origin", cache: "no-store" })
+    var started = Date.now();
+    fetch("/.mailauth/status?wait=pending", { credentials: "same-origin", cache: "no-store" })
       .then(function (r) { return r.json(); })
       .then(function (s) {
         if (s.state === "approved") { finish(); return; }
         if (s.state !== "pending") { done = true; window.location.reload(); return; }
-        setTimeout(poll, 1000);
+        // A server that answers at once (a buffering proxy, an instance
+        // shutting down) must not turn this into a busy loop.
+        setTimeout(poll, Date.now() - started < 1000 ? 2000 : 0);
       })
       .catch(function () { setTimeout(poll, 3000); });
   }
