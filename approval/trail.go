@@ -285,18 +285,20 @@ func auditRecord(now time.Time, ev Event, l *Login, extra []zap.Field) AuditReco
 type ChainReport struct {
 	// Records is how many stored records were checked; First and Last
 	// are the sequence numbers of the oldest and newest.
-	Records     int
-	First, Last uint64
+	Records int    `json:"records"`
+	First   uint64 `json:"first"`
+	Last    uint64 `json:"last"`
 	// FirstTime and LastTime are their times.
-	FirstTime, LastTime time.Time
+	FirstTime time.Time `json:"first_time,omitzero"`
+	LastTime  time.Time `json:"last_time,omitzero"`
 	// Problems lists every break in the chain; none means it is intact.
-	Problems []ChainProblem
+	Problems []ChainProblem `json:"problems"`
 }
 
 // ChainProblem is one break in the audit chain.
 type ChainProblem struct {
-	Seq     uint64
-	Problem string
+	Seq     uint64 `json:"seq"`
+	Problem string `json:"problem"`
 }
 
 func (p ChainProblem) String() string { return fmt.Sprintf("record %d: %s", p.Seq, p.Problem) }
@@ -311,7 +313,7 @@ func VerifyAuditChain(ctx context.Context, log store.Log, retention time.Duratio
 	if retention <= 0 {
 		retention = DefaultAuditRetention
 	}
-	rep := &ChainReport{}
+	rep := &ChainReport{Problems: []ChainProblem{}}
 	var prevSeq uint64
 	var prevHash string
 	for from := uint64(0); ; {

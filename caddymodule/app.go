@@ -83,6 +83,11 @@ type App struct {
 	// client IP, 5/15m per identity, 30/10m redemptions per client IP and
 	// 20/h approval mails per manager.
 	RateLimit *RateLimitConfig `json:"rate_limit,omitempty"`
+	// AuditRetention is how long audit records are kept in the store,
+	// where the admin API queries them and `caddy mailauth audit verify`
+	// checks their hash chain. The mailauth.audit log lines are kept as
+	// long as the log's own rotation says. Default: 90 days (2160h).
+	AuditRetention caddy.Duration `json:"audit_retention,omitempty"`
 
 	limits  approval.RateLimits
 	csrfKey []byte
@@ -97,6 +102,7 @@ type App struct {
 	store      store.Store
 	outbox     *mailer.Outbox
 	service    *approval.Service
+	trail      *approval.AuditTrail
 	stop       context.CancelFunc
 	stopped    chan struct{}
 }
@@ -151,14 +157,33 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
+	if a.AuditRetention < 0 {
+		return errors.New("mailauth: audit_retention must be positive")
+	}
 	audit := approval.NewAuditor(a.logger.Named("audit"))
+	a.trail = approval.NewAuditTrail(a.store, time.Duration(a.AuditRetention), a.logger.Named("audit_trail"))
+	audit.Persist(a.trail, nil)
 	smtp, err := mailer.NewSMTP(servers)
 	if err != nil {
 		return fmt.Errorf("mailauth: %w", err)
 	}
-	mets, err := newAppMetrics(ctx.GetMetricsRegistry(), sortedKeys(a.profiles), sortedKeys(servers), sortedKeys(a.dirs), a.store.OutboxLen)
+	mets, err := newAppMetrics(ctx.GetMetricsRegistry(), sortedKeys(a.profiles), sortedKeys(servers), sortedKeys(a.dirs), a.store.OutboxLen,
+		func() time.Duration { return a.outbox.OldestFailing() })
 	if err != nil {
 		return fmt.Errorf("mailauth: metrics: %w", err)
+	}
+	// One wrapper per directory, shared by every profile that uses it:
+	// sites tell their directories apart by name.
+	counted := make(map[string]directory.Directory, len(a.dirs))
+	for name, d := range a.dirs {
+		counted[name] = mets.counted(d)
+	}
+	for _, p := range a.profiles {
+		for i, d := range p.Directories {
+			if c, ok := counted[d.Name()]; ok {
+				p.Directories[i] = c
+			}
+		}
 	}
 	audit.Observe(mets.audit)
 	var svc *approval.Service
@@ -598,6 +623,12 @@ func (a *App) Stop() error {
 // Cleanup releases the store; the last config using it closes it.
 func (a *App) Cleanup() error {
 	a.closeDirectories()
+	// The trail closes here rather than in Stop: requests of this config
+	// may still be finishing, and recording, until every app has stopped.
+	if a.trail != nil {
+		a.trail.Close()
+		a.trail = nil
+	}
 	if a.storeID == "" {
 		return nil
 	}

@@ -154,6 +154,15 @@ func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 				return nil, err
 			}
 			app.SessionLifetime = dur
+		case "audit_retention":
+			if err := once(); err != nil {
+				return nil, err
+			}
+			dur, err := durationArg(d, opt)
+			if err != nil {
+				return nil, err
+			}
+			app.AuditRetention = dur
 		case "session_idle_timeout":
 			if err := once(); err != nil {
 				return nil, err

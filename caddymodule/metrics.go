@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mailauth/caddy-mailauth/approval"
+	"github.com/mailauth/caddy-mailauth/directory"
 	"github.com/mailauth/caddy-mailauth/mailer"
 )
 
@@ -22,10 +23,11 @@ const noLabel = "none"
 
 // Fixed label values that do not come from the configuration.
 var (
-	loginOutcomes = []string{"approved", "denied", "completed"}
-	mailOutcomes  = []string{"sent", "failed", "retry", "abandoned"}
-	limitNames    = []string{"login_per_ip", "login_per_identity", "redeem_per_ip", "mails_per_manager"}
-	profileTypes  = []string{string(approval.TypeUser), string(approval.TypeManager)}
+	loginOutcomes  = []string{"approved", "denied", "completed"}
+	mailOutcomes   = []string{"sent", "failed", "retry", "abandoned"}
+	lookupOutcomes = []string{"found", "not_found", "error"}
+	limitNames     = []string{"login_per_ip", "login_per_identity", "redeem_per_ip", "mails_per_manager"}
+	profileTypes   = []string{string(approval.TypeUser), string(approval.TypeManager)}
 )
 
 // outboxDepthTimeout bounds the store read behind each scrape of
@@ -44,6 +46,7 @@ var metrics = struct {
 	mails          *prometheus.CounterVec
 	smtpAttempt    *prometheus.HistogramVec
 	directoryErrs  *prometheus.CounterVec
+	lookups        *prometheus.CounterVec
 	rateLimited    *prometheus.CounterVec
 }{}
 
@@ -77,6 +80,10 @@ func initMetrics() {
 			Namespace: ns, Subsystem: sub, Name: "directory_errors_total",
 			Help: "Directory lookups that failed or returned unusable data, by directory.",
 		}, []string{"directory"})
+		metrics.lookups = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "directory_lookups_total",
+			Help: "Lookups asked of each directory, by directory and outcome (found, not_found, error).",
+		}, []string{"directory", "outcome"})
 		metrics.rateLimited = prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "rate_limited_total",
 			Help: "Requests refused by a rate limit, by limit.",
@@ -96,10 +103,10 @@ type appMetrics struct {
 // these profile, server and directory names. A nil reg (a caddy.Context not
 // made by Caddy, as in tools that provision the app themselves) registers
 // nothing; the counters still count.
-func newAppMetrics(reg *prometheus.Registry, profiles, servers, directories []string, depth func(context.Context) (int, error)) (*appMetrics, error) {
+func newAppMetrics(reg *prometheus.Registry, profiles, servers, directories []string, depth func(context.Context) (int, error), oldest func() time.Duration) (*appMetrics, error) {
 	initMetrics()
 	if reg != nil {
-		if err := register(reg, depth); err != nil {
+		if err := register(reg, depth, oldest); err != nil {
 			return nil, err
 		}
 	}
@@ -119,6 +126,9 @@ func newAppMetrics(reg *prometheus.Registry, profiles, servers, directories []st
 	}
 	for _, d := range directories {
 		metrics.directoryErrs.WithLabelValues(d)
+		for _, o := range lookupOutcomes {
+			metrics.lookups.WithLabelValues(d, o)
+		}
 	}
 	for _, l := range limitNames {
 		metrics.rateLimited.WithLabelValues(l)
@@ -126,10 +136,10 @@ func newAppMetrics(reg *prometheus.Registry, profiles, servers, directories []st
 	return m, nil
 }
 
-// register puts the shared collectors and a new outbox depth gauge on reg.
-func register(reg *prometheus.Registry, depth func(context.Context) (int, error)) error {
+// register puts the shared collectors and new outbox gauges on reg.
+func register(reg *prometheus.Registry, depth func(context.Context) (int, error), oldest func() time.Duration) error {
 	for _, c := range []prometheus.Collector{metrics.loginsStarted, metrics.loginsFinished, metrics.approval,
-		metrics.mails, metrics.smtpAttempt, metrics.directoryErrs, metrics.rateLimited} {
+		metrics.mails, metrics.smtpAttempt, metrics.directoryErrs, metrics.lookups, metrics.rateLimited} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) || are.ExistingCollector != c {
@@ -137,10 +147,10 @@ func register(reg *prometheus.Registry, depth func(context.Context) (int, error)
 			}
 		}
 	}
-	// The gauge reads this App's store, so it is made per App. Each config
-	// has its own registry; should one App be provisioned twice on the same
-	// registry, the newer gauge replaces the older.
-	gauge := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+	// The gauges read this App's store and outbox, so they are made per
+	// App. Each config has its own registry; should one App be provisioned
+	// twice on the same registry, the newer gauges replace the older.
+	depthGauge := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: "caddy", Subsystem: "mailauth", Name: "outbox_depth",
 		Help: "Messages in the outbox, waiting or being delivered.",
 	}, func() float64 {
@@ -152,15 +162,57 @@ func register(reg *prometheus.Registry, depth func(context.Context) (int, error)
 		}
 		return float64(n)
 	})
-	if err := reg.Register(gauge); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if !errors.As(err, &are) {
-			return err
+	oldestGauge := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "caddy", Subsystem: "mailauth", Name: "outbox_oldest_failing_seconds",
+		Help: "Age of the oldest queued message whose last delivery attempt (on this instance) failed; 0 when none.",
+	}, func() float64 { return oldest().Seconds() })
+	for _, g := range []prometheus.Collector{depthGauge, oldestGauge} {
+		if err := reg.Register(g); err != nil {
+			var are prometheus.AlreadyRegisteredError
+			if !errors.As(err, &are) {
+				return err
+			}
+			reg.Unregister(are.ExistingCollector)
+			if err := reg.Register(g); err != nil {
+				return err
+			}
 		}
-		reg.Unregister(are.ExistingCollector)
-		return reg.Register(gauge)
 	}
 	return nil
+}
+
+// countedDirectory counts the lookups asked of a directory by outcome.
+// It wraps the directories the login path uses; the commands keep the
+// bare ones, which they check with methods this wrapper does not have.
+type countedDirectory struct {
+	directory.Directory
+	found, notFound, failed prometheus.Counter
+}
+
+func (m *appMetrics) counted(d directory.Directory) directory.Directory {
+	name := d.Name()
+	if !m.directories[name] {
+		name = noLabel
+	}
+	return &countedDirectory{Directory: d,
+		found:    metrics.lookups.WithLabelValues(name, "found"),
+		notFound: metrics.lookups.WithLabelValues(name, "not_found"),
+		failed:   metrics.lookups.WithLabelValues(name, "error"),
+	}
+}
+
+// Lookup implements directory.Directory.
+func (c *countedDirectory) Lookup(ctx context.Context, input string) (*directory.Identity, error) {
+	id, err := c.Directory.Lookup(ctx, input)
+	switch {
+	case err == nil:
+		c.found.Inc()
+	case errors.Is(err, directory.ErrNotFound):
+		c.notFound.Inc()
+	default:
+		c.failed.Inc()
+	}
+	return id, err
 }
 
 // audit counts one audit event; it is the approval.Auditor's observer.

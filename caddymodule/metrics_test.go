@@ -23,7 +23,7 @@ func newTestMetrics(t *testing.T, reg *prometheus.Registry, depth func(context.C
 	if depth == nil {
 		depth = func(context.Context) (int, error) { return 0, nil }
 	}
-	m, err := newAppMetrics(reg, []string{"daily", "boss"}, []string{"local"}, []string{"staff"}, depth)
+	m, err := newAppMetrics(reg, []string{"daily", "boss"}, []string{"local"}, []string{"staff"}, depth, func() time.Duration { return 0 })
 	if err != nil {
 		t.Fatalf("newAppMetrics: %v", err)
 	}

@@ -91,6 +91,11 @@ type Outbox struct {
 	// wake is buffered (1) so that Enqueue never blocks and a burst of
 	// enqueues collapses into one extra round.
 	wake chan struct{}
+	// failing holds the messages whose last attempt here failed, by id,
+	// with when each was queued: the age of the oldest is how long mail
+	// has been stuck, which is what an operator alerts on.
+	failingMu sync.Mutex
+	failing   map[string]time.Time
 
 	// Tuning, unexported so that tests can shrink it.
 	now            func() time.Time
@@ -141,6 +146,7 @@ func NewOutbox(q store.Outbox, sender Sender, logger *zap.Logger, events func(Ev
 		logger:         logger,
 		events:         events,
 		wake:           make(chan struct{}, 1),
+		failing:        map[string]time.Time{},
 		now:            time.Now,
 		batch:          defaultBatch,
 		lease:          defaultLease,
@@ -265,7 +271,7 @@ func (o *Outbox) deliver(ctx context.Context, item store.OutboxItem) {
 		send, err := o.before(bctx, &m)
 		switch {
 		case err != nil:
-			o.retry(bctx, Event{Message: &m, Attempt: attempt, RetryAt: o.now().Add(o.backoff(attempt)), Err: err})
+			o.retry(bctx, Event{Message: &m, Attempt: attempt, RetryAt: o.now().Add(o.backoff(attempt)), Err: err}, item.EnqueuedAt)
 			return
 		case !send:
 			o.ack(bctx, item.ID)
@@ -297,7 +303,7 @@ func (o *Outbox) deliver(ctx context.Context, item store.OutboxItem) {
 	case ctx.Err() != nil:
 		// Shutting down (often a config reload, whose new worker is already
 		// running): hand the message back now rather than after the lease.
-		o.retry(bctx, Event{Message: &m, Server: server, Code: code, Attempt: attempt, RetryAt: o.now(), Err: err, Duration: took})
+		o.retry(bctx, Event{Message: &m, Server: server, Code: code, Attempt: attempt, RetryAt: o.now(), Err: err, Duration: took}, item.EnqueuedAt)
 	case attempt >= o.maxAttempts:
 		o.ack(bctx, item.ID)
 		o.emit(Event{Kind: EventFailed, Message: &m, Server: server, Code: code, Attempt: attempt,
@@ -311,7 +317,7 @@ func (o *Outbox) deliver(ctx context.Context, item store.OutboxItem) {
 			o.emit(Event{Kind: EventAbandoned, Message: &m, Server: server, Code: code, Attempt: attempt, Err: err, Duration: took})
 			return
 		}
-		o.retry(bctx, Event{Message: &m, Server: server, Code: code, Attempt: attempt, RetryAt: at, Err: err, Duration: took})
+		o.retry(bctx, Event{Message: &m, Server: server, Code: code, Attempt: attempt, RetryAt: at, Err: err, Duration: took}, item.EnqueuedAt)
 	}
 }
 
@@ -331,7 +337,10 @@ func (o *Outbox) backoff(attempt int) time.Duration {
 }
 
 // retry reschedules e.Message for e.RetryAt and reports e as a retry.
-func (o *Outbox) retry(ctx context.Context, e Event) {
+func (o *Outbox) retry(ctx context.Context, e Event, queued time.Time) {
+	o.failingMu.Lock()
+	o.failing[e.Message.ID] = queued
+	o.failingMu.Unlock()
 	if err := o.q.Retry(ctx, e.Message.ID, e.RetryAt); err != nil {
 		// The lease will run out and the message be claimed again, so the
 		// only cost is a later retry than planned.
@@ -342,11 +351,32 @@ func (o *Outbox) retry(ctx context.Context, e Event) {
 }
 
 func (o *Outbox) ack(ctx context.Context, id string) {
+	o.failingMu.Lock()
+	delete(o.failing, id)
+	o.failingMu.Unlock()
 	if err := o.q.Ack(ctx, id); err != nil {
 		// The message will be claimed again when its lease runs out and may
 		// then be sent twice; nothing better can be done here.
 		o.logger.Error("acknowledging outbox message", zap.String("id", id), zap.Error(err))
 	}
+}
+
+// OldestFailing is the age of the oldest message that this outbox tried,
+// failed to deliver and still holds for another attempt; zero when none.
+// A message retried by another instance sharing the store counts there.
+func (o *Outbox) OldestFailing() time.Duration {
+	o.failingMu.Lock()
+	defer o.failingMu.Unlock()
+	var oldest time.Time
+	for _, t := range o.failing {
+		if oldest.IsZero() || t.Before(oldest) {
+			oldest = t
+		}
+	}
+	if oldest.IsZero() {
+		return 0
+	}
+	return o.now().Sub(oldest)
 }
 
 // emit logs the event and passes it on, without the message body.

@@ -421,3 +421,27 @@ func TestOutboxEventCarriesAttemptDuration(t *testing.T) {
 		t.Errorf("sent event Duration = %v, want at least the %v the sender took", ev.Duration, took)
 	}
 }
+
+func TestOutboxOldestFailingAgesUntilDelivered(t *testing.T) {
+	var n atomic.Int32
+	h := newHarness(t, &fakeSender{fn: func(context.Context, *Message) (string, error) {
+		if n.Add(1) <= 2 {
+			return "", errTempFail
+		}
+		return "primary", nil
+	}})
+	if got := h.o.OldestFailing(); got != 0 {
+		t.Fatalf("OldestFailing of an idle outbox = %v", got)
+	}
+	run(t, h.o)
+	h.enqueue(t, h.message("m1"))
+	expectKind(t, h.ev.next(t), EventRetry, 1)
+	h.clock.Advance(2 * time.Second)
+	expectKind(t, h.ev.next(t), EventRetry, 2)
+	if got := h.o.OldestFailing(); got < 2*time.Second {
+		t.Errorf("OldestFailing after two failed attempts 2s apart = %v; want at least 2s", got)
+	}
+	h.clock.Advance(4 * time.Second)
+	expectKind(t, h.ev.next(t), EventSent, 3)
+	waitFor(t, "the message to be acked", func() bool { return h.o.OldestFailing() == 0 })
+}

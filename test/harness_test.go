@@ -75,6 +75,8 @@ type env struct {
 	// AdminPort is Caddy's admin endpoint; Caddyfile is the config it runs.
 	AdminPort int
 	Caddyfile string
+	// StoreDir is the Badger directory of the default Caddyfiles.
+	StoreDir string
 }
 
 // Server is the profile's server: the base URL that links in mail use.
@@ -141,8 +143,8 @@ func newEnv(t *testing.T, caddyfile string) *env {
 	}))
 	t.Cleanup(e.upstream.Close)
 	e.Port, e.AdminPort = freePort(t), freePort(t)
-	storeDir := filepath.Join(t.TempDir(), "store")
-	e.Caddyfile = fmt.Sprintf(caddyfile, e.Port, e.AdminPort, e.mail.SMTPPort, storeDir, strings.TrimPrefix(e.upstream.URL, "http://"))
+	e.StoreDir = filepath.Join(t.TempDir(), "store")
+	e.Caddyfile = fmt.Sprintf(caddyfile, e.Port, e.AdminPort, e.mail.SMTPPort, e.StoreDir, strings.TrimPrefix(e.upstream.URL, "http://"))
 	e.caddy = startCaddy(t, e.Caddyfile, e.Port)
 	return e
 }

@@ -41,6 +41,7 @@ func TestMetricsCountALoginOnCaddysEndpoint(t *testing.T) {
 		`caddy_mailauth_mails_total{outcome="sent",server="local"}`,
 		`caddy_mailauth_smtp_attempt_seconds_count{server="local"}`,
 		`caddy_mailauth_approval_seconds_count{type="user"}`,
+		`caddy_mailauth_directory_lookups_total{directory="staff",outcome="found"}`,
 	}
 	// The outbox reports the sent mail just after mailpit has it, so give
 	// the counters a moment.
@@ -61,8 +62,10 @@ func TestMetricsCountALoginOnCaddysEndpoint(t *testing.T) {
 	for _, m := range missing {
 		t.Errorf("after one login, want ≥ 1: %s", m)
 	}
-	if _, ok := sample(text, "caddy_mailauth_outbox_depth"); !ok {
-		t.Error("caddy_mailauth_outbox_depth is not exported")
+	for _, series := range []string{"caddy_mailauth_outbox_depth", "caddy_mailauth_outbox_oldest_failing_seconds"} {
+		if v, ok := sample(text, series); !ok || v != 0 {
+			t.Errorf("%s = %v (exported: %v); want 0 once the mail is out", series, v, ok)
+		}
 	}
 	for _, leak := range []string{"alice", "127.0.0.1", "example.test"} {
 		for _, line := range strings.Split(text, "\n") {
