@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need, and nothing that is already
 # there, so running it twice costs seconds: Debian's chromium for the browser
-# tests, slapd and ldap-utils for the LDAP tests, and mailpit (the SMTP server
-# the tests deliver to).
+# tests, slapd and ldap-utils for the LDAP tests, redis-server for the Redis
+# store's tests, and mailpit (the SMTP server the tests deliver to).
 set -euo pipefail
 
 MAILPIT_VERSION=v1.33.1
@@ -13,6 +13,10 @@ command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 # ports; the system one that the package may start on :389 is not used).
 [ -x /usr/sbin/slapd ] || need_apt+=(slapd)
 command -v ldapsearch >/dev/null 2>&1 || need_apt+=(ldap-utils)
+# Redis for the Redis store's tests (test/redisserver starts its own
+# redis-server on a free port; the system one the package may start on :6379
+# is not used).
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
 	echo "setup: installing ${need_apt[*]} from Debian"
 	if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
@@ -29,4 +33,4 @@ if ! go version -m "$gobin/mailpit" 2>/dev/null | grep -Eq "^[[:space:]]+mod[[:s
 	# Built outside this module so its dependencies stay out of our go.mod.
 	(cd "$(mktemp -d)" && GOFLAGS=-buildvcs=false go install "github.com/axllent/mailpit@${MAILPIT_VERSION}")
 fi
-echo "setup: ok ($(chromium --version 2>/dev/null), $(/usr/sbin/slapd -VV 2>&1 | grep -o 'slapd [0-9.]*' | head -n1), mailpit ${MAILPIT_VERSION} in $gobin)"
+echo "setup: ok ($(chromium --version 2>/dev/null), $(/usr/sbin/slapd -VV 2>&1 | grep -o 'slapd [0-9.]*' | head -n1), $(redis-server --version | grep -o 'v=[0-9.]*' | sed 's/^v=/redis-server /'), mailpit ${MAILPIT_VERSION} in $gobin)"
