@@ -16,15 +16,20 @@ import (
 // ErrSessionRevoked: the session was ended by logout or an operator.
 var ErrSessionRevoked = errors.New("approval: session revoked")
 
-// Revocations are kept in one store key that every instance sharing the
-// store reads every RevocationRefresh, and in memory, so that checking a
+// Revocations are kept in one store key and in memory, so that checking a
 // session on the authenticated path never touches the store. The instance
-// that revokes applies the revocation at once; others within the refresh.
+// that revokes applies the revocation at once and announces it on the
+// store's notifier, on which every other instance sharing the store reads
+// the key again (within milliseconds); each also reads it every
+// RevocationRefresh, which bounds the delay when an announcement is lost.
 
 // RevocationRefresh is how often revocations made elsewhere are read.
 const RevocationRefresh = 10 * time.Second
 
-const revocationsKey = "revocations"
+const (
+	revocationsKey   = "revocations"
+	revocationsTopic = "revocations"
+)
 
 // revocations is what the store key holds: revoked session ids (hex) with
 // the time they would have expired anyway, and users whose sessions
@@ -104,10 +109,16 @@ func (s *Service) updateRevocations(ctx context.Context, change func(*revocation
 		return err
 	}
 	s.setRevocations(next)
+	if err := s.cfg.Store.Publish(ctx, revocationsTopic, nil); err != nil {
+		s.cfg.Logger.Warn("announcing a revocation; other instances pick it up within the refresh", zap.Error(err))
+	}
 	return nil
 }
 
+func (r *revocations) empty() bool { return len(r.Sessions) == 0 && len(r.Users) == 0 }
+
 func (s *Service) setRevocations(r revocations) {
+	s.lastRevocations.Store(&r)
 	set := &revocationSet{sessions: make(map[[16]byte]struct{}, len(r.Sessions)), users: r.Users}
 	for id := range r.Sessions {
 		var k [16]byte
@@ -123,11 +134,26 @@ func (s *Service) setRevocations(r revocations) {
 func (s *Service) loadRevocations(ctx context.Context) error {
 	raw, err := s.cfg.Store.Get(ctx, revocationsKey)
 	if err != nil {
-		if isNotFound(err) {
+		if !isNotFound(err) {
+			return err
+		}
+		last := s.lastRevocations.Load()
+		if last == nil || last.empty() {
 			s.setRevocations(revocations{})
 			return nil
 		}
-		return err
+		// The store lost the key (a Redis restarted without persistence,
+		// say), while this instance still knows what was revoked: write
+		// it back rather than let revoked sessions work again.
+		s.cfg.Logger.Warn("session revocations are missing from the store; restoring them from memory")
+		return s.updateRevocations(ctx, func(r *revocations) {
+			for id, exp := range last.Sessions {
+				r.Sessions[id] = exp
+			}
+			for u, before := range last.Users {
+				r.Users[u] = max(r.Users[u], before)
+			}
+		})
 	}
 	var r revocations
 	if err := json.Unmarshal(raw, &r); err != nil {
@@ -138,9 +164,18 @@ func (s *Service) loadRevocations(ctx context.Context) error {
 }
 
 // refreshRevocations keeps the in-memory revocations current until the
-// service closes.
+// service closes: at once when another instance announces a change, and
+// every RevocationRefresh regardless.
 func (s *Service) refreshRevocations() {
 	defer s.background.Done()
+	changed := make(chan struct{}, 1)
+	cancel := s.cfg.Store.Subscribe(revocationsTopic, func([]byte) {
+		select {
+		case changed <- struct{}{}:
+		default:
+		}
+	})
+	defer cancel()
 	t := time.NewTicker(RevocationRefresh)
 	defer t.Stop()
 	for {
@@ -148,12 +183,13 @@ func (s *Service) refreshRevocations() {
 		case <-s.ctx.Done():
 			return
 		case <-t.C:
-			ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
-			if err := s.loadRevocations(ctx); err != nil {
-				s.cfg.Logger.Warn("reading session revocations", zap.Error(err))
-			}
-			cancel()
+		case <-changed:
 		}
+		ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+		if err := s.loadRevocations(ctx); err != nil {
+			s.cfg.Logger.Warn("reading session revocations", zap.Error(err))
+		}
+		cancel()
 	}
 }
 

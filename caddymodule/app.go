@@ -5,6 +5,7 @@
 package caddymodule
 
 import (
+	"bytes"
 	"context"
 	"crypto/hkdf"
 	"crypto/rand"
@@ -103,8 +104,11 @@ type App struct {
 	outbox     *mailer.Outbox
 	service    *approval.Service
 	trail      *approval.AuditTrail
-	stop       context.CancelFunc
-	stopped    chan struct{}
+	// storedKey is the session key kept in the store, when none is
+	// configured; keepSessionKey puts it back should the store lose it.
+	storedKey []byte
+	stop      context.CancelFunc
+	stopped   chan struct{}
 }
 
 // CaddyModule returns the Caddy module information.
@@ -489,9 +493,14 @@ func (a *App) openStore() error {
 	}
 	switch sc.Backend {
 	case "", "badger":
-	default:
-		return fmt.Errorf("mailauth: store: backend %q is not supported (badger)", sc.Backend)
+		return a.openBadger(sc)
+	case "redis":
+		return a.openRedis(sc)
 	}
+	return fmt.Errorf("mailauth: store: backend %q is not supported (badger, redis)", sc.Backend)
+}
+
+func (a *App) openBadger(sc *StoreConfig) error {
 	dir := sc.Path
 	if dir == "" {
 		dir = filepath.Join(caddy.AppDataDir(), "mailauth")
@@ -513,6 +522,46 @@ func (a *App) openStore() error {
 	})
 	if err != nil {
 		return fmt.Errorf("mailauth: store: opening %s: %w", dir, err)
+	}
+	a.storeID = id
+	a.store = val.(pooledStore).Store
+	return nil
+}
+
+// defaultRedisDialTimeout is short so that a page answers 503 quickly
+// while Redis is down, rather than after go-redis's 5 s.
+const defaultRedisDialTimeout = 2 * time.Second
+
+func (a *App) openRedis(sc *StoreConfig) error {
+	repl := caddy.NewReplacer()
+	opts := store.RedisOptions{
+		URL:           repl.ReplaceKnown(sc.URL, ""),
+		TLS:           sc.TLS,
+		TLSCA:         sc.TLSCA,
+		KeyPrefix:     sc.KeyPrefix,
+		PoolSize:      sc.PoolSize,
+		DialTimeout:   time.Duration(sc.DialTimeout),
+		MasterName:    sc.SentinelMaster,
+		SentinelAddrs: sc.SentinelAddrs,
+		ClusterAddrs:  sc.ClusterAddrs,
+	}
+	if opts.DialTimeout == 0 {
+		opts.DialTimeout = defaultRedisDialTimeout
+	}
+	// Pooled by everything that tells one shared store from another, so
+	// a reload reuses the connections and subscriptions.
+	id := fmt.Sprintf("redis:%s|%s|%s|%s|%s", opts.URL, opts.KeyPrefix, opts.MasterName, strings.Join(opts.SentinelAddrs, ","), strings.Join(opts.ClusterAddrs, ","))
+	val, _, err := stores.LoadOrNew(id, func() (caddy.Destructor, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*opts.DialTimeout)
+		defer cancel()
+		s, err := store.OpenRedis(ctx, opts, a.logger.Named("store"))
+		if err != nil {
+			return nil, err
+		}
+		return pooledStore{s}, nil
+	})
+	if err != nil {
+		return fmt.Errorf("mailauth: store redis: %w", err)
 	}
 	a.storeID = id
 	a.store = val.(pooledStore).Store
@@ -549,6 +598,7 @@ func (a *App) keys(ctx context.Context) (*approval.SessionCodec, []byte, error) 
 		return codec, codeKey, err
 	}
 	var key []byte
+	defer func() { a.storedKey = key }()
 	err := a.store.Update(ctx, sessionKeyName, 0, func(cur []byte, found bool) ([]byte, error) {
 		if found && len(cur) == approval.SessionKeySize {
 			key = cur
@@ -602,9 +652,47 @@ func (a *App) Start() error {
 	a.stopped = make(chan struct{})
 	go func() {
 		defer close(a.stopped)
+		if a.storedKey != nil {
+			go a.keepSessionKey(ctx)
+		}
 		a.outbox.Run(ctx)
 	}()
 	return nil
+}
+
+// sessionKeyCheck is how often keepSessionKey looks at the stored key.
+const sessionKeyCheck = 30 * time.Second
+
+// keepSessionKey writes this instance's session key back if the store has
+// lost it (a Redis restarted without persistence): otherwise the next
+// instance to start would make a new key, and the sessions each signs
+// would fail on the others. A different key in the store is only logged:
+// an operator replaced it, and a restart picks it up.
+func (a *App) keepSessionKey(ctx context.Context) {
+	t := time.NewTicker(sessionKeyCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := a.store.Update(cctx, sessionKeyName, 0, func(cur []byte, found bool) ([]byte, error) {
+			if !found {
+				a.logger.Warn("the session key is missing from the store; writing this instance's back")
+				return a.storedKey, nil
+			}
+			if !bytes.Equal(cur, a.storedKey) {
+				a.logger.Error("the store holds a different session key than this instance signs with; restart or reload to use it")
+			}
+			return cur, nil
+		})
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			a.logger.Debug("checking the stored session key", zap.Error(err))
+		}
+	}
 }
 
 // Stop ends the outbox worker and waits for logins still being dispatched,

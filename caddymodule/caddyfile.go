@@ -134,17 +134,11 @@ func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 			if err := once(); err != nil {
 				return nil, err
 			}
-			args := d.RemainingArgs()
-			if len(args) == 0 || len(args) > 2 {
-				return nil, d.Errf("store: want 'store badger [<dir>]'")
+			sc, err := parseStore(d)
+			if err != nil {
+				return nil, err
 			}
-			if args[0] != "badger" {
-				return nil, d.Errf("store: backend %q is not supported (badger)", args[0])
-			}
-			app.Store = &StoreConfig{Backend: args[0]}
-			if len(args) == 2 {
-				app.Store.Path = args[1]
-			}
+			app.Store = sc
 		case "session_lifetime":
 			if err := once(); err != nil {
 				return nil, err
@@ -586,6 +580,94 @@ func parsePolicy(d *caddyfile.Dispenser, name string) (*PolicyConfig, error) {
 		}
 	}
 	return pol, nil
+}
+
+// parseStore reads
+//
+//	store badger [<dir>]
+//	store redis [<url>] {
+//		tls
+//		tls_ca <file>
+//		key_prefix <prefix>
+//		pool_size <n>
+//		dial_timeout <duration>
+//		sentinel <master> <host:port...>
+//		cluster <host:port...>
+//	}
+func parseStore(d *caddyfile.Dispenser) (*StoreConfig, error) {
+	args := d.RemainingArgs()
+	if len(args) == 0 || len(args) > 2 {
+		return nil, d.Errf("store: want 'store badger [<dir>]' or 'store redis <url> { … }'")
+	}
+	sc := &StoreConfig{Backend: args[0]}
+	switch args[0] {
+	case "badger":
+		if len(args) == 2 {
+			sc.Path = args[1]
+		}
+		if d.NextBlock(d.Nesting()) {
+			return nil, d.Errf("store badger: takes no block")
+		}
+		return sc, nil
+	case "redis":
+		if len(args) == 2 {
+			sc.URL = args[1]
+		}
+	default:
+		return nil, d.Errf("store: backend %q is not supported (badger, redis)", args[0])
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		opt := d.Val()
+		switch opt {
+		case "tls":
+			if d.NextArg() {
+				return nil, d.ArgErr()
+			}
+			sc.TLS = true
+		case "tls_ca", "key_prefix":
+			if !d.NextArg() || d.CountRemainingArgs() > 0 {
+				return nil, d.Errf("store redis: %s: want one value", opt)
+			}
+			if opt == "tls_ca" {
+				sc.TLSCA = d.Val()
+			} else {
+				sc.KeyPrefix = d.Val()
+			}
+		case "pool_size":
+			if !d.NextArg() || d.CountRemainingArgs() > 0 {
+				return nil, d.Errf("store redis: pool_size: want one number")
+			}
+			n, err := strconv.Atoi(d.Val())
+			if err != nil || n < 1 {
+				return nil, d.Errf("store redis: pool_size: %q is not a positive number", d.Val())
+			}
+			sc.PoolSize = n
+		case "dial_timeout":
+			dur, err := durationArg(d, "store redis: dial_timeout")
+			if err != nil {
+				return nil, err
+			}
+			sc.DialTimeout = dur
+		case "sentinel":
+			a := d.RemainingArgs()
+			if len(a) < 2 {
+				return nil, d.Errf("store redis: sentinel: want 'sentinel <master name> <host:port...>'")
+			}
+			sc.SentinelMaster, sc.SentinelAddrs = a[0], a[1:]
+		case "cluster":
+			a := d.RemainingArgs()
+			if len(a) == 0 {
+				return nil, d.Errf("store redis: cluster: want 'cluster <host:port...>'")
+			}
+			sc.ClusterAddrs = a
+		default:
+			return nil, d.Errf("store redis: unknown option %q (tls, tls_ca, key_prefix, pool_size, dial_timeout, sentinel, cluster)", opt)
+		}
+	}
+	if sc.URL == "" && len(sc.SentinelAddrs) == 0 && len(sc.ClusterAddrs) == 0 {
+		return nil, d.Errf("store redis: want a URL (store redis redis://host:6379/0), or sentinel or cluster addresses")
+	}
+	return sc, nil
 }
 
 func durationArg(d *caddyfile.Dispenser, what string) (caddy.Duration, error) {

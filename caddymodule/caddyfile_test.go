@@ -87,6 +87,18 @@ func TestCaddyfileExampleAdapts(t *testing.T) {
 	}
 }
 
+func TestCaddyfileStoreRedis(t *testing.T) {
+	out, err := adapt(t, globalBlock(validOpts+"\n\t\tstore redis {env.REDIS_URL} {\n\t\t\ttls\n\t\t\ttls_ca /etc/ca.pem\n\t\t\tkey_prefix gw1:\n\t\t\tpool_size 20\n\t\t\tdial_timeout 1s\n\t\t\tsentinel mymaster 10.0.0.1:26379 10.0.0.2:26379\n\t\t}\n\t\taudit_retention 30d"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"backend":"redis"`, `"url":"{env.REDIS_URL}"`, `"tls":true`, `"tls_ca":"/etc/ca.pem"`, `"key_prefix":"gw1:"`, `"pool_size":20`, `"dial_timeout":1000000000`, `"sentinel_master":"mymaster"`, `"sentinel_addrs":["10.0.0.1:26379","10.0.0.2:26379"]`, `"audit_retention":2592000000000000`} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("adapted JSON lacks %s:\n%s", want, out)
+		}
+	}
+}
+
 func TestCaddyfileAttrCollectsValues(t *testing.T) {
 	out, err := adapt(t, globalBlock(validOpts))
 	if err != nil {
@@ -105,6 +117,11 @@ func TestCaddyfileErrorsNameFieldAndLine(t *testing.T) {
 	}{
 		{"unknown option", "\t\tstorage badger /x", "Caddyfile:3 - Error during parsing: unknown mailauth option \"storage\""},
 		{"store backend", "\t\tstore postgres /x", "Caddyfile:3 - Error during parsing: store: backend \"postgres\" is not supported"},
+		{"store redis without url", "\t\tstore redis", "Caddyfile:3 - Error during parsing: store redis: want a URL"},
+		{"store redis unknown option", "\t\tstore redis redis://r:6379 {\n\t\t\tpassword x\n\t\t}", "Caddyfile:4 - Error during parsing: store redis: unknown option \"password\""},
+		{"store redis pool_size", "\t\tstore redis redis://r:6379 {\n\t\t\tpool_size none\n\t\t}", "Caddyfile:4 - Error during parsing: store redis: pool_size: \"none\" is not a positive number"},
+		{"store redis sentinel", "\t\tstore redis {\n\t\t\tsentinel mymaster\n\t\t}", "Caddyfile:4 - Error during parsing: store redis: sentinel: want"},
+		{"audit_retention", "\t\taudit_retention forever", "Caddyfile:3 - Error during parsing: audit_retention:"},
 		{"bad session_lifetime", "\t\tsession_lifetime soon", "Caddyfile:3 - Error during parsing: session_lifetime:"},
 		{"mail_server without host", "\t\tmail_server m {\n\t\t\tfrom gw@example.test\n\t\t}", "mail_server \"m\": host: required"},
 		{"mail_server bad tls", "\t\tmail_server m {\n\t\t\thost h\n\t\t\ttls sometimes\n\t\t}", "Caddyfile:5 - Error during parsing: mail_server \"m\": tls: \"sometimes\" is not one of"},

@@ -4,15 +4,45 @@ import (
 	"github.com/caddyserver/caddy/v2"
 )
 
-// StoreConfig says where logins, link tokens, the outbox and the session
-// keys are kept.
+// StoreConfig says where logins, link tokens, the outbox, the audit trail
+// and the session keys are kept.
 type StoreConfig struct {
-	// Backend is the store engine. Only "badger" (embedded, the default) is
-	// available in this version.
+	// Backend is the store engine: "badger" (embedded, one Caddy process,
+	// the default) or "redis" (shared by every Caddy instance that points
+	// at the same Redis and key_prefix).
 	Backend string `json:"backend,omitempty"`
 	// Path is Badger's directory. Default: "mailauth" under Caddy's data
 	// directory. Only one Caddy process may use a directory at a time.
 	Path string `json:"path,omitempty"`
+
+	// URL is the Redis server, redis://[user:password@]host[:port][/db] or
+	// rediss://… for TLS. Placeholders such as {env.REDIS_URL} expand at
+	// load, which keeps the password out of the config. Required for
+	// redis, except with sentinel or cluster addresses, where it may only
+	// carry the password and database (redis://:password@/0).
+	URL string `json:"url,omitempty"`
+	// TLS connects to Redis over TLS, as a rediss:// URL does.
+	TLS bool `json:"tls,omitempty"`
+	// TLSCA is a PEM file of CA certificates that Redis's certificate must
+	// chain to. Default: the system's roots. Verification cannot be turned
+	// off.
+	TLSCA string `json:"tls_ca,omitempty"`
+	// KeyPrefix starts every Redis key, so several deployments can share
+	// one Redis. Default: "mailauth:" ("{mailauth}:" in a cluster, where
+	// the prefix must hold a hash tag).
+	KeyPrefix string `json:"key_prefix,omitempty"`
+	// PoolSize is the most connections kept open to each Redis server.
+	// Default: go-redis's, 10 per CPU.
+	PoolSize int `json:"pool_size,omitempty"`
+	// DialTimeout bounds each connection attempt to Redis. Default: 2s,
+	// so that a sign-in page answers 503 quickly while Redis is down.
+	DialTimeout caddy.Duration `json:"dial_timeout,omitempty"`
+	// SentinelMaster and SentinelAddrs name a Sentinel-managed master:
+	// its Sentinel name and the host:port of the Sentinels.
+	SentinelMaster string   `json:"sentinel_master,omitempty"`
+	SentinelAddrs  []string `json:"sentinel_addrs,omitempty"`
+	// ClusterAddrs are host:port seed addresses of a Redis Cluster.
+	ClusterAddrs []string `json:"cluster_addrs,omitempty"`
 }
 
 // DirectoryConfig is one source of identities: users listed in the

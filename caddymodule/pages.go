@@ -92,6 +92,14 @@ func (h *Handler) render(w http.ResponseWriter, status int, name string, d pageD
 	return err
 }
 
+// unavailable answers 503 with a page saying so, when the store cannot be
+// reached: sign-in fails closed, while sessions already issued keep
+// working because checking one needs no store.
+func (h *Handler) unavailable(w http.ResponseWriter, title, message string) error {
+	w.Header().Set("Retry-After", "30")
+	return h.render(w, http.StatusServiceUnavailable, "message.html", pageData{Title: title, Message: message})
+}
+
 func serveStatic(w http.ResponseWriter, r *http.Request, name string) error {
 	b, err := staticFiles.ReadFile("static/" + path.Clean("/" + name)[1:])
 	if err != nil {
