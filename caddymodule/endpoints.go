@@ -52,7 +52,7 @@ func (h *Handler) loginStart(w http.ResponseWriter, r *http.Request) error {
 	}
 	if err != nil {
 		h.logger.Error("starting a login", zap.Error(err))
-		return h.render(w, http.StatusServiceUnavailable, "message.html", pageData{Title: "Sign-in is unavailable", Message: "Sign-in is unavailable right now. Please try again in a minute."})
+		return h.unavailable(w, "Sign-in is unavailable", "Sign-in is unavailable right now. Please try again in a minute.")
 	}
 	http.SetCookie(w, &http.Cookie{
 		Name:     pendingCookie,
@@ -70,8 +70,12 @@ func (h *Handler) loginStart(w http.ResponseWriter, r *http.Request) error {
 // wait shows the waiting page for the login this browser started.
 func (h *Handler) wait(w http.ResponseWriter, r *http.Request) error {
 	v, err := h.watch(r)
-	if err != nil {
+	if errors.Is(err, approval.ErrLoginNotFound) {
 		return h.render(w, http.StatusOK, "message.html", pageData{Title: "No sign-in in progress", Message: "This browser has no sign-in in progress.", Action: "Sign in", ActionURL: prefix + "login"})
+	}
+	if err != nil {
+		h.logger.Error("reading a login for its waiting page", zap.Error(err))
+		return h.unavailable(w, "Try again", "Sign-in is unavailable right now. Please reload this page in a minute.")
 	}
 	pending, _ := cookieValue(r.Header, pendingCookie)
 	d := pageData{Title: "Check your email", App: v.App, Return: v.ReturnURL, Login: v, Now: time.Now(), Users: h.users, Managers: h.managers, Matching: h.matching, CSRF: h.app.csrfToken(pending)}
@@ -201,7 +205,7 @@ func (h *Handler) linkError(w http.ResponseWriter, err error) error {
 		return h.render(w, http.StatusGone, "message.html", pageData{Title: "Link expired", Message: "This sign-in request has expired. Start a new sign-in from the app."})
 	}
 	h.logger.Error("redeeming a link", zap.Error(err))
-	return h.render(w, http.StatusServiceUnavailable, "message.html", pageData{Title: "Try again", Message: "The link could not be checked right now. Please try again in a minute."})
+	return h.unavailable(w, "Try again", "The link could not be checked right now. Please try again in a minute.")
 }
 
 // complete hands the session to the browser that started the login.
@@ -228,7 +232,7 @@ func (h *Handler) complete(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	case err != nil:
 		h.logger.Error("completing a login", zap.Error(err))
-		return h.render(w, http.StatusServiceUnavailable, "message.html", pageData{Title: "Try again", Message: "Sign-in could not be completed right now. Please reload this page in a minute."})
+		return h.unavailable(w, "Try again", "Sign-in could not be completed right now. Please reload this page in a minute.")
 	}
 	clearCookie(w, pendingCookie, prefix, "")
 	h.setSessionCookie(w, c.Cookie, c.Session.ExpiresAt)
@@ -290,7 +294,7 @@ func (h *Handler) code(w http.ResponseWriter, r *http.Request) error {
 			return nil
 		}
 		h.logger.Error("redeeming a code", zap.Error(err))
-		return h.render(w, http.StatusServiceUnavailable, "message.html", pageData{Title: "Try again", Message: "The code could not be checked right now. Please try again in a minute."})
+		return h.unavailable(w, "Try again", "The code could not be checked right now. Please try again in a minute.")
 	}
 	return h.complete(w, r)
 }
