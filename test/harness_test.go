@@ -138,15 +138,22 @@ http://:%[1]d {
 func newEnv(t *testing.T, caddyfile string) *env {
 	t.Helper()
 	e := &env{t: t, mail: mailpit.Start(t)}
-	e.upstream = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "upstream saw user=%q email=%q path=%s\n", r.Header.Get("X-Remote-User"), r.Header.Get("X-Remote-Email"), r.URL.Path)
-	}))
-	t.Cleanup(e.upstream.Close)
+	e.upstream = newUpstream(t)
 	e.Port, e.AdminPort = freePort(t), freePort(t)
 	e.StoreDir = filepath.Join(t.TempDir(), "store")
 	e.Caddyfile = fmt.Sprintf(caddyfile, e.Port, e.AdminPort, e.mail.SMTPPort, e.StoreDir, strings.TrimPrefix(e.upstream.URL, "http://"))
 	e.caddy = startCaddy(t, e.Caddyfile, e.Port)
 	return e
+}
+
+// newUpstream is the app behind Caddy: it echoes the identity headers it
+// is given.
+func newUpstream(t *testing.T) *httptest.Server {
+	u := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "upstream saw user=%q email=%q path=%s\n", r.Header.Get("X-Remote-User"), r.Header.Get("X-Remote-Email"), r.URL.Path)
+	}))
+	t.Cleanup(u.Close)
+	return u
 }
 
 // startCaddy runs `caddy run` on the given Caddyfile and waits until the

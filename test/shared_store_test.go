@@ -1,0 +1,234 @@
+package test
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mailauth/caddy-mailauth/test/mailpit"
+	"github.com/mailauth/caddy-mailauth/test/redisserver"
+)
+
+// shared is several Caddy instances on one Redis store, as behind a load
+// balancer: same config but for their ports, one mailpit, one upstream.
+type shared struct {
+	redis *redisserver.Server
+	mail  *mailpit.Server
+	nodes []*env
+	// caddyfile and upstream make more nodes.
+	caddyfile, upstream string
+}
+
+// newShared starts Redis, mailpit and n instances of caddyfile (a format
+// string as defaultCaddyfile) with its store moved to Redis. No session
+// key is configured: the instances must agree on the one kept in Redis.
+func newShared(t *testing.T, caddyfile string, n int) *shared {
+	t.Helper()
+	if !strings.Contains(caddyfile, "store badger %[4]s") {
+		t.Fatal("the Caddyfile has no store line to move to Redis")
+	}
+	s := &shared{redis: redisserver.Start(t), mail: mailpit.Start(t)}
+	s.caddyfile = strings.Replace(caddyfile, "store badger %[4]s", "store redis %[4]s", 1)
+	s.upstream = strings.TrimPrefix(newUpstream(t).URL, "http://")
+	for range n {
+		s.add(t)
+	}
+	return s
+}
+
+// add starts one more instance.
+func (s *shared) add(t *testing.T) *env {
+	t.Helper()
+	e := &env{t: t, mail: s.mail, Port: freePort(t), AdminPort: freePort(t)}
+	e.Caddyfile = fmt.Sprintf(s.caddyfile, e.Port, e.AdminPort, s.mail.SMTPPort, s.redis.URL(), s.upstream)
+	e.caddy = startCaddy(t, e.Caddyfile, e.Port)
+	s.nodes = append(s.nodes, e)
+	return e
+}
+
+// reachesApp checks that b's session works on every instance.
+func (s *shared) reachesApp(t *testing.T, b *browser, user string) {
+	t.Helper()
+	for i, e := range s.nodes {
+		if r := b.get(e.URL("/app")); r.Status != http.StatusOK || !strings.Contains(r.Body, fmt.Sprintf("user=%q", user)) {
+			t.Errorf("instance %c: the session does not reach the app: %d %s", 'A'+i, r.Status, r.Body)
+		}
+	}
+}
+
+// longPoll starts the waiting page's long poll on e and returns the state
+// it answers with.
+func longPoll(b *browser, e *env) <-chan string {
+	out := make(chan string, 1)
+	go func() {
+		r := b.get(e.URL("/.mailauth/status?wait=pending"))
+		out <- r.Body
+	}()
+	return out
+}
+
+func expectPoll(t *testing.T, polled <-chan string, state string, within time.Duration) {
+	t.Helper()
+	select {
+	case body := <-polled:
+		if !strings.Contains(body, `"state":"`+state+`"`) {
+			t.Fatalf("the long poll answered %s; want %s", body, state)
+		}
+	case <-time.After(within):
+		t.Fatalf("the long poll did not answer %s within %v", state, within)
+	}
+}
+
+// TestSharedStoreUserApprovalAcrossThreeInstances: the login starts on A,
+// the link is confirmed on B, the waiting page on C moves on, and the
+// session works on all three.
+func TestSharedStoreUserApprovalAcrossThreeInstances(t *testing.T) {
+	s := newShared(t, defaultCaddyfile, 3)
+	a, b, c := s.nodes[0], s.nodes[1], s.nodes[2]
+	laptop := newBrowser(t)
+	link := startLogin(t, a, laptop, "alice", "alice@example.test")
+	if !strings.HasPrefix(link, a.Server()) {
+		t.Errorf("the link %s is not built from the profile's server %s", link, a.Server())
+	}
+	match := matchOn(t, c, laptop)
+	polled := longPoll(laptop, c)
+	time.Sleep(200 * time.Millisecond)
+	if r := newBrowser(t).post(b.URL("/.mailauth/verify"), url.Values{"token": {tokenOf(link)}, "match": {match}}); r.Status != http.StatusOK {
+		t.Fatalf("confirming on B: %d\n%s", r.Status, r.Body)
+	}
+	// C hears of the approval made on B through Redis pub/sub.
+	expectPoll(t, polled, "approved", 3*time.Second)
+	if r := complete(t, c, laptop); r.Status != http.StatusSeeOther || r.Location != "/app" {
+		t.Fatalf("complete on C: %d %q", r.Status, r.Location)
+	}
+	s.reachesApp(t, laptop, "alice")
+
+	// A, B and C each appended to the one audit chain in Redis.
+	var rep struct {
+		Records  int
+		Problems []any
+	}
+	b.adminJSON(t, http.MethodGet, "/mailauth/audit/verify", &rep)
+	if rep.Records < 5 || len(rep.Problems) != 0 {
+		t.Errorf("the shared audit chain: %+v; want the flow's records, intact", rep)
+	}
+	var issued auditPage
+	a.adminJSON(t, http.MethodGet, "/mailauth/audit?event=session_issued", &issued)
+	if len(issued.Records) != 1 {
+		t.Errorf("A's query does not see the session C issued: %+v", issued.Records)
+	}
+}
+
+// TestSharedStoreManagerApprovalAcrossThreeInstances: the same with a
+// manager deciding on B.
+func TestSharedStoreManagerApprovalAcrossThreeInstances(t *testing.T) {
+	s := newShared(t, strings.Replace(managerCaddyfile, "@EXPIRY@", "15m", 1), 3)
+	a, b, c := s.nodes[0], s.nodes[1], s.nodes[2]
+	alice, bob := newBrowser(t), newBrowser(t)
+	approve, _ := askManager(t, a, alice)
+	match := matchOn(t, c, alice)
+	polled := longPoll(alice, c)
+	time.Sleep(200 * time.Millisecond)
+	if r := bob.post(b.URL("/.mailauth/verify"), url.Values{"token": {tokenOf(approve)}, "match": {match}}); r.Status != http.StatusOK || !strings.Contains(r.Body, "You approved") {
+		t.Fatalf("bob approving on B: %d\n%s", r.Status, r.Body)
+	}
+	expectPoll(t, polled, "approved", 3*time.Second)
+	if r := complete(t, c, alice); r.Status != http.StatusSeeOther {
+		t.Fatalf("complete on C: %d", r.Status)
+	}
+	s.reachesApp(t, alice, "alice")
+}
+
+// TestSharedStoreAnotherInstanceDeliversTheMailOfOneThatDied: A queues a
+// mail while the SMTP server is down and is killed; B, started afterwards,
+// delivers it once the server is back.
+func TestSharedStoreAnotherInstanceDeliversTheMailOfOneThatDied(t *testing.T) {
+	s := newShared(t, defaultCaddyfile, 1)
+	a := s.nodes[0]
+	s.mail.Stop()
+	laptop := newBrowser(t)
+	if r := laptop.post(a.URL("/.mailauth/login"), url.Values{"identity": {"alice"}, "return": {"/app"}}); r.Status != http.StatusSeeOther {
+		t.Fatalf("login POST on A: %d", r.Status)
+	}
+	a.caddy.waitForAudit(t, "mail_retry", 10*time.Second)
+	if err := a.caddy.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-a.caddy.exited
+	s.mail.Restart(t)
+	b := s.add(t)
+	msg := s.mail.WaitForMessage(t, "alice@example.test", 30*time.Second)
+	if body := confirmAndComplete(t, b, laptop, linkIn(t, msg.Text)); !strings.Contains(body, `user="alice"`) {
+		t.Fatalf("the mail B delivered does not sign alice in: %s", body)
+	}
+	b.caddy.waitForAudit(t, "mail_sent", 5*time.Second)
+}
+
+// TestSharedStoreRevocationReachesEveryInstance: revoked on B, refused on
+// A and C at once (pub/sub), well inside the 10 s refresh bound.
+func TestSharedStoreRevocationReachesEveryInstance(t *testing.T) {
+	s := newShared(t, defaultCaddyfile, 3)
+	a, b, c := s.nodes[0], s.nodes[1], s.nodes[2]
+	laptop := newBrowser(t)
+	confirmAndComplete(t, a, laptop, startLogin(t, a, laptop, "alice", "alice@example.test"))
+	s.reachesApp(t, laptop, "alice")
+	if code, body := b.admin(t, http.MethodDelete, "/mailauth/sessions?user=alice"); code != http.StatusOK {
+		t.Fatalf("revoking on B: %d %s", code, body)
+	}
+	revoked := time.Now()
+	for _, e := range []*env{a, b, c} {
+		for laptop.get(e.URL("/app")).Status == http.StatusOK {
+			if time.Since(revoked) > 2*time.Second {
+				t.Fatalf("instance on %d still accepts the revoked session 2 s after the revocation", e.Port)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	t.Logf("every instance refused the session %v after the revocation", time.Since(revoked).Round(time.Millisecond))
+}
+
+// TestSharedStoreFailsClosedWhileRedisIsDown: with Redis stopped, new
+// sign-ins get a 503 page while sessions already issued keep working; once
+// Redis is back, sign-in works again without a restart.
+func TestSharedStoreFailsClosedWhileRedisIsDown(t *testing.T) {
+	s := newShared(t, defaultCaddyfile, 2)
+	a, b := s.nodes[0], s.nodes[1]
+	laptop := newBrowser(t)
+	confirmAndComplete(t, a, laptop, startLogin(t, a, laptop, "alice", "alice@example.test"))
+
+	s.redis.Stop()
+	phone := newBrowser(t)
+	start := time.Now()
+	r := phone.post(b.URL("/.mailauth/login"), url.Values{"identity": {"bob"}, "return": {"/app"}})
+	if r.Status != http.StatusServiceUnavailable || !strings.Contains(r.Body, "unavailable") || r.Header.Get("Retry-After") == "" {
+		t.Fatalf("a login while Redis is down: %d Retry-After=%q\n%s", r.Status, r.Header.Get("Retry-After"), r.Body)
+	}
+	if took := time.Since(start); took > 10*time.Second {
+		t.Errorf("the 503 took %v", took)
+	}
+	s.reachesApp(t, laptop, "alice")
+
+	s.redis.Restart(t)
+	// go-redis reconnects on its own; the first commands after the
+	// restart may still see the broken connections.
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		r = phone.post(b.URL("/.mailauth/login"), url.Values{"identity": {"bob"}, "return": {"/app"}})
+		if r.Status == http.StatusSeeOther || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if r.Status != http.StatusSeeOther {
+		t.Fatalf("a login after Redis came back: %d\n%s", r.Status, r.Body)
+	}
+	msg := s.mail.WaitForMessage(t, "bob@example.test", 15*time.Second)
+	if body := confirmAndComplete(t, a, phone, linkIn(t, msg.Text)); !strings.Contains(body, `user="bob"`) {
+		t.Fatalf("bob's sign-in after the outage: %s", body)
+	}
+	s.reachesApp(t, phone, "bob")
+	s.reachesApp(t, laptop, "alice")
+}
