@@ -13,7 +13,7 @@ all: build
 build:
 	$(GO) build -o $(BIN)/caddy ./cmd/caddy
 
-## setup: install chromium and mailpit when missing (idempotent).
+## setup: install chromium, slapd, ldap-utils, redis-server and mailpit when missing (idempotent).
 setup:
 	bash test/setup.sh
 
@@ -23,7 +23,7 @@ check:
 	if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
-## test: everything, against real mailpit, Caddy and Chromium.
+## test: everything, against real mailpit, slapd, redis-server, Caddy and Chromium.
 test: setup check
 	$(GO) build -race -o $(TESTBIN) ./cmd/caddy
 	CADDY_BIN=$(CURDIR)/$(TESTBIN) $(GO) test -race -count=1 -timeout 15m ./...

@@ -95,6 +95,21 @@ func TestAuditNeverLogsTokensOrPendingSecrets(t *testing.T) {
 	if !rendered {
 		t.Fatalf("no log entry shows the login's reference and client IP; loggedText does not render fields, so the scan proves nothing")
 	}
+	// The stored trail holds the same events: scan its raw records too.
+	if err := h.svc.audit.trail.Sync(bg); err != nil {
+		t.Fatal(err)
+	}
+	stored, err := h.store.ReadLog(bg, AuditLog, 0, 10_000)
+	if err != nil || len(stored) < 10 {
+		t.Fatalf("stored trail: %d records, %v", len(stored), err)
+	}
+	for _, rec := range stored {
+		for _, s := range secrets {
+			if strings.Contains(string(rec.Value), s) || len(s) == 43 && strings.Contains(string(rec.Value), s[:16]) {
+				t.Errorf("stored audit record %d carries a secret %.8s…: %s", rec.Seq, s, rec.Value)
+			}
+		}
+	}
 	for _, ev := range []Event{EventLoginStarted, EventMailQueued, EventLinkOpened, EventApproved, EventLinkRejected, EventSessionIssued, EventLogout, EventUserUnknown, EventMailSent, EventMailRetry} {
 		if h.countEvent(ev) == 0 {
 			t.Errorf("no %q event was audited; the scan above did not cover it; events: %v", ev, h.auditEvents())
