@@ -12,6 +12,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/mailauth/caddy-mailauth/approval"
+	"github.com/mailauth/caddy-mailauth/directory"
 	"github.com/mailauth/caddy-mailauth/mailer"
 )
 
@@ -99,13 +100,15 @@ func TestMetricsLabelsStayWithinFixedSets(t *testing.T) {
 	m.audit(approval.Observation{Event: approval.EventRateLimited, Limit: "client 192.0.2.1"})
 	m.mail(mailer.Event{Kind: mailer.EventFailed, Server: "smtp.attacker.test"})
 	m.mail(mailer.Event{Kind: "bogus", Server: "local"})
+	// A directory the configuration does not name is counted as none.
+	m.counted(stubDirectory("ldap://evil")).Lookup(t.Context(), "alice")
 
 	// outcome, type and limit have fixed lists. profile, server and
 	// directory take configured names, and other tests in this process
 	// configure other names on the same process-wide collectors, so for
 	// those the injected values are what must be absent.
 	fixed := map[string][]string{
-		"outcome": append(slices.Clone(loginOutcomes), mailOutcomes...),
+		"outcome": slices.Concat(loginOutcomes, mailOutcomes, lookupOutcomes),
 		"type":    append(slices.Clone(profileTypes), noLabel),
 		"limit":   append(slices.Clone(limitNames), noLabel),
 	}
@@ -196,4 +199,22 @@ func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	}
 	t.Fatalf("%s not gathered", name)
 	return 0
+}
+
+// stubDirectory is a directory of the given name that knows nobody.
+type stubDirectory string
+
+func (d stubDirectory) Name() string { return string(d) }
+
+func (d stubDirectory) Lookup(context.Context, string) (*directory.Identity, error) {
+	return nil, directory.ErrNotFound
+}
+
+func TestMetricsCountLookupsByOutcome(t *testing.T) {
+	m := newTestMetrics(t, prometheus.NewPedanticRegistry(), nil)
+	notFound := value(t, metrics.lookups.WithLabelValues("staff", "not_found"))
+	m.counted(stubDirectory("staff")).Lookup(t.Context(), "nobody")
+	if got := value(t, metrics.lookups.WithLabelValues("staff", "not_found")); got != notFound+1 {
+		t.Errorf("not_found lookups of staff went from %v to %v; want one more", notFound, got)
+	}
 }
