@@ -276,16 +276,25 @@ func DefaultRateLimits() RateLimits {
 	}
 }
 
-// RateLimiters holds one Limiter for each of RateLimits.
+// RateLimiter decides whether one more event for a key fits a limit, and
+// counts it when it does. *Limiter keeps its counts in memory, for one
+// instance; *SharedLimiter keeps them in the store, for every instance
+// that shares it.
+type RateLimiter interface {
+	Allow(key string) bool
+	Limit() Limit
+}
+
+// RateLimiters holds one limiter for each of RateLimits.
 type RateLimiters struct {
 	// LoginIP is keyed by IPKey of the client address.
-	LoginIP *Limiter
+	LoginIP RateLimiter
 	// LoginIdentity is keyed by the normalised, lower-cased identity.
-	LoginIdentity *Limiter
+	LoginIdentity RateLimiter
 	// RedeemIP is keyed by IPKey of the client address.
-	RedeemIP *Limiter
+	RedeemIP RateLimiter
 	// Manager is keyed by the manager's lower-cased mail address.
-	Manager *Limiter
+	Manager RateLimiter
 }
 
 // NewRateLimiters returns limiters for r on the clock now (nil means

@@ -11,7 +11,7 @@ import (
 )
 
 // allowN calls Allow n times and returns how many were allowed.
-func allowN(l *Limiter, key string, n int) int {
+func allowN(l RateLimiter, key string, n int) int {
 	ok := 0
 	for range n {
 		if l.Allow(key) {
@@ -259,7 +259,7 @@ func TestNewRateLimitersAppliesEachLimit(t *testing.T) {
 	ls := NewRateLimiters(r, newFakeClock().Now)
 	for _, tc := range []struct {
 		name string
-		l    *Limiter
+		l    RateLimiter
 		want int
 	}{
 		{"login per IP", ls.LoginIP, 20},

@@ -81,6 +81,11 @@ type Config struct {
 	// RateLimits bound login starts, redemptions and approval mails; the
 	// zero value means no limits (tests), DefaultRateLimits sane ones.
 	RateLimits RateLimits
+	// SharedRateLimits keeps the rate-limit counts in Store, so that every
+	// instance sharing it counts against the same limits. Each limited
+	// event then costs store round trips; an embedded store, which one
+	// process owns, has no use for it.
+	SharedRateLimits bool
 	// LookupTimeout bounds the directory lookup of one login.
 	LookupTimeout time.Duration
 	// Now and Rand default to the real clock and crypto/rand; tests
@@ -144,6 +149,9 @@ func NewService(cfg Config) (*Service, error) {
 		s.rand = rand.Reader
 	}
 	s.limits = NewRateLimiters(cfg.RateLimits, s.now)
+	if cfg.SharedRateLimits {
+		s.limits = NewSharedRateLimiters(cfg.RateLimits, cfg.Store, s.now, s.cfg.Logger)
+	}
 	if s.cfg.LookupTimeout <= 0 {
 		s.cfg.LookupTimeout = 10 * time.Second
 	}

@@ -196,17 +196,19 @@ func (a *App) Provision(ctx caddy.Context) error {
 		svc.MailEvent(ev)
 	})
 	svc, err = approval.NewService(approval.Config{
-		Store:           a.store,
-		Mail:            a.outbox,
-		Profiles:        a.profiles,
-		Codec:           codec,
-		CodeKey:         codeKey,
-		RateLimits:      a.limits,
-		SessionLifetime: lifetime,
-		IdleTimeout:     idle,
-		CookieDomain:    a.CookieDomain,
-		Audit:           audit,
-		Logger:          a.logger,
+		Store:      a.store,
+		Mail:       a.outbox,
+		Profiles:   a.profiles,
+		Codec:      codec,
+		CodeKey:    codeKey,
+		RateLimits: a.limits,
+		// Instances sharing a Redis share its limits, too.
+		SharedRateLimits: a.Store != nil && a.Store.Backend == "redis",
+		SessionLifetime:  lifetime,
+		IdleTimeout:      idle,
+		CookieDomain:     a.CookieDomain,
+		Audit:            audit,
+		Logger:           a.logger,
 	})
 	if err != nil {
 		return err

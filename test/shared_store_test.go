@@ -232,3 +232,24 @@ func TestSharedStoreFailsClosedWhileRedisIsDown(t *testing.T) {
 	s.reachesApp(t, phone, "bob")
 	s.reachesApp(t, laptop, "alice")
 }
+
+// TestSharedStoreRateLimitsCountAcrossInstances: behind a load balancer a
+// client does not get each limit once per instance.
+func TestSharedStoreRateLimitsCountAcrossInstances(t *testing.T) {
+	cfg := strings.Replace(defaultCaddyfile, "\t\tsession_lifetime 1h\n", "\t\tsession_lifetime 1h\n\t\trate_limit {\n\t\t\tlogin_per_ip 2/10m\n\t\t}\n", 1)
+	s := newShared(t, cfg, 2)
+	a, b := s.nodes[0], s.nodes[1]
+	for i, e := range []*env{a, a, b} {
+		if r := newBrowser(t).post(e.URL("/.mailauth/login"), url.Values{"identity": {"bob"}}); r.Status != http.StatusSeeOther {
+			t.Fatalf("login %d: %d", i+1, r.Status)
+		}
+	}
+	// The third login, on B, got the same answer but no mail.
+	if ev := b.caddy.waitForAudit(t, "rate_limited", 5*time.Second); ev["limit"] != "login_per_ip" {
+		t.Errorf("B's rate_limited line: %v", ev)
+	}
+	time.Sleep(time.Second)
+	if n := len(s.mail.Messages(t)); n != 2 {
+		t.Errorf("%d mails for 3 logins under a limit of 2 across both instances; want 2", n)
+	}
+}

@@ -1,0 +1,110 @@
+package approval
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"strconv"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/mailauth/caddy-mailauth/store"
+)
+
+// SharedLimiter applies a Limit across every instance that shares a store,
+// so that N instances behind a load balancer do not grant N times each
+// limit. It counts events in fixed windows of the limit's length and
+// estimates the rolling count as the current window's plus the previous
+// one's, weighted by how much of it still overlaps the rolling window (the
+// sliding-window counter). It may let a few events more through at a window
+// edge than an exact count would, never many.
+//
+// Each Allow costs a store read and a compare-and-swap. Keys are hashed, so
+// the store holds no client address or identity in the clear.
+type SharedLimiter struct {
+	limit  Limit
+	store  store.Store
+	name   string
+	now    func() time.Time
+	logger *zap.Logger
+}
+
+// sharedLimitTimeout bounds the store work of one Allow.
+const sharedLimitTimeout = 2 * time.Second
+
+var errOverLimit = errors.New("approval: over the limit")
+
+// NewSharedLimiter returns a limiter for l whose counts live in st under
+// the given name. now nil means time.Now.
+func NewSharedLimiter(l Limit, st store.Store, name string, now func() time.Time, logger *zap.Logger) *SharedLimiter {
+	if now == nil {
+		now = time.Now
+	}
+	if logger == nil {
+		logger = zap.NewNop()
+	}
+	return &SharedLimiter{limit: l, store: st, name: name, now: now, logger: logger}
+}
+
+// Limit returns the limit that l applies.
+func (l *SharedLimiter) Limit() Limit { return l.limit }
+
+// Allow implements RateLimiter. When the store fails, the event is
+// allowed and a warning logged: whatever the caller does next goes to the
+// same store, and fails closed there.
+func (l *SharedLimiter) Allow(key string) bool {
+	if l.limit.Unlimited() {
+		return true
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), sharedLimitTimeout)
+	defer cancel()
+	now := l.now().UnixNano()
+	per := int64(l.limit.Per)
+	window := now / per
+	// How much of the previous window the rolling window still covers.
+	overlap := 1 - float64(now%per)/float64(per)
+	sum := sha256.Sum256([]byte(key))
+	base := "ratelimit/" + l.name + "/" + hex.EncodeToString(sum[:16]) + "/"
+	prev := 0
+	raw, err := l.store.Get(ctx, base+strconv.FormatInt(window-1, 10))
+	switch {
+	case err == nil && len(raw) == 8:
+		prev = int(binary.BigEndian.Uint64(raw))
+	case err != nil && !errors.Is(err, store.ErrNotFound):
+		l.logger.Warn("reading a shared rate limit; allowing", zap.String("limit", l.name), zap.Error(err))
+		return true
+	}
+	// Each window's counter lives two windows: long enough to be the
+	// next one's previous.
+	err = l.store.Update(ctx, base+strconv.FormatInt(window, 10), 2*l.limit.Per, func(cur []byte, found bool) ([]byte, error) {
+		n := 0
+		if found && len(cur) == 8 {
+			n = int(binary.BigEndian.Uint64(cur))
+		}
+		if float64(prev)*overlap+float64(n) >= float64(l.limit.Events) {
+			return nil, errOverLimit
+		}
+		return binary.BigEndian.AppendUint64(nil, uint64(n+1)), nil
+	})
+	switch {
+	case err == nil:
+		return true
+	case errors.Is(err, errOverLimit):
+		return false
+	}
+	l.logger.Warn("counting a shared rate limit; allowing", zap.String("limit", l.name), zap.Error(err))
+	return true
+}
+
+// NewSharedRateLimiters returns limiters for r whose counts live in st.
+func NewSharedRateLimiters(r RateLimits, st store.Store, now func() time.Time, logger *zap.Logger) *RateLimiters {
+	return &RateLimiters{
+		LoginIP:       NewSharedLimiter(r.LoginPerIP, st, "login_per_ip", now, logger),
+		LoginIdentity: NewSharedLimiter(r.LoginPerIdentity, st, "login_per_identity", now, logger),
+		RedeemIP:      NewSharedLimiter(r.RedeemPerIP, st, "redeem_per_ip", now, logger),
+		Manager:       NewSharedLimiter(r.MailsPerManager, st, "mails_per_manager", now, logger),
+	}
+}
