@@ -455,7 +455,7 @@ func (s *Service) renderApprovalMail(l *Login, p *Profile, recipient string, tok
 		Browser:     DescribeBrowser(l.UserAgent),
 		RequestedAt: l.CreatedAt,
 		ExpiresAt:   l.ExpiresAt,
-		ExpiresIn:   HumanDuration(l.ExpiresAt.Sub(l.CreatedAt)),
+		ExpiresIn:   mailer.HumanDuration(l.ExpiresAt.Sub(l.CreatedAt)),
 		Reference:   l.Reference,
 		Code:        code,
 	}
@@ -934,26 +934,6 @@ func ipKey(ip string) string {
 		return IPKey(a)
 	}
 	return ip
-}
-
-// HumanDuration renders d for people: "15 minutes", "1 hour", "45 seconds".
-// Durations of a minute or more are rounded to the minute (90s is "2
-// minutes"); only whole hours are counted in hours (90m is "90 minutes").
-func HumanDuration(d time.Duration) string {
-	plural := func(n int64, unit string) string {
-		if n == 1 {
-			return "1 " + unit
-		}
-		return fmt.Sprintf("%d %ss", n, unit)
-	}
-	switch {
-	case d >= time.Hour && d%time.Hour == 0:
-		return plural(int64(d/time.Hour), "hour")
-	case d >= time.Minute:
-		return plural(int64((d+30*time.Second)/time.Minute), "minute")
-	default:
-		return plural(int64((d+time.Second/2)/time.Second), "second")
-	}
 }
 
 func truncate(s string, n int) string {

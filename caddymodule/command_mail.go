@@ -194,7 +194,7 @@ func preview(w io.Writer, cfgFile, adapter, profile, out string) error {
 	}
 	d.RequestedAt = time.Now().Truncate(time.Minute)
 	d.ExpiresAt = d.RequestedAt.Add(p.LinkExpiration)
-	d.ExpiresIn = approval.HumanDuration(p.LinkExpiration)
+	d.ExpiresIn = mailer.HumanDuration(p.LinkExpiration)
 	subject, text, html, err := p.Templates.Render(d)
 	if err != nil {
 		return fmt.Errorf("profile %q: %w", profile, err)

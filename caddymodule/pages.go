@@ -15,6 +15,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/mailauth/caddy-mailauth/approval"
+	"github.com/mailauth/caddy-mailauth/mailer"
 )
 
 //go:embed pages/*.html
@@ -27,7 +28,7 @@ var staticFiles embed.FS
 var pages = func() map[string]*template.Template {
 	funcs := template.FuncMap{
 		"clock": func(t time.Time) string { return t.Format("15:04 MST") },
-		"human": approval.HumanDuration,
+		"human": mailer.HumanDuration,
 		"until": func(t time.Time) int { return max(0, int(time.Until(t).Seconds())) },
 	}
 	layout := template.Must(template.New("layout.html").Funcs(funcs).ParseFS(pageFiles, "pages/layout.html"))

@@ -140,7 +140,7 @@ func sampleData() TemplateData {
 // line, since a line break in it would end the header.
 func (t *Templates) Render(d TemplateData) (subject, text, html string, err error) {
 	if d.ExpiresIn == "" && !d.RequestedAt.IsZero() && !d.ExpiresAt.IsZero() {
-		d.ExpiresIn = humanDuration(d.ExpiresAt.Sub(d.RequestedAt))
+		d.ExpiresIn = HumanDuration(d.ExpiresAt.Sub(d.RequestedAt))
 	}
 	var b strings.Builder
 	if err := t.subject.Execute(&b, d); err != nil {
@@ -171,9 +171,11 @@ func singleLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
 
-// humanDuration spells out d in the largest units that fit, to the minute
-// ("1 hour 30 minutes"); under a minute it counts seconds.
-func humanDuration(d time.Duration) string {
+// HumanDuration spells out d for people in the largest units that fit, to
+// the minute ("15 minutes", "1 hour 30 minutes"); under a minute it counts
+// seconds. Mail, pages and commands all use it, so they word a duration
+// alike.
+func HumanDuration(d time.Duration) string {
 	if d < time.Minute {
 		return plural(int(d.Round(time.Second)/time.Second), "second")
 	}

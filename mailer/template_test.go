@@ -203,9 +203,17 @@ func TestHumanDuration(t *testing.T) {
 		time.Hour:                       "1 hour",
 		2*time.Hour + time.Minute:       "2 hours 1 minute",
 		24 * time.Hour:                  "24 hours",
+		0:                               "0 seconds",
+		time.Second:                     "1 second",
+		1500 * time.Millisecond:         "2 seconds",
+		89 * time.Second:                "1 minute",
+		90 * time.Second:                "2 minutes",
+		59 * time.Minute:                "59 minutes",
+		90 * time.Minute:                "1 hour 30 minutes",
+		8 * time.Hour:                   "8 hours",
 	} {
-		if got := humanDuration(d); got != want {
-			t.Errorf("humanDuration(%s) = %q, want %q", d, got, want)
+		if got := HumanDuration(d); got != want {
+			t.Errorf("HumanDuration(%s) = %q, want %q", d, got, want)
 		}
 	}
 }

@@ -22,9 +22,17 @@
   function tick() {
     if (!remaining) { return; }
     left = Math.max(0, left - 1);
-    // Same wording as the server renders: whole minutes, then seconds.
-    var m = Math.ceil(left / 60);
-    remaining.textContent = left >= 120 ? m + " minutes" : left + (left === 1 ? " second" : " seconds");
+    remaining.textContent = human(left);
+  }
+
+  // The server's wording (mailer.HumanDuration): seconds under a minute,
+  // else hours and minutes, rounded to the minute.
+  function plural(n, unit) { return n + " " + unit + (n === 1 ? "" : "s"); }
+  function human(s) {
+    if (s < 60) { return plural(s, "second"); }
+    var total = Math.round(s / 60), h = Math.floor(total / 60), m = total % 60;
+    if (h === 0) { return plural(m, "minute"); }
+    return m === 0 ? plural(h, "hour") : plural(h, "hour") + " " + plural(m, "minute");
   }
 
   function poll() {
