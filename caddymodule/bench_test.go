@@ -1,6 +1,8 @@
 package caddymodule
 
 import (
+	"bytes"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -21,7 +23,7 @@ import (
 // profile with the default mail templates, an in-memory Badger store and a
 // mail queue that discards. It returns the service too, so a benchmark can
 // wait for the background dispatch.
-func loginHandler(b *testing.B) (*Handler, *approval.Service) {
+func loginHandler(b testing.TB) (*Handler, *approval.Service) {
 	b.Helper()
 	st, err := store.OpenBadger(store.BadgerOptions{InMemory: true}, zap.NewNop())
 	if err != nil {
@@ -134,21 +136,7 @@ func benchLoginPOST(b *testing.B, timeDispatch bool) {
 // BenchmarkStatusPoll is one poll of a waiting page: GET
 // /.mailauth/status with the pending cookie, a store Get and a JSON answer.
 func BenchmarkStatusPoll(b *testing.B) {
-	h, svc := loginHandler(b)
-	w := httptest.NewRecorder()
-	if err := h.ServeHTTP(w, loginRequest(), nil); err != nil {
-		b.Fatal(err)
-	}
-	svc.Wait()
-	var pending string
-	for _, c := range w.Result().Cookies() {
-		if c.Name == pendingCookie {
-			pending = c.Value
-		}
-	}
-	if pending == "" {
-		b.Fatal("the login POST set no pending cookie")
-	}
+	h, pending := waitingHandler(b)
 	r, _ := request(http.MethodGet, "/.mailauth/status", http.Header{"Cookie": {pendingCookie + "=" + pending}})
 	b.ReportAllocs()
 	for b.Loop() {
@@ -156,6 +144,62 @@ func BenchmarkStatusPoll(b *testing.B) {
 		if err := h.ServeHTTP(w, r, nil); err != nil || w.Code != http.StatusOK {
 			b.Fatalf("status: %d, err %v", w.Code, err)
 		}
+	}
+}
+
+// waitingHandler is loginHandler with one login started through it, and
+// that login's pending cookie.
+func waitingHandler(tb testing.TB) (*Handler, string) {
+	tb.Helper()
+	h, svc := loginHandler(tb)
+	w := httptest.NewRecorder()
+	if err := h.ServeHTTP(w, loginRequest(), nil); err != nil {
+		tb.Fatal(err)
+	}
+	svc.Wait()
+	for _, c := range w.Result().Cookies() {
+		if c.Name == pendingCookie {
+			return h, c.Value
+		}
+	}
+	tb.Fatal("the login POST set no pending cookie")
+	return nil, ""
+}
+
+// TestStatusAnswersWhatJSONEncoderWrites pins the status answer that
+// wait.js reads: the state and the seconds left, or "unknown" with a 404.
+func TestStatusAnswersWhatJSONEncoderWrites(t *testing.T) {
+	h, pending := waitingHandler(t)
+	for _, c := range []struct {
+		name, cookie string
+		code         int
+	}{
+		{"pending login", pending, http.StatusOK},
+		{"unknown login", "nope." + strings.Repeat("A", 43), http.StatusNotFound},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			r, _ := request(http.MethodGet, "/.mailauth/status", http.Header{"Cookie": {pendingCookie + "=" + c.cookie}})
+			w := httptest.NewRecorder()
+			if err := h.ServeHTTP(w, r, nil); err != nil || w.Code != c.code {
+				t.Fatalf("status: %d, err %v; want %d", w.Code, err, c.code)
+			}
+			var want bytes.Buffer
+			if c.code == http.StatusOK {
+				var got struct {
+					State     approval.State `json:"state"`
+					ExpiresIn int            `json:"expires_in"`
+				}
+				if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil || got.State != approval.StatePending || got.ExpiresIn <= 0 {
+					t.Fatalf("status answered %q (%v), want a pending state and a positive expires_in", w.Body, err)
+				}
+				_ = json.NewEncoder(&want).Encode(got)
+			} else {
+				_ = json.NewEncoder(&want).Encode(map[string]string{"state": "unknown"})
+			}
+			if w.Body.String() != want.String() {
+				t.Errorf("status answered %q, json.Encoder writes %q", w.Body, want.String())
+			}
+		})
 	}
 }
 

@@ -5,13 +5,17 @@
 //	B  the same with mailauth and a valid session cookie on every request
 //	C  the same with an invalid session cookie (the redirect path)
 //	D  login starts per second, with the SMTP server up and down
-//	E  1,000 waiting browsers polling status every 2 s: Caddy's CPU share
-//	S  login-start latency and RSS on stores pre-filled with 1k…1M logins
+//	E  1,000 waiting browsers: Caddy's CPU share when each polls status
+//	   every 2 s (E1), and when each long-polls it as the waiting page does
+//	   (E2); see polling.go
+//	S  login-start latency and RSS on stores pre-filled with 1k…1M logins;
+//	   see scale.go
 //
 // A, B and C run in interleaved rounds on one Caddy, as do D up and D down
-// on another, and each figure is the median over the rounds, so that a
-// noisy neighbour hits every scenario alike. It prints one results table
-// and writes it, with the Go benchmark results, to BENCHMARKS.md.
+// on another, and the S sizes on one Caddy each; each figure is the median
+// over the rounds, so that a noisy neighbour hits every scenario alike. It
+// prints one results table and writes it, with the Go benchmark results,
+// to BENCHMARKS.md.
 package main
 
 import (
@@ -24,6 +28,8 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"maps"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -36,7 +42,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -53,8 +58,14 @@ var (
 	loginDur   = flag.Duration("dlogin", 5*time.Second, "duration of one D run and of one scale run")
 	sizesFlag  = flag.String("sizes", "1000,10000,100000,1000000", "pre-filled store sizes")
 	pollers    = flag.Int("pollers", 1000, "waiting browsers in E")
-	pollWindow = flag.Duration("pollwindow", 20*time.Second, "CPU measurement window in E")
+	pollWindow = flag.Duration("pollwindow", 20*time.Second, "CPU measurement window of E1 and of E2")
+	only       = flag.String("only", "ABCDES", "the scenarios to run, for a quick look: A, B and C run together; E runs on their Caddy")
 )
+
+// want reports whether -only names any of the scenario letters.
+func want(letters string) bool {
+	return strings.ContainsAny(strings.ToUpper(*only), letters)
+}
 
 // procs are the processes this program started; all are killed by PID on
 // the way out, whatever the way out is.
@@ -109,20 +120,26 @@ func run() error {
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	rep := &report{started: time.Now()}
+	rep := &report{started: time.Now(), runs: map[string][]wrkResult{}}
 
 	mp, err := startMailpit(tmp)
 	if err != nil {
 		return err
 	}
-	if err := rep.proxy(tmp, mp); err != nil {
-		return err
+	if want("ABCE") {
+		if err := rep.proxy(tmp, mp); err != nil {
+			return err
+		}
 	}
-	if err := rep.logins(tmp, mp); err != nil {
-		return err
+	if want("D") {
+		if err := rep.logins(tmp, mp); err != nil {
+			return err
+		}
 	}
-	if err := rep.scale(tmp, mp); err != nil {
-		return err
+	if want("S") {
+		if err := rep.scale(tmp, mp); err != nil {
+			return err
+		}
 	}
 	rep.finished = time.Now()
 	if *goBench != "" {
@@ -196,17 +213,37 @@ http://127.0.0.1:%[6]d {
 	bind 127.0.0.1
 	respond "hello from the app" 200
 }
+
+# E1's floor: Caddy answering what status answers, without mailauth.
+http://127.0.0.1:%[7]d {
+	bind 127.0.0.1
+	header Content-Type application/json
+	respond ` + "`" + `{"state":"pending","expires_in":900}` + "`" + ` 200
+}
 `
 
 func (rep *report) proxy(tmp string, mp *mailpit) error {
-	admin, pa, pb, pu := freePort(), freePort(), freePort(), freePort()
-	cfg := fmt.Sprintf(proxyCaddyfile, admin, filepath.Join(tmp, "proxy-store"), mp.smtp, pa, pb, pu)
+	admin, pa, pb, pu, pf := freePort(), freePort(), freePort(), freePort(), freePort()
+	cfg := fmt.Sprintf(proxyCaddyfile, admin, filepath.Join(tmp, "proxy-store"), mp.smtp, pa, pb, pu, pf)
 	c, err := startCaddy(tmp, "caddy-proxy", cfg, pb)
 	if err != nil {
 		return err
 	}
 	defer c.stop()
 	site := fmt.Sprintf("http://127.0.0.1:%d", pb)
+	if want("ABC") {
+		if err := rep.proxyRounds(admin, pa, site, mp); err != nil {
+			return err
+		}
+	}
+	if want("E") {
+		return rep.polling(c, site, fmt.Sprintf("http://127.0.0.1:%d/", pf), admin)
+	}
+	return nil
+}
+
+// proxyRounds is A, B and C: interleaved wrk rounds on the proxy Caddy.
+func (rep *report) proxyRounds(admin, pa int, site string, mp *mailpit) error {
 	session, err := mintSession(site, mp)
 	if err != nil {
 		return fmt.Errorf("minting a session through the real flow: %w", err)
@@ -231,7 +268,6 @@ func (rep *report) proxy(tmp string, mp *mailpit) error {
 			return err
 		}
 	}
-	rep.runs = map[string][]wrkResult{}
 	for r := range *rounds {
 		// Each round starts with a different scenario, so that none of them
 		// always runs first (on a CPU that another job has just left idle)
@@ -247,13 +283,11 @@ func (rep *report) proxy(tmp string, mp *mailpit) error {
 		}
 	}
 	// Where B's time goes, measured apart from the rounds.
-	if rep.profileB, err = profileWhile(admin, 6, func() error {
+	rep.profileB, err = profileWhile(admin, 6, func() error {
 		_, err := runWrk(7*time.Second, wrkConns, scenarios[1].args...)
 		return err
-	}); err != nil {
-		return err
-	}
-	return rep.polling(c, site, admin)
+	})
+	return err
 }
 
 // wrkConns is the wrk concurrency for A/B/C: two threads, 50 connections.
@@ -359,118 +393,6 @@ func cookieIn(resp *http.Response, name string) string {
 		}
 	}
 	return ""
-}
-
-// polling is E: pollers browsers, each with a pending login of its own and
-// its own connection, poll status every 2 s; Caddy's CPU time over the
-// window is the cost.
-func (rep *report) polling(c *proc, site string, admin int) error {
-	const every = 2 * time.Second
-	cookies := make([]string, *pollers)
-	client := &http.Client{Timeout: 10 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-	// Unknown users: the login is stored and polled like any other, and
-	// no mail is sent, so mailpit's work stays out of the figure.
-	for i := range cookies {
-		req, _ := http.NewRequest(http.MethodPost, site+"/.mailauth/login", strings.NewReader(url.Values{"identity": {fmt.Sprintf("waiting%d", i)}}.Encode()))
-		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-		resp, err := client.Do(req)
-		if err != nil {
-			return err
-		}
-		resp.Body.Close()
-		if cookies[i] = cookieIn(resp, "__Secure-mailauth_pending"); cookies[i] == "" {
-			return fmt.Errorf("poller %d: login POST gave %s and no pending cookie", i, resp.Status)
-		}
-	}
-	// What Caddy burns with nobody polling (outbox worker, Badger's
-	// background work), over a window as long as the measured one.
-	idle0, err := cpuTicks(c.cmd.Process.Pid)
-	if err != nil {
-		return err
-	}
-	ti := time.Now()
-	time.Sleep(*pollWindow / 2)
-	idle1, err := cpuTicks(c.cmd.Process.Pid)
-	if err != nil {
-		return err
-	}
-	rep.idleCPU = float64(idle1-idle0) / clockTicks / time.Since(ti).Seconds() * 100
-	ctx, cancel := context.WithTimeout(context.Background(), 2*every+*pollWindow+15*time.Second)
-	defer cancel()
-	var polls, failures atomic.Int64
-	var latMu sync.Mutex
-	var lats []float64
-	var wg sync.WaitGroup
-	for i, cookie := range cookies {
-		wg.Go(func() {
-			tr := &http.Transport{MaxIdleConnsPerHost: 1}
-			defer tr.CloseIdleConnections()
-			cl := &http.Client{Transport: tr, Timeout: 5 * time.Second}
-			// Spread the browsers evenly over the period.
-			t := time.NewTimer(time.Duration(i) * every / time.Duration(len(cookies)))
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-				}
-				t.Reset(every)
-				req, _ := http.NewRequestWithContext(ctx, http.MethodGet, site+"/.mailauth/status", nil)
-				req.Header.Set("Cookie", "__Secure-mailauth_pending="+cookie)
-				start := time.Now()
-				resp, err := cl.Do(req)
-				if err != nil {
-					if ctx.Err() == nil {
-						failures.Add(1)
-					}
-					continue
-				}
-				io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				ms := float64(time.Since(start)) / 1e6
-				polls.Add(1)
-				if resp.StatusCode != http.StatusOK {
-					failures.Add(1)
-				}
-				latMu.Lock()
-				lats = append(lats, ms)
-				latMu.Unlock()
-			}
-		})
-	}
-	// Two periods of warm-up: every browser has connected and polled.
-	time.Sleep(2 * every)
-	polls.Store(0)
-	failures.Store(0)
-	latMu.Lock()
-	lats = lats[:0]
-	latMu.Unlock()
-	cpu0, err := cpuTicks(c.cmd.Process.Pid)
-	if err != nil {
-		return err
-	}
-	t0 := time.Now()
-	time.Sleep(*pollWindow)
-	cpu1, err := cpuTicks(c.cmd.Process.Pid)
-	if err != nil {
-		return err
-	}
-	elapsed := time.Since(t0)
-	n, f := polls.Load(), failures.Load()
-	latMu.Lock()
-	rep.pollLat = percentiles(lats)
-	latMu.Unlock()
-	rep.pollCPU = float64(cpu1-cpu0) / clockTicks / elapsed.Seconds() * 100
-	rep.pollRate = float64(n) / elapsed.Seconds()
-	rep.pollFailures = f
-	log.Printf("E: %d browsers, %.0f polls/s, Caddy CPU %.1f%% of one core (%.1f%% idle), %d failures", len(cookies), rep.pollRate, rep.pollCPU, rep.idleCPU, f)
-	if rep.pollCPU >= 10 {
-		rep.profileE, _ = profileWhile(admin, 10, func() error { time.Sleep(11 * time.Second); return nil })
-	}
-	cancel()
-	wg.Wait()
-	return nil
 }
 
 // ---- D: login starts, SMTP up and down -----------------------------------
@@ -584,110 +506,27 @@ func (rep *report) logins(tmp string, mp *mailpit) error {
 }
 
 func writeLoginScript(path string) error {
-	return os.WriteFile(path, []byte(`wrk.method = "POST"
+	return os.WriteFile(path, []byte(loginScript), 0o644)
+}
+
+const loginScript = `wrk.method = "POST"
 wrk.body = "identity=alice&return=%2Fapp"
 wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
 wrk.headers["User-Agent"] = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
-`), 0o644)
-}
-
-// ---- S: pre-filled stores --------------------------------------------------
-
-const scaleCaddyfile = `{
-	admin 127.0.0.1:%[1]d
-	auto_https off
-	persist_config off
-	mailauth {
-		store badger %[2]s
-		mail_server mailpit {
-			host 127.0.0.1
-			port %[3]d
-			tls none
-			from "Bench Gateway <gateway@bench.test>"
-		}
-		directory staff local {
-			user alice {
-				email alice@bench.test
-			}
-		}
-		profile daily {
-			type user
-			server http://127.0.0.1:%[4]d
-			link_expiration 15m
-			mail_servers mailpit
-			fallback staff
-		}
-	}
-}
-
-http://127.0.0.1:%[4]d {
-	bind 127.0.0.1
-	mailauth {
-		default_profile daily
-	}
-	respond "app" 200
-}
 `
 
-// scaleConns is the wrk concurrency for the scale runs: light, so the
-// latency is the cost of a login rather than queueing.
-const scaleConns = 4
-
-type scaleResult struct {
-	size     int
-	prefill  time.Duration
-	disk     int64
-	res      wrkResult
-	rssStart int64
-	rssEnd   int64
-}
-
-func (rep *report) scale(tmp string, mp *mailpit) error {
-	script := filepath.Join(tmp, "login.lua")
-	for _, f := range strings.Split(*sizesFlag, ",") {
-		size, err := strconv.Atoi(strings.TrimSpace(f))
-		if err != nil {
-			return fmt.Errorf("-sizes: %w", err)
-		}
-		dir := filepath.Join(tmp, fmt.Sprintf("scale-%d", size))
-		start := time.Now()
-		cmd := exec.Command(*prefillBin, "-dir", dir, "-n", strconv.Itoa(size))
-		cmd.Stderr = os.Stderr
-		if out, err := cmd.Output(); err != nil {
-			return fmt.Errorf("prefill %d: %w", size, err)
-		} else {
-			log.Print(strings.TrimSpace(string(out)))
-		}
-		sr := scaleResult{size: size, prefill: time.Since(start), disk: dirSize(dir)}
-		admin, port := freePort(), freePort()
-		c, err := startCaddy(tmp, fmt.Sprintf("caddy-scale-%d", size), fmt.Sprintf(scaleCaddyfile, admin, dir, mp.smtp, port), port)
-		if err != nil {
-			return err
-		}
-		sr.rssStart, _ = rss(c.cmd.Process.Pid)
-		site := fmt.Sprintf("http://127.0.0.1:%d/.mailauth/login", port)
-		if _, err := runWrk(time.Second, scaleConns, "-s", script, site); err == nil {
-			sr.res, err = runWrk(*loginDur, scaleConns, "-s", script, site)
-		}
-		if err != nil {
-			c.stop()
-			return fmt.Errorf("scale %d: %w", size, err)
-		}
-		sr.rssEnd, _ = rss(c.cmd.Process.Pid)
-		log.Printf("scale %d: prefill %s, login p50 %.2f ms p99 %.2f ms, %.0f/s, RSS %d MiB", size, sr.prefill.Round(time.Second), sr.res.p50, sr.res.p99, sr.res.rps, sr.rssEnd>>20)
-		rep.scaleRuns = append(rep.scaleRuns, sr)
-		last := size == rep.maxSize()
-		if last && (sr.rssEnd >= 512<<20 || sr.res.p99 > 2*rep.scaleRuns[0].res.p99) {
-			rep.profileS, _ = profileWhile(admin, 5, func() error {
-				_, err := runWrk(6*time.Second, scaleConns, "-s", script, site)
-				return err
-			})
-			rep.heapS = fetch(fmt.Sprintf("http://127.0.0.1:%d/debug/pprof/heap", admin))
-		}
-		c.stop()
-		os.RemoveAll(dir)
-	}
-	return nil
+// writeLoginHistScript is writeLoginScript whose wrk also prints its whole
+// latency histogram at the end, one "hist <µs> <count>" line per latency
+// seen, so that runs can be merged (see parseWrk).
+func writeLoginHistScript(path string) error {
+	return os.WriteFile(path, []byte(loginScript+`
+done = function(summary, latency, requests)
+  for i = 1, #latency do
+    local us, n = latency(i)
+    io.write("hist ", us, " ", n, "\n")
+  end
+end
+`), 0o644)
 }
 
 // ---- processes ---------------------------------------------------------------
@@ -959,6 +798,33 @@ type wrkResult struct {
 	requests  int64
 	non2xx3xx int64
 	errors    int64
+	hist      histogram // only with a script that prints it
+}
+
+// histogram counts requests by latency in µs.
+type histogram map[int64]int64
+
+func (h histogram) add(o histogram) {
+	for us, n := range o {
+		h[us] += n
+	}
+}
+
+// percentile is the latency in ms below which p % of the requests fall.
+func (h histogram) percentile(p float64) float64 {
+	us := slices.Sorted(maps.Keys(h))
+	var total int64
+	for _, n := range h {
+		total += n
+	}
+	rank := int64(math.Ceil(p / 100 * float64(total)))
+	var seen int64
+	for _, u := range us {
+		if seen += h[u]; seen >= rank {
+			return float64(u) / 1000
+		}
+	}
+	return 0
 }
 
 func runWrk(d time.Duration, conns int, args ...string) (wrkResult, error) {
@@ -979,6 +845,7 @@ var (
 	reqsRE   = regexp.MustCompile(`(\d+) requests in`)
 	non2xxRE = regexp.MustCompile(`Non-2xx or 3xx responses: (\d+)`)
 	sockRE   = regexp.MustCompile(`Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)`)
+	histRE   = regexp.MustCompile(`(?m)^hist (\d+) (\d+)$`)
 )
 
 func parseWrk(out string) (wrkResult, error) {
@@ -1007,6 +874,14 @@ func parseWrk(out string) (wrkResult, error) {
 	}
 	if m := non2xxRE.FindStringSubmatch(out); m != nil {
 		r.non2xx3xx, _ = strconv.ParseInt(m[1], 10, 64)
+	}
+	for _, m := range histRE.FindAllStringSubmatch(out, -1) {
+		us, _ := strconv.ParseInt(m[1], 10, 64)
+		n, _ := strconv.ParseInt(m[2], 10, 64)
+		if r.hist == nil {
+			r.hist = histogram{}
+		}
+		r.hist[us] += n
 	}
 	if m := sockRE.FindStringSubmatch(out); m != nil {
 		for _, s := range m[1:] {
