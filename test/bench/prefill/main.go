@@ -1,9 +1,10 @@
 // Command prefill fills a Badger store with pending logins, as the scale
 // benchmark needs: each login is stored as approval stores it (the JSON of
 // approval.Login under "login/<id>", with the same TTL), with the link token
-// that its mail carries ("token/<sha256 hex>" → the link record). Sessions
-// are not stored by mailauth (the cookie is signed and verified without the
-// store), so there is nothing to fill for them.
+// that its mail carries ("token/<sha256 hex>" → the link record), and as
+// many sessions, as approval records them for the admin API's listing
+// ("session/<id hex>" → approval.SessionInfo). Checking a session never
+// reads that record, but it takes its share of the store.
 //
 // Store.Put syncs every write, which fills about a thousand logins a second
 // here: far too slow for a million. So the records are written with
@@ -65,7 +66,7 @@ func main() {
 	if err := check(*dir, first, last); err != nil {
 		log.Fatal(err)
 	}
-	fmt.Printf("prefill: %d logins and tokens in %s\n", *n, time.Since(start).Round(time.Millisecond))
+	fmt.Printf("prefill: %d logins with their tokens, and %d sessions, in %s\n", *n, *n, time.Since(start).Round(time.Millisecond))
 }
 
 // fill writes n logins and their tokens and returns the first and last
@@ -83,11 +84,11 @@ func fill(dir string, n int) (first, last string, err error) {
 	wb := db.NewWriteBatch()
 	defer wb.Cancel()
 	for i := range n {
-		login, token, err := records(int64(i))
+		login, token, session, err := records(int64(i))
 		if err != nil {
 			return "", "", err
 		}
-		for _, r := range []record{login, token} {
+		for _, r := range []record{login, token, session} {
 			e := badger.NewEntry(append([]byte{'d'}, r.key...), r.value)
 			e.ExpiresAt = uint64(time.Now().Add(r.ttl).Unix()) + 1
 			if err := wb.SetEntry(e); err != nil {
@@ -149,8 +150,9 @@ type record struct {
 	ttl   time.Duration
 }
 
-// records returns login i and the token of its link, as approval writes them.
-func records(i int64) (login, token record, err error) {
+// records returns login i, the token of its link and a session of the
+// same user, as approval writes them.
+func records(i int64) (login, token, session record, err error) {
 	now := time.Now()
 	id := secret(16)
 	pending := secret(32)
@@ -174,16 +176,27 @@ func records(i int64) (login, token record, err error) {
 	}
 	raw, err := json.Marshal(&l)
 	if err != nil {
-		return login, token, err
+		return login, token, session, err
 	}
 	rec, err := json.Marshal(linkRecord{LoginID: id, Action: "approve", Recipient: l.Email})
 	if err != nil {
-		return login, token, err
+		return login, token, session, err
+	}
+	sid := make([]byte, 16)
+	_, _ = rand.Read(sid)
+	info, err := json.Marshal(approval.SessionInfo{
+		ID: hex.EncodeToString(sid), User: l.Username, Email: l.Email, Profile: l.Profile, Site: l.App,
+		Reference: l.Reference, ClientIP: l.ClientIP, UserAgent: l.UserAgent,
+		IssuedAt: now.UTC(), ExpiresAt: now.Add(8 * time.Hour).UTC(),
+	})
+	if err != nil {
+		return login, token, session, err
 	}
 	// approval keeps a login for its longest link plus an hour of grace.
 	login = record{"login/" + id, raw, 15*time.Minute + time.Hour}
 	token = record{"token/" + hash(secret(32)), rec, 15 * time.Minute}
-	return login, token, nil
+	session = record{"session/" + hex.EncodeToString(sid), info, 8 * time.Hour}
+	return login, token, session, nil
 }
 
 func secret(n int) string {
