@@ -44,6 +44,9 @@ type revocations struct {
 type revocationSet struct {
 	sessions map[[16]byte]struct{}
 	users    map[string]int64
+	// from is what the set was built from, kept to restore a store that
+	// lost it.
+	from revocations
 }
 
 func (r *revocationSet) revoked(sess *Session) bool {
@@ -118,8 +121,7 @@ func (s *Service) updateRevocations(ctx context.Context, change func(*revocation
 func (r *revocations) empty() bool { return len(r.Sessions) == 0 && len(r.Users) == 0 }
 
 func (s *Service) setRevocations(r revocations) {
-	s.lastRevocations.Store(&r)
-	set := &revocationSet{sessions: make(map[[16]byte]struct{}, len(r.Sessions)), users: r.Users}
+	set := &revocationSet{sessions: make(map[[16]byte]struct{}, len(r.Sessions)), users: r.Users, from: r}
 	for id := range r.Sessions {
 		var k [16]byte
 		if b, err := hex.DecodeString(id); err == nil && len(b) == 16 {
@@ -137,8 +139,8 @@ func (s *Service) loadRevocations(ctx context.Context) error {
 		if !isNotFound(err) {
 			return err
 		}
-		last := s.lastRevocations.Load()
-		if last == nil || last.empty() {
+		cur := s.revoked.Load()
+		if cur == nil || cur.from.empty() {
 			s.setRevocations(revocations{})
 			return nil
 		}
@@ -147,10 +149,10 @@ func (s *Service) loadRevocations(ctx context.Context) error {
 		// it back rather than let revoked sessions work again.
 		s.cfg.Logger.Warn("session revocations are missing from the store; restoring them from memory")
 		return s.updateRevocations(ctx, func(r *revocations) {
-			for id, exp := range last.Sessions {
+			for id, exp := range cur.from.Sessions {
 				r.Sessions[id] = exp
 			}
-			for u, before := range last.Users {
+			for u, before := range cur.from.Users {
 				r.Users[u] = max(r.Users[u], before)
 			}
 		})

@@ -100,9 +100,6 @@ type Service struct {
 	notice  *mailer.Templates
 	limits  *RateLimiters
 	revoked atomic.Pointer[revocationSet]
-	// lastRevocations is what revoked was built from, kept to restore a
-	// store that lost them.
-	lastRevocations atomic.Pointer[revocations]
 	// background runs the revocation refresh, apart from wg, which
 	// counts dispatches that Wait waits for.
 	background sync.WaitGroup

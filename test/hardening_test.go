@@ -236,25 +236,11 @@ func TestOperatorRevokesAllSessionsOfAUser(t *testing.T) {
 	e := newEnv(t, defaultCaddyfile)
 	b := newBrowser(t)
 	confirmAndComplete(t, e, b, startLogin(t, e, b, "alice", "alice@example.test"))
-	admin := fmt.Sprintf("http://127.0.0.1:%d/mailauth/sessions", e.AdminPort)
-	req, _ := http.NewRequest(http.MethodDelete, admin, nil)
-	req.Header.Set("Origin", fmt.Sprintf("http://127.0.0.1:%d", e.AdminPort))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	if code, _ := e.admin(t, http.MethodDelete, "/mailauth/sessions"); code != http.StatusBadRequest {
+		t.Fatalf("a revoke without user: %d, want 400 naming the parameter", code)
 	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusBadRequest {
-		t.Fatalf("a revoke without user: %d, want 400 naming the parameter", resp.StatusCode)
-	}
-	req, _ = http.NewRequest(http.MethodDelete, admin+"?user=alice", nil)
-	req.Header.Set("Origin", fmt.Sprintf("http://127.0.0.1:%d", e.AdminPort))
-	if resp, err = http.DefaultClient.Do(req); err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("revoke: %d", resp.StatusCode)
+	if code, body := e.admin(t, http.MethodDelete, "/mailauth/sessions?user=alice"); code != http.StatusOK {
+		t.Fatalf("revoke: %d %s", code, body)
 	}
 	if r := b.get(e.URL("/app")); r.Status != http.StatusFound {
 		t.Fatalf("alice's session must be dead after the revoke, got %d", r.Status)

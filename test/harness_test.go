@@ -2,7 +2,6 @@ package test
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -22,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailauth/caddy-mailauth/test/daemon"
 	"github.com/mailauth/caddy-mailauth/test/mailpit"
 )
 
@@ -46,19 +46,18 @@ var caddyBinary = sync.OnceValues(func() (string, error) {
 
 func freePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := daemon.FreePort()
 	if err != nil {
-		t.Fatalf("finding a free port: %v", err)
+		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 // caddyProc is a Caddy process started by a test.
 type caddyProc struct {
 	cmd     *exec.Cmd
-	logs    *lockedBuffer
-	exited  chan struct{}
+	logs    *daemon.Output
+	exited  <-chan struct{}
 	Port    int
 	BaseURL string
 	DataDir string
@@ -169,38 +168,29 @@ func startCaddy(t testing.TB, caddyfile string, sitePort int) *caddyProc {
 	if err := os.WriteFile(path, []byte(caddyfile), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p := &caddyProc{logs: &lockedBuffer{}, exited: make(chan struct{}), Port: sitePort, BaseURL: fmt.Sprintf("http://127.0.0.1:%d", sitePort), DataDir: filepath.Join(dir, "data")}
+	p := &caddyProc{logs: &daemon.Output{}, Port: sitePort, BaseURL: fmt.Sprintf("http://127.0.0.1:%d", sitePort), DataDir: filepath.Join(dir, "data")}
 	p.cmd = exec.Command(bin, "run", "--config", path, "--adapter", "caddyfile")
 	p.cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_DATA_HOME="+p.DataDir, "XDG_CONFIG_HOME="+filepath.Join(dir, "config"))
-	p.cmd.Stdout = p.logs
-	p.cmd.Stderr = p.logs
-	if err := p.cmd.Start(); err != nil {
+	if p.exited, err = daemon.Start(p.cmd, p.logs); err != nil {
 		t.Fatalf("starting caddy: %v", err)
 	}
-	go func() { p.cmd.Wait(); close(p.exited) }()
 	t.Cleanup(func() {
 		p.Stop(t)
 		if t.Failed() {
 			t.Logf("caddy log:\n%s", p.logs.String())
 		}
 	})
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		select {
-		case <-p.exited:
-			t.Fatalf("caddy exited at start:\n%s", p.logs.String())
-		default:
-		}
+	listening := func() error {
 		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", sitePort), 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return p
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("caddy did not listen on %d within a minute:\n%s", sitePort, p.logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
+		return c.Close()
 	}
+	if err := daemon.WaitReady(p.exited, time.Minute, 50*time.Millisecond, listening); err != nil {
+		t.Fatalf("caddy did not listen on %d: %v\n%s", sitePort, err, p.logs.String())
+	}
+	return p
 }
 
 // Stop ends Caddy gracefully (SIGTERM) and kills it if it hangs.
@@ -251,23 +241,6 @@ func (p *caddyProc) waitForAudit(t testing.TB, ev string, timeout time.Duration)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // loopbackJar keeps cookies as a browser does for a loopback origin:

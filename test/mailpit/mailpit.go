@@ -6,7 +6,6 @@ package mailpit
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -18,9 +17,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/mailauth/caddy-mailauth/test/daemon"
 )
 
 // Server is a running mailpit.
@@ -35,8 +35,8 @@ type Server struct {
 	bin    string
 	args   []string
 	cmd    *exec.Cmd
-	exited chan struct{} // closed once the process has been reaped
-	output *syncBuffer
+	exited <-chan struct{} // closed once the process has been reaped
+	output *daemon.Output
 	client *http.Client
 }
 
@@ -132,11 +132,11 @@ func goPath() string {
 }
 
 func start(t testing.TB, bin string, extraArgs []string) (*Server, error) {
-	smtpPort, err := freePort()
+	smtpPort, err := daemon.FreePort()
 	if err != nil {
 		return nil, err
 	}
-	httpPort, err := freePort()
+	httpPort, err := daemon.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -145,8 +145,7 @@ func start(t testing.TB, bin string, extraArgs []string) (*Server, error) {
 		SMTPHost: "127.0.0.1",
 		SMTPPort: smtpPort,
 		APIURL:   "http://127.0.0.1:" + strconv.Itoa(httpPort),
-		exited:   make(chan struct{}),
-		output:   &syncBuffer{},
+		output:   &daemon.Output{},
 		client:   &http.Client{Timeout: 5 * time.Second},
 	}
 	args := []string{
@@ -183,20 +182,10 @@ func start(t testing.TB, bin string, extraArgs []string) (*Server, error) {
 
 // launch starts the process with the server's arguments.
 func (s *Server) launch() error {
-	s.exited = make(chan struct{})
 	s.cmd = exec.Command(s.bin, s.args...)
-	s.cmd.Stdout = s.output
-	s.cmd.Stderr = s.output
-	if err := s.cmd.Start(); err != nil {
-		return fmt.Errorf("starting %s: %w", s.bin, err)
-	}
-	exited := s.exited
-	cmd := s.cmd
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	return nil
+	var err error
+	s.exited, err = daemon.Start(s.cmd, s.output)
+	return err
 }
 
 // Restart starts a stopped mailpit again on the same ports and database,
@@ -213,47 +202,25 @@ func (s *Server) Restart(t testing.TB) {
 	}
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("finding a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // waitReady returns once both the API and the SMTP port answer.
 func (s *Server) waitReady() error {
-	deadline := time.Now().Add(startTimeout)
-	for time.Now().Before(deadline) {
-		select {
-		case <-s.exited:
-			return errors.New("exited during startup")
-		default:
-		}
-		if s.ready() {
-			return nil
-		}
-		time.Sleep(25 * time.Millisecond)
-	}
-	return fmt.Errorf("not ready after %s", startTimeout)
+	return daemon.WaitReady(s.exited, startTimeout, 25*time.Millisecond, s.ready)
 }
 
-func (s *Server) ready() bool {
+func (s *Server) ready() error {
 	resp, err := s.client.Get(s.APIURL + "/api/v1/messages")
 	if err != nil {
-		return false
+		return err
 	}
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return false
+		return fmt.Errorf("API answered %s", resp.Status)
 	}
 	conn, err := net.DialTimeout("tcp", net.JoinHostPort(s.SMTPHost, strconv.Itoa(s.SMTPPort)), time.Second)
 	if err != nil {
-		return false
+		return err
 	}
-	conn.Close()
-	return true
+	return conn.Close()
 }
 
 // Stop kills mailpit at once and waits for it to exit, so that its SMTP port
@@ -441,23 +408,4 @@ func (s *Server) getJSON(path string, v any) error {
 		return fmt.Errorf("GET %s: decoding: %w", path, err)
 	}
 	return nil
-}
-
-// syncBuffer collects the process output, which is written from the
-// exec package's copying goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -7,8 +7,6 @@ package redisserver
 
 import (
 	"bufio"
-	"bytes"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -19,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mailauth/caddy-mailauth/test/daemon"
 )
 
 // Server is a running redis-server.
@@ -29,8 +29,8 @@ type Server struct {
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
-	exited chan struct{} // closed once the process has been reaped
-	output *syncBuffer
+	exited <-chan struct{} // closed once the process has been reaped
+	output *daemon.Output
 }
 
 // startTimeout bounds how long redis-server may take to answer PING.
@@ -54,7 +54,7 @@ func binary(tb testing.TB) string {
 func Start(tb testing.TB) *Server {
 	tb.Helper()
 	bin := binary(tb)
-	s := &Server{bin: bin, output: &syncBuffer{}}
+	s := &Server{bin: bin, output: &daemon.Output{}}
 	dir := tb.TempDir()
 	tb.Cleanup(func() {
 		s.Stop()
@@ -67,7 +67,7 @@ func Start(tb testing.TB) *Server {
 	// succeeds.
 	var lastErr error
 	for range 3 {
-		port, err := freePort()
+		port, err := daemon.FreePort()
 		if err != nil {
 			tb.Fatalf("redisserver: %v", err)
 		}
@@ -101,52 +101,18 @@ func (s *Server) URL() string {
 // stop, and waits until it answers PING.
 func (s *Server) start() error {
 	cmd := exec.Command(s.bin, s.args...)
-	cmd.Stdout = s.output
-	cmd.Stderr = s.output
-	// If the test binary dies without cleaning up, the kernel kills the server.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("starting %s: %w", s.bin, err)
+	exited, err := daemon.Start(cmd, s.output)
+	if err != nil {
+		return err
 	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
 	s.mu.Lock()
 	s.cmd, s.exited = cmd, exited
 	s.mu.Unlock()
-	if err := s.waitReady(exited); err != nil {
+	if err := daemon.WaitReady(exited, startTimeout, 10*time.Millisecond, s.ping); err != nil {
 		s.Kill()
-		return err
+		return fmt.Errorf("PING: %w", err)
 	}
 	return nil
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("finding a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-func (s *Server) waitReady(exited <-chan struct{}) error {
-	deadline := time.Now().Add(startTimeout)
-	var lastErr error
-	for time.Now().Before(deadline) {
-		select {
-		case <-exited:
-			return errors.New("exited during startup")
-		default:
-		}
-		if lastErr = s.ping(); lastErr == nil {
-			return nil
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return fmt.Errorf("no answer to PING within %s: %v", startTimeout, lastErr)
 }
 
 // ping sends PING in the inline protocol and expects +PONG.
@@ -220,22 +186,4 @@ func (s *Server) Restart(tb testing.TB) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	tb.Fatalf("redisserver: restarting: %v; output:\n%s", err, s.output.String())
-}
-
-// syncBuffer collects redis-server's output for failure reports.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

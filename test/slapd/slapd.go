@@ -12,7 +12,6 @@ import (
 	"crypto/x509"
 	_ "embed"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -27,6 +26,8 @@ import (
 	"time"
 
 	"github.com/go-ldap/ldap/v3"
+
+	"github.com/mailauth/caddy-mailauth/test/daemon"
 )
 
 //go:embed fixture.ldif
@@ -71,8 +72,8 @@ type Server struct {
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
-	exited chan struct{}
-	output *syncBuffer
+	exited <-chan struct{}
+	output *daemon.Output
 }
 
 // Option changes how Start sets up the server.
@@ -130,7 +131,7 @@ func Start(t testing.TB, opts ...Option) *Server {
 		AdminPassword: randomPassword(),
 		dir:           dir,
 		confPath:      filepath.Join(dir, "slapd.conf"),
-		output:        &syncBuffer{},
+		output:        &daemon.Output{},
 	}
 	if err := s.writeConfig(); err != nil {
 		t.Fatalf("slapd: %v", err)
@@ -160,11 +161,11 @@ func Start(t testing.TB, opts ...Option) *Server {
 }
 
 func (s *Server) startOnFreePorts(bin string) error {
-	ldapPort, err := freePort()
+	ldapPort, err := daemon.FreePort()
 	if err != nil {
 		return err
 	}
-	ldapsPort, err := freePort()
+	ldapsPort, err := daemon.FreePort()
 	if err != nil {
 		return err
 	}
@@ -178,55 +179,27 @@ func (s *Server) startOnFreePorts(bin string) error {
 // ours to stop) and waits until the admin can bind.
 func (s *Server) start(bin string) error {
 	cmd := exec.Command(bin, "-d", "0", "-h", s.hosts, "-f", s.confPath)
-	cmd.Stdout = s.output
-	cmd.Stderr = s.output
-	// If the test binary dies without cleaning up, the kernel kills slapd.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("starting %s: %w", bin, err)
+	exited, err := daemon.Start(cmd, s.output)
+	if err != nil {
+		return err
 	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
 	s.mu.Lock()
 	s.cmd, s.exited = cmd, exited
 	s.mu.Unlock()
-	if err := s.waitReady(exited); err != nil {
+	if err := daemon.WaitReady(exited, startTimeout, 20*time.Millisecond, s.adminBinds); err != nil {
 		s.Stop()
-		return err
+		return fmt.Errorf("admin bind: %w", err)
 	}
 	return nil
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+// adminBinds reports whether the admin can bind: slapd is serving.
+func (s *Server) adminBinds() error {
+	conn, err := s.adminConn()
 	if err != nil {
-		return 0, fmt.Errorf("finding a free port: %w", err)
+		return err
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-func (s *Server) waitReady(exited <-chan struct{}) error {
-	deadline := time.Now().Add(startTimeout)
-	var lastErr error
-	for time.Now().Before(deadline) {
-		select {
-		case <-exited:
-			return errors.New("exited during startup")
-		default:
-		}
-		conn, err := s.adminConn()
-		if err == nil {
-			conn.Close()
-			return nil
-		}
-		lastErr = err
-		time.Sleep(20 * time.Millisecond)
-	}
-	return fmt.Errorf("no bind within %s: %v", startTimeout, lastErr)
+	return conn.Close()
 }
 
 func (s *Server) adminConn() (*ldap.Conn, error) {
@@ -380,22 +353,4 @@ func (s *Server) writeConfig() error {
 		return err
 	}
 	return os.WriteFile(s.confPath, buf.Bytes(), 0o600)
-}
-
-// syncBuffer collects slapd's output for failure reports.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
