@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"sync"
 	"syscall"
@@ -78,4 +79,21 @@ func WaitReady(exited <-chan struct{}, timeout, interval time.Duration, ready fu
 		time.Sleep(interval)
 	}
 	return fmt.Errorf("not ready within %s: %v", timeout, last)
+}
+
+// Stop sends sig to a started process and waits for it to exit; after
+// grace it kills it. A process that has exited already is left alone.
+func Stop(cmd *exec.Cmd, exited <-chan struct{}, sig os.Signal, grace time.Duration) {
+	select {
+	case <-exited:
+		return
+	default:
+	}
+	_ = cmd.Process.Signal(sig)
+	select {
+	case <-exited:
+	case <-time.After(grace):
+		_ = cmd.Process.Kill()
+		<-exited
+	}
 }

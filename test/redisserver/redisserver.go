@@ -157,18 +157,7 @@ func (s *Server) signal(sig syscall.Signal) {
 	if cmd == nil {
 		return
 	}
-	select {
-	case <-exited:
-		return
-	default:
-	}
-	_ = cmd.Process.Signal(sig)
-	select {
-	case <-exited:
-	case <-time.After(5 * time.Second):
-		_ = cmd.Process.Kill()
-		<-exited
-	}
+	daemon.Stop(cmd, exited, sig, 5*time.Second)
 }
 
 // Restart stops redis-server and starts it again on the same port, as an

@@ -259,20 +259,9 @@ func (s *Server) Stop() {
 	if cmd == nil {
 		return
 	}
-	select {
-	case <-exited:
-		return
-	default:
-	}
 	// SIGTERM lets slapd close its database cleanly, which Restart needs;
 	// it takes milliseconds, and SIGKILL is the fallback.
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-exited:
-	case <-time.After(5 * time.Second):
-		_ = cmd.Process.Kill()
-		<-exited
-	}
+	daemon.Stop(cmd, exited, syscall.SIGTERM, 5*time.Second)
 }
 
 // Restart stops slapd and starts it again on the same ports with the same
