@@ -41,34 +41,27 @@ type Directory interface {
 }
 
 // Lookup tries dirs in order and returns the first identity found. A
-// directory that cannot answer is skipped: skipped, when not nil, hears of
-// each one, so the caller can audit an outage even when a later directory
-// knows the user. When no directory knows the input, Lookup returns
-// ErrNotFound if every directory answered, and otherwise the failures
-// joined, which do not match ErrNotFound: the user may exist in a directory
-// that could not answer. A directory that found the user without an email
-// address (ErrNoEmail) ends the search, so a namesake elsewhere never gets
-// their mail.
-func Lookup(ctx context.Context, dirs []Directory, input string, skipped func(Directory, error)) (*Identity, error) {
-	var errs []error
+// directory that cannot answer ends the search with its error (failed,
+// when not nil, hears of it, so the caller can audit the outage): a
+// directory further down may know a namesake, a different person, and an
+// outage must not hand them the login. When no directory knows the input,
+// Lookup returns ErrNotFound. A directory that found the user without an
+// email address (ErrNoEmail) ends the search too, so a namesake elsewhere
+// never gets their mail.
+func Lookup(ctx context.Context, dirs []Directory, input string, failed func(Directory, error)) (*Identity, error) {
 	for _, d := range dirs {
 		id, err := d.Lookup(ctx, input)
 		if err == nil {
 			return id, nil
 		}
-		if errors.Is(err, ErrNoEmail) {
-			return nil, err
+		if errors.Is(err, ErrNotFound) {
+			continue
 		}
-		if !errors.Is(err, ErrNotFound) {
-			// Directory errors name their directory already.
-			errs = append(errs, err)
-			if skipped != nil {
-				skipped(d, err)
-			}
+		if !errors.Is(err, ErrNoEmail) && failed != nil {
+			failed(d, err)
 		}
-	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+		// Directory errors name their directory already.
+		return nil, err
 	}
 	return nil, ErrNotFound
 }

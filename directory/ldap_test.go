@@ -414,7 +414,11 @@ func TestLDAPLookupWithCancelledContextFails(t *testing.T) {
 	}
 }
 
-func TestDirectoryLookupFallsBackToLocalWhenLDAPIsDown(t *testing.T) {
+// TestDirectoryLookupFailsClosedWhenAnEarlierDirectoryIsDown: with LDAP
+// first and down, a local "alice" must not get the login, since LDAP may
+// know another alice; the outage is reported. A directory that answers
+// "not found" still lets the search move on.
+func TestDirectoryLookupFailsClosedWhenAnEarlierDirectoryIsDown(t *testing.T) {
 	t.Parallel()
 	s := slapd.Start(t)
 	down := newTestLDAP(t, s, func(c *LDAPConfig) { c.Timeout = time.Second })
@@ -423,18 +427,21 @@ func TestDirectoryLookupFallsBackToLocalWhenLDAPIsDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dirs := []Directory{down, local}
-	var skipped []string
-	id, err := Lookup(context.Background(), dirs, "alice", func(d Directory, err error) { skipped = append(skipped, d.Name()) })
-	if err != nil || id.Directory != "staff" || id.Email != "alice@example.com" {
-		t.Fatalf("Lookup(alice) with LDAP down = %+v, %v; want alice from the local directory", id, err)
-	}
-	if len(skipped) != 1 || skipped[0] != "corp" {
-		t.Errorf("the outage of corp should be reported even though staff answered; skipped = %v", skipped)
-	}
-	_, err = Lookup(context.Background(), dirs, "carol", nil)
+	var failed []string
+	id, err := Lookup(context.Background(), []Directory{down, local}, "alice", func(d Directory, err error) { failed = append(failed, d.Name()) })
 	if err == nil || errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), `"corp"`) {
-		t.Errorf("Lookup(carol) with LDAP down: error = %v; want the LDAP failure, not ErrNotFound, since carol may be in LDAP", err)
+		t.Fatalf("Lookup(alice) with the first directory down = %+v, %v; want corp's failure, not the local namesake", id, err)
+	}
+	if len(failed) != 1 || failed[0] != "corp" {
+		t.Errorf("the outage of corp should be reported; failed = %v", failed)
+	}
+	// Local first: its alice is found without asking LDAP at all.
+	if id, err := Lookup(context.Background(), []Directory{local, down}, "alice", nil); err != nil || id.Directory != "staff" {
+		t.Errorf("Lookup(alice) with the local directory first = %+v, %v; want the local alice", id, err)
+	}
+	// Local first and not knowing carol: LDAP's outage decides.
+	if _, err := Lookup(context.Background(), []Directory{local, down}, "carol", nil); err == nil || errors.Is(err, ErrNotFound) {
+		t.Errorf("Lookup(carol) with LDAP down after a local miss: error = %v; want the LDAP failure, since carol may be in LDAP", err)
 	}
 }
 
