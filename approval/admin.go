@@ -35,6 +35,7 @@ type SessionInfo struct {
 	ID        string `json:"id"`
 	User      string `json:"user"`
 	Email     string `json:"email,omitempty"`
+	Directory string `json:"directory,omitempty"`
 	Profile   string `json:"profile,omitempty"`
 	Site      string `json:"site,omitempty"`
 	Reference string `json:"reference,omitempty"`
@@ -51,7 +52,7 @@ type SessionInfo struct {
 // RevokeUser still reaches it.
 func (s *Service) recordSession(ctx context.Context, l *Login, sess *Session, clientIP string) {
 	info := SessionInfo{
-		ID: hex.EncodeToString(sess.ID[:]), User: sess.User, Email: sess.Email, Profile: sess.Profile,
+		ID: hex.EncodeToString(sess.ID[:]), User: sess.User, Email: sess.Email, Directory: sess.Directory, Profile: sess.Profile(),
 		Site: l.App, Reference: l.Reference, ClientIP: clientIP, UserAgent: l.UserAgent,
 		IssuedAt:  time.Unix(sess.IssuedAt, 0).UTC(),
 		ExpiresAt: time.Unix(sess.IssuedAt, 0).Add(s.cfg.SessionLifetime).UTC(),

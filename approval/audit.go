@@ -36,6 +36,11 @@ const (
 	EventRefreshed       Event = "refreshed"
 	EventSessionIssued   Event = "session_issued"
 	EventLogout          Event = "logout"
+	EventStepUpRequested Event = "stepup_requested"
+	EventGrantIssued     Event = "grant_issued"
+	EventGrantExpired    Event = "grant_expired"
+	EventGrantEnded      Event = "grant_ended"
+	EventNoApprover      Event = "no_approver"
 )
 
 // allEvents are the events the Auditor writes.
@@ -63,6 +68,11 @@ var allEvents = []Event{
 	EventRefreshed,
 	EventSessionIssued,
 	EventLogout,
+	EventStepUpRequested,
+	EventGrantIssued,
+	EventGrantExpired,
+	EventGrantEnded,
+	EventNoApprover,
 }
 
 // Auditor writes one structured line per event. It never takes a token,

@@ -37,7 +37,7 @@ func TestAuditNeverLogsTokensOrPendingSecrets(t *testing.T) {
 	if _, err := h.svc.OpenLink(bg, token, "", testIP, testUA); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.svc.Complete(bg, st.Pending, testIP); !errors.Is(err, ErrNotApproved) {
+	if _, err := h.svc.Complete(bg, st.Pending, testIP, nil); !errors.Is(err, ErrNotApproved) {
 		t.Fatalf("early Complete = %v", err)
 	}
 	if _, err := h.svc.ConfirmLink(bg, token, "", testIP, testUA); err != nil {
@@ -49,7 +49,7 @@ func TestAuditNeverLogsTokensOrPendingSecrets(t *testing.T) {
 	if _, err := h.svc.OpenLink(bg, token, "", testIP, testUA); !errors.Is(err, ErrLinkInvalid) {
 		t.Fatalf("OpenLink of a used link = %v", err)
 	}
-	c, err := h.svc.Complete(bg, st.Pending, testIP)
+	c, err := h.svc.Complete(bg, st.Pending, testIP, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -63,7 +63,7 @@ func TestAuditNeverLogsTokensOrPendingSecrets(t *testing.T) {
 	if _, err := h.svc.ConfirmLink(bg, lateToken, "", testIP, testUA); err == nil {
 		t.Fatal("late ConfirmLink succeeded")
 	}
-	if _, err := h.svc.Complete(bg, late.Pending, testIP); !errors.Is(err, ErrLoginExpired) {
+	if _, err := h.svc.Complete(bg, late.Pending, testIP, nil); !errors.Is(err, ErrLoginExpired) {
 		t.Fatalf("late Complete = %v", err)
 	}
 

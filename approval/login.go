@@ -61,6 +61,23 @@ type Login struct {
 	// the address of who decided.
 	DecidedAt time.Time `json:"decided_at,omitzero"`
 	Decider   string    `json:"decider,omitempty"`
+	// Directory is the directory the identity came from, once known.
+	Directory string `json:"directory,omitempty"`
+	// Policies are the policies that matched the identity (joined as in
+	// Session.Policies), evaluated when the user was looked up.
+	Policies string `json:"policies,omitempty"`
+	// StepUpOf is the hex id of the session this login adds an approval
+	// to: a signed-in user asking for more. Empty for a sign-in.
+	StepUpOf string `json:"step_up_of,omitempty"`
+	// Reason is the user's justification of a step-up, shown to the
+	// approver.
+	Reason string `json:"reason,omitempty"`
+	// Grant, GrantUntil and GrantLabel describe the time-boxed grant a
+	// manager approved: its id (hex), when it ends and the duration chosen,
+	// as the approver saw it ("1 hour", "until end of day").
+	Grant      string    `json:"grant,omitempty"`
+	GrantUntil time.Time `json:"grant_until,omitzero"`
+	GrantLabel string    `json:"grant_label,omitempty"`
 }
 
 // EffectiveState is the state with expiry applied: a pending login past its

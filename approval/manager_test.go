@@ -100,7 +100,7 @@ func TestManagerApprovalGoesToTheSponsorWithBothLinks(t *testing.T) {
 	if _, err := h.svc.ConfirmLink(bg, approve, h.matchOf(st), testIP, testUA); err != nil {
 		t.Fatalf("approve: %v", err)
 	}
-	c, err := h.svc.Complete(bg, st.Pending, testIP)
+	c, err := h.svc.Complete(bg, st.Pending, testIP, nil)
 	if err != nil || c.Session.User != "alice" {
 		t.Fatalf("after approval alice's browser should get her session: %+v, %v", c, err)
 	}
@@ -123,7 +123,7 @@ func TestDenyEndsTheLoginAndTellsTheManagerOnce(t *testing.T) {
 	if w, _ := h.svc.Watch(bg, st.Pending); w.State != StateDenied {
 		t.Fatalf("the waiting browser should see denied, got %q", w.State)
 	}
-	if _, err := h.svc.Complete(bg, st.Pending, testIP); !errors.Is(err, ErrDenied) {
+	if _, err := h.svc.Complete(bg, st.Pending, testIP, nil); !errors.Is(err, ErrDenied) {
 		t.Fatalf("Complete after deny = %v, want ErrDenied", err)
 	}
 	v, err := h.svc.ConfirmLink(bg, approve, h.matchOf(st), testIP, testUA)

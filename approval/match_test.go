@@ -64,7 +64,7 @@ func TestOneTimeCodeApprovesOnceAndFiveWrongTriesKillTheLogin(t *testing.T) {
 	if err := h.svc.RedeemCode(bg, st.Pending, m[1], testIP); err != nil {
 		t.Fatalf("the mailed code should approve: %v", err)
 	}
-	if c, err := h.svc.Complete(bg, st.Pending, testIP); err != nil || c.Session.User != "alice" {
+	if c, err := h.svc.Complete(bg, st.Pending, testIP, nil); err != nil || c.Session.User != "alice" {
 		t.Fatalf("after the code, the browser collects alice's session: %v", err)
 	}
 	st2, _ := h.startKnown()

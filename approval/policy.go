@@ -195,6 +195,10 @@ type Site struct {
 	// and without repeats.
 	Directories []directory.Directory
 
+	// ID names the site by its default profile and policies; see
+	// Service.Site.
+	ID string
+
 	// longestLink is the longest link lifetime of any profile the site may
 	// pick; a login is kept at least that long.
 	longestLink time.Duration
@@ -202,7 +206,7 @@ type Site struct {
 
 // NewSite builds a site from its default profile and policies.
 func NewSite(def *Profile, policies []*Policy) *Site {
-	s := &Site{Default: def, Policies: policies}
+	s := &Site{Default: def, Policies: policies, ID: siteID(def, policies)}
 	seen := map[string]bool{}
 	add := func(p *Profile) {
 		s.longestLink = max(s.longestLink, p.LinkExpiration)
@@ -286,6 +290,16 @@ func (s *Site) NumberMatching() bool {
 		}
 	}
 	return false
+}
+
+// directory returns the site's directory with the given name, or nil.
+func (s *Site) directory(name string) directory.Directory {
+	for _, d := range s.Directories {
+		if d.Name() == name {
+			return d
+		}
+	}
+	return nil
 }
 
 func (s *Site) policyProfiles() []*Profile {

@@ -48,7 +48,26 @@ type Profile struct {
 	// NoNumberMatching turns number matching off for a user profile. A
 	// manager profile always matches numbers.
 	NoNumberMatching bool
+	// GrantDurations are what a manager may choose from when approving,
+	// in the order shown; the first is the default. Empty means
+	// DefaultGrantDurations.
+	GrantDurations []GrantDuration
+	// GrantMax caps every grant of this profile; zero means the session
+	// lifetime.
+	GrantMax time.Duration
+	// Justification says whether a step-up asks for a reason:
+	// JustificationOptional (the default) or JustificationRequired.
+	Justification Justification
 }
+
+// Justification says whether a step-up request must give a reason.
+type Justification string
+
+// Justification settings.
+const (
+	JustificationOptional Justification = "optional"
+	JustificationRequired Justification = "required"
+)
 
 // numberMatching says whether links of this profile ask for the waiting
 // browser's number.

@@ -37,6 +37,9 @@ const (
 type revocations struct {
 	Sessions map[string]int64 `json:"sessions,omitempty"`
 	Users    map[string]int64 `json:"users,omitempty"`
+	// Grants are ended grants (hex id) with the time they would have
+	// ended anyway.
+	Grants map[string]int64 `json:"grants,omitempty"`
 }
 
 // revocationSet is the in-memory form; map keys avoid allocation on the
@@ -44,9 +47,19 @@ type revocations struct {
 type revocationSet struct {
 	sessions map[[16]byte]struct{}
 	users    map[string]int64
+	grants   map[GrantID]struct{}
 	// from is what the set was built from, kept to restore a store that
 	// lost it.
 	from revocations
+}
+
+// grantEnded reports whether the grant was ended before its time.
+func (r *revocationSet) grantEnded(g GrantID) bool {
+	if r == nil || len(r.grants) == 0 {
+		return false
+	}
+	_, ok := r.grants[g]
+	return ok
 }
 
 func (r *revocationSet) revoked(sess *Session) bool {
@@ -81,7 +94,7 @@ func (s *Service) updateRevocations(ctx context.Context, change func(*revocation
 	horizon := now - int64(s.cfg.SessionLifetime/time.Second)
 	var next revocations
 	err := s.cfg.Store.Update(ctx, revocationsKey, 0, func(cur []byte, found bool) ([]byte, error) {
-		next = revocations{Sessions: map[string]int64{}, Users: map[string]int64{}}
+		next = revocations{Sessions: map[string]int64{}, Users: map[string]int64{}, Grants: map[string]int64{}}
 		if found {
 			if err := json.Unmarshal(cur, &next); err != nil {
 				return nil, fmt.Errorf("approval: revocations are corrupt: %w", err)
@@ -91,6 +104,9 @@ func (s *Service) updateRevocations(ctx context.Context, change func(*revocation
 			}
 			if next.Users == nil {
 				next.Users = map[string]int64{}
+			}
+			if next.Grants == nil {
+				next.Grants = map[string]int64{}
 			}
 		}
 		// Entries for sessions that have expired anyway are dropped, so
@@ -103,6 +119,11 @@ func (s *Service) updateRevocations(ctx context.Context, change func(*revocation
 		for u, before := range next.Users {
 			if before < horizon {
 				delete(next.Users, u)
+			}
+		}
+		for id, until := range next.Grants {
+			if until < now {
+				delete(next.Grants, id)
 			}
 		}
 		change(&next)
@@ -118,15 +139,22 @@ func (s *Service) updateRevocations(ctx context.Context, change func(*revocation
 	return nil
 }
 
-func (r *revocations) empty() bool { return len(r.Sessions) == 0 && len(r.Users) == 0 }
+func (r *revocations) empty() bool {
+	return len(r.Sessions) == 0 && len(r.Users) == 0 && len(r.Grants) == 0
+}
 
 func (s *Service) setRevocations(r revocations) {
-	set := &revocationSet{sessions: make(map[[16]byte]struct{}, len(r.Sessions)), users: r.Users, from: r}
+	set := &revocationSet{sessions: make(map[[16]byte]struct{}, len(r.Sessions)), users: r.Users, grants: make(map[GrantID]struct{}, len(r.Grants)), from: r}
 	for id := range r.Sessions {
 		var k [16]byte
 		if b, err := hex.DecodeString(id); err == nil && len(b) == 16 {
 			copy(k[:], b)
 			set.sessions[k] = struct{}{}
+		}
+	}
+	for id := range r.Grants {
+		if g, ok := ParseGrantID(id); ok {
+			set.grants[g] = struct{}{}
 		}
 	}
 	s.revoked.Store(set)
@@ -155,6 +183,9 @@ func (s *Service) loadRevocations(ctx context.Context) error {
 			for u, before := range cur.from.Users {
 				r.Users[u] = max(r.Users[u], before)
 			}
+			for id, until := range cur.from.Grants {
+				r.Grants[id] = until
+			}
 		})
 	}
 	var r revocations
@@ -166,18 +197,13 @@ func (s *Service) loadRevocations(ctx context.Context) error {
 }
 
 // refreshRevocations keeps the in-memory revocations current until the
-// service closes: at once when another instance announces a change, and
-// every RevocationRefresh regardless.
-func (s *Service) refreshRevocations() {
+// service closes: at once when another instance announces a change on
+// changed, and every RevocationRefresh regardless. The caller subscribes
+// before starting it, so that no announcement made after NewService
+// returns is missed while this goroutine is not yet running.
+func (s *Service) refreshRevocations(changed <-chan struct{}, unsubscribe func()) {
 	defer s.background.Done()
-	changed := make(chan struct{}, 1)
-	cancel := s.cfg.Store.Subscribe(revocationsTopic, func([]byte) {
-		select {
-		case changed <- struct{}{}:
-		default:
-		}
-	})
-	defer cancel()
+	defer unsubscribe()
 	t := time.NewTicker(RevocationRefresh)
 	defer t.Stop()
 	for {
@@ -193,6 +219,18 @@ func (s *Service) refreshRevocations() {
 		}
 		cancel()
 	}
+}
+
+// subscribeRevocations listens for other instances' revocations.
+func (s *Service) subscribeRevocations() (<-chan struct{}, func()) {
+	changed := make(chan struct{}, 1)
+	cancel := s.cfg.Store.Subscribe(revocationsTopic, func([]byte) {
+		select {
+		case changed <- struct{}{}:
+		default:
+		}
+	})
+	return changed, cancel
 }
 
 func isNotFound(err error) bool { return errors.Is(err, store.ErrNotFound) }

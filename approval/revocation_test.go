@@ -13,7 +13,7 @@ func (h *harness) signIn() *Completed {
 	if _, err := h.svc.ConfirmLink(bg, token, "", testIP, testUA); err != nil {
 		h.t.Fatal(err)
 	}
-	c, err := h.svc.Complete(bg, st.Pending, testIP)
+	c, err := h.svc.Complete(bg, st.Pending, testIP, nil)
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package approval
 import (
 	"context"
 	"errors"
+	"net/mail"
 	"slices"
 	"strings"
 
@@ -18,14 +19,30 @@ const (
 	purposeExpiryNotice = "expiry-notice"
 )
 
+// approverChain says who decides a manager-approval login: now are
+// asked at once, later when the request escalates. The user is never
+// among them: a request whose manager is the user goes straight to the
+// next in line (the manager's manager, else the profile's approvers), and
+// when there is nobody else, now is empty and the request fails closed.
+func (s *Service) approverChain(ctx context.Context, site *Site, p *Profile, l *Login) (now, later []string) {
+	if !sameAddress(l.ManagerEmail, l.Email) {
+		return []string{l.ManagerEmail}, s.escalationTargets(ctx, site, p, l.ManagerEmail, l.Email)
+	}
+	return s.escalationTargets(ctx, site, p, l.ManagerEmail, l.Email), nil
+}
+
 // escalationTargets says who hears of a request that the manager has not
 // decided in time: the manager's own manager when the directory knows one,
-// else the profile's approvers.
-func (s *Service) escalationTargets(ctx context.Context, site *Site, p *Profile, manager string) []string {
-	if mgr, err := directory.Lookup(ctx, site.Directories, manager, nil); err == nil && mgr.ManagerEmail != "" && !sameAddress(mgr.ManagerEmail, manager) {
+// else the profile's approvers; never the manager or the requester
+// themself.
+func (s *Service) escalationTargets(ctx context.Context, site *Site, p *Profile, manager, requester string) []string {
+	if mgr, err := directory.Lookup(ctx, site.Directories, manager, nil); err == nil && mgr.ManagerEmail != "" &&
+		!sameAddress(mgr.ManagerEmail, manager) && !sameAddress(mgr.ManagerEmail, requester) {
 		return []string{mgr.ManagerEmail}
 	}
-	return slices.DeleteFunc(slices.Clone(p.Approvers), func(a string) bool { return sameAddress(a, manager) })
+	return slices.DeleteFunc(slices.Clone(p.Approvers), func(a string) bool {
+		return sameAddress(a, manager) || sameAddress(a, requester)
+	})
 }
 
 // BeforeSend is the outbox hook for scheduled mail: an escalation goes out
@@ -72,7 +89,18 @@ func (s *Service) BeforeSend(ctx context.Context, m *mailer.Message) (bool, erro
 }
 
 // sameAddress compares mail addresses as mail systems do in practice:
-// ignoring case.
+// ignoring case, and reading "Name <addr>" forms for their address.
 func sameAddress(a, b string) bool {
-	return strings.EqualFold(strings.TrimSpace(a), strings.TrimSpace(b))
+	return strings.EqualFold(bareAddress(a), bareAddress(b))
+}
+
+// bareAddress is the address part of a, trimmed.
+func bareAddress(a string) string {
+	a = strings.TrimSpace(a)
+	if strings.ContainsAny(a, "<") {
+		if addr, err := mail.ParseAddress(a); err == nil {
+			return addr.Address
+		}
+	}
+	return a
 }

@@ -48,7 +48,7 @@ func TestEscalationGoesToTheManagersManagerOnlyWhileUndecided(t *testing.T) {
 	if _, err := h.svc.ConfirmLink(bg, tokens[1], h.matchOf(st), testIP, testUA); err != nil {
 		t.Fatalf("carol's approval: %v", err)
 	}
-	if c, err := h.svc.Complete(bg, st.Pending, testIP); err != nil || c.Session.User != "alice" {
+	if c, err := h.svc.Complete(bg, st.Pending, testIP, nil); err != nil || c.Session.User != "alice" {
 		t.Fatalf("after carol approved, alice gets her session: %v", err)
 	}
 	for _, e := range h.logs.FilterMessage(string(EventApproved)).All() {

@@ -7,6 +7,7 @@ package approval
 import (
 	"context"
 	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -61,6 +62,10 @@ type Config struct {
 	Mail MailQueue
 	// Profiles by name.
 	Profiles map[string]*Profile
+	// Policies are every configured policy. Sessions record which match
+	// their identity, so that a site can pick the user's profile without a
+	// directory lookup.
+	Policies []*Policy
 	// Codec signs session cookies.
 	Codec *SessionCodec
 	// CodeKey keys the HMAC under which one-time codes are stored; 32
@@ -97,6 +102,8 @@ type Config struct {
 // Service runs logins. It is safe for concurrent use.
 type Service struct {
 	cfg     Config
+	// policyEpoch digests cfg.Policies; see policyEpoch.
+	policyEpoch uint32
 	notice  *mailer.Templates
 	limits  *RateLimiters
 	revoked atomic.Pointer[revocationSet]
@@ -132,7 +139,7 @@ func NewService(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, notice: notice, audit: cfg.Audit, now: cfg.Now, rand: cfg.Rand}
+	s := &Service{cfg: cfg, notice: notice, audit: cfg.Audit, now: cfg.Now, rand: cfg.Rand, policyEpoch: policyEpoch(cfg.Policies)}
 	if s.audit == nil {
 		s.audit = NewAuditor(nil)
 	}
@@ -153,13 +160,15 @@ func NewService(cfg Config) (*Service, error) {
 		s.cfg.LookupTimeout = 10 * time.Second
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	changed, unsubscribe := s.subscribeRevocations()
 	// Revocations start empty if the store cannot be read now; the refresh
 	// loop fills them in.
 	if err := s.loadRevocations(s.ctx); err != nil {
 		s.cfg.Logger.Warn("reading session revocations", zap.Error(err))
 	}
-	s.background.Add(1)
-	go s.refreshRevocations()
+	s.background.Add(2)
+	go s.refreshRevocations(changed, unsubscribe)
+	go s.sweepGrants()
 	return s, nil
 }
 
@@ -173,6 +182,9 @@ func (s *Service) Close() {
 // Wait blocks until every login started so far has been dispatched: its
 // user looked up and its mail queued. Tests and benchmarks use it.
 func (s *Service) Wait() { s.wg.Wait() }
+
+// Now is the service's clock, for pages that show times.
+func (s *Service) Now() time.Time { return s.now() }
 
 // Profile returns the named profile, or nil.
 func (s *Service) Profile(name string) *Profile { return s.cfg.Profiles[name] }
@@ -217,44 +229,14 @@ func (s *Service) Start(ctx context.Context, req StartRequest) (*Started, error)
 	}
 	// Until the user is found, the login runs on the site's default
 	// profile; dispatch moves it to the profile a policy picks.
-	p := req.Site.Default
-	id, err := newSecret(s.rand, 16)
+	l, started, err := s.newLogin(req.Site.Default, input, req.ReturnURL, req.App, req.ClientIP, req.UserAgent)
 	if err != nil {
 		return nil, err
-	}
-	secret, err := newSecret(s.rand, tokenBytes)
-	if err != nil {
-		return nil, err
-	}
-	ref, err := newReference(s.rand)
-	if err != nil {
-		return nil, err
-	}
-	match, err := newMatchCode(s.rand)
-	if err != nil {
-		return nil, err
-	}
-	now := s.now()
-	l := &Login{
-		ID:          id,
-		PendingHash: hashSecret(secret),
-		Reference:   ref,
-		Profile:     p.Name,
-		Input:       input,
-		App:         req.App,
-		ReturnURL:   SafeReturnTarget(req.ReturnURL, s.cfg.CookieDomain),
-		ClientIP:    req.ClientIP,
-		UserAgent:   truncate(req.UserAgent, 512),
-		CreatedAt:   now,
-		ExpiresAt:   now.Add(p.LinkExpiration),
-		State:       StatePending,
-		MatchCode:   match,
 	}
 	if err := s.putLogin(ctx, l, req.Site.longestLink+loginGrace); err != nil {
 		return nil, err
 	}
 	s.audit.Record(EventLoginStarted, l)
-	started := &Started{Pending: id + "." + secret, Reference: ref, ExpiresAt: l.ExpiresAt}
 	if !s.limits.LoginIP.Allow(ipKey(req.ClientIP)) {
 		// The browser gets the same answer as any other; only the audit
 		// log knows that no mail will come.
@@ -268,6 +250,44 @@ func (s *Service) Start(ctx context.Context, req StartRequest) (*Started, error)
 		s.dispatch(l, req.Site)
 	}()
 	return started, nil
+}
+
+// newLogin makes a pending login of profile p with its secrets, and what
+// the browser that asked keeps of it.
+func (s *Service) newLogin(p *Profile, input, returnURL, app, clientIP, userAgent string) (*Login, *Started, error) {
+	id, err := newSecret(s.rand, 16)
+	if err != nil {
+		return nil, nil, err
+	}
+	secret, err := newSecret(s.rand, tokenBytes)
+	if err != nil {
+		return nil, nil, err
+	}
+	ref, err := newReference(s.rand)
+	if err != nil {
+		return nil, nil, err
+	}
+	match, err := newMatchCode(s.rand)
+	if err != nil {
+		return nil, nil, err
+	}
+	now := s.now()
+	l := &Login{
+		ID:          id,
+		PendingHash: hashSecret(secret),
+		Reference:   ref,
+		Profile:     p.Name,
+		Input:       input,
+		App:         app,
+		ReturnURL:   SafeReturnTarget(returnURL, s.cfg.CookieDomain),
+		ClientIP:    clientIP,
+		UserAgent:   truncate(userAgent, 512),
+		CreatedAt:   now,
+		ExpiresAt:   now.Add(p.LinkExpiration),
+		State:       StatePending,
+		MatchCode:   match,
+	}
+	return l, &Started{Pending: id + "." + secret, Reference: ref, ExpiresAt: l.ExpiresAt}, nil
 }
 
 // dispatch finds the user, picks the profile and queues the approval
@@ -307,41 +327,61 @@ func (s *Service) dispatch(l *Login, site *Site) {
 		s.audit.Record(EventMailAbandoned, l, zap.String("reason", "the link expired before the directory answered"))
 		return
 	}
-	fill := func(cur *Login) error {
-		cur.Username, cur.Name, cur.Email, cur.ManagerEmail = id.Username, id.Name, id.Email, id.ManagerEmail
-		cur.Profile, cur.Type, cur.ExpiresAt = p.Name, p.Type, expires
-		cur.NumberMatching = p.numberMatching()
-		return nil
-	}
+	l.Username, l.Name, l.Email, l.ManagerEmail = id.Username, id.Name, id.Email, id.ManagerEmail
+	l.Profile, l.Type, l.ExpiresAt = p.Name, p.Type, expires
+	l.Directory, l.Policies = id.Directory, s.matchedPolicies(id)
+	l.NumberMatching = p.numberMatching()
 	// Nothing else writes the login before its first token exists (no
 	// link, no code, no decision can reach it), so the filled-in login is
 	// written blind, in the same transaction as the tokens: one sync
 	// instead of one per key.
-	_ = fill(l)
-	loginEntry, err := s.loginEntry(l, site)
+	loginEntry, err := s.loginEntry(l, site.longestLink)
 	if err != nil {
 		s.audit.Record(EventMailFailed, l, zap.String("reason", "store"), zap.Error(err))
 		return
 	}
+	s.request(ctx, l, p, site, loginEntry)
+}
+
+// request sends the mail that decides l, whose user and profile are
+// known: a link to the user under a user profile, or the request to the
+// approvers under a manager profile. loginEntry is written with the
+// tokens.
+func (s *Service) request(ctx context.Context, l *Login, p *Profile, site *Site, loginEntry store.Entry) {
 	s.scheduleExpiryNotice(ctx, l)
 	if p.Type != TypeManager {
-		s.ask(ctx, l, p, id.Email, askOptions{with: []store.Entry{loginEntry}})
+		s.ask(ctx, l, p, l.Email, askOptions{with: []store.Entry{loginEntry}})
 		return
 	}
-	if id.ManagerEmail == "" {
+	if l.ManagerEmail == "" {
 		// The user waits on the same page as everyone else; only the audit
 		// log, under the login's reference, says why nothing comes.
-		if err := s.cfg.Store.PutMany(ctx, []store.Entry{loginEntry}); err != nil {
-			s.audit.Record(EventMailFailed, l, zap.String("reason", "store"), zap.Error(err))
-		}
-		s.audit.Record(EventDirectoryError, l, zap.String("directory", id.Directory), zap.String("reason", "the user has no manager email (LDAP manager attribute, or sponsor for local users)"))
+		s.writeLogin(ctx, l, loginEntry)
+		s.audit.Record(EventDirectoryError, l, zap.String("directory", l.Directory), zap.String("reason", "the user has no manager email (LDAP manager attribute, or sponsor for local users)"))
 		return
 	}
-	s.ask(ctx, l, p, id.ManagerEmail, askOptions{with: []store.Entry{loginEntry}})
+	now, later := s.approverChain(ctx, site, p, l)
+	if len(now) == 0 {
+		// Nobody but the user could approve: the request fails closed
+		// behind the same waiting page as any other.
+		s.writeLogin(ctx, l, loginEntry)
+		s.audit.Record(EventNoApprover, l, zap.String("directory", l.Directory), zap.String("reason", "the manager, escalation target and approvers are all the user themself, or there are none"))
+		return
+	}
+	s.ask(ctx, l, p, now[0], askOptions{with: []store.Entry{loginEntry}})
+	for _, to := range now[1:] {
+		s.ask(ctx, l, p, to, askOptions{})
+	}
 	if p.EscalateAfter > 0 {
-		for _, to := range s.escalationTargets(ctx, site, p, id.ManagerEmail) {
-			s.ask(ctx, l, p, to, askOptions{notBefore: l.CreatedAt.Add(p.EscalateAfter), escalatedFrom: id.ManagerEmail})
+		for _, to := range later {
+			s.ask(ctx, l, p, to, askOptions{notBefore: l.CreatedAt.Add(p.EscalateAfter), escalatedFrom: now[0]})
 		}
+	}
+}
+
+func (s *Service) writeLogin(ctx context.Context, l *Login, e store.Entry) {
+	if err := s.cfg.Store.PutMany(ctx, []store.Entry{e}); err != nil {
+		s.audit.Record(EventMailFailed, l, zap.String("reason", "store"), zap.Error(err))
 	}
 }
 
@@ -355,14 +395,14 @@ type askOptions struct {
 	with []store.Entry
 }
 
-// loginEntry is the store entry of l, kept as long as any profile of the
-// site could need it.
-func (s *Service) loginEntry(l *Login, site *Site) (store.Entry, error) {
+// loginEntry is the store entry of l, kept for longest (the longest link
+// lifetime of any profile it could have) and a grace.
+func (s *Service) loginEntry(l *Login, longest time.Duration) (store.Entry, error) {
 	raw, err := json.Marshal(l)
 	if err != nil {
 		return store.Entry{}, err
 	}
-	ttl := l.CreatedAt.Add(site.longestLink + loginGrace).Sub(s.now())
+	ttl := l.CreatedAt.Add(longest + loginGrace).Sub(s.now())
 	if ttl <= 0 {
 		ttl = time.Second
 	}
@@ -455,6 +495,9 @@ func (s *Service) renderApprovalMail(l *Login, p *Profile, recipient string, tok
 		ExpiresIn:   mailer.HumanDuration(l.ExpiresAt.Sub(l.CreatedAt)),
 		Reference:   l.Reference,
 		Code:        code,
+		StepUp:      l.StepUpOf != "",
+		Route:       l.ReturnURL,
+		Reason:      l.Reason,
 	}
 	if deny := tokens[actionDeny]; deny != "" {
 		data.DenyLink = link(p, deny, tokens[actionApprove])
@@ -491,6 +534,14 @@ type LoginView struct {
 	ReturnURL string
 	CreatedAt time.Time
 	ExpiresAt time.Time
+	// StepUp says a signed-in user asks for more access; only then is
+	// Type, the type of the profile asked, set: the user is known, so it
+	// reveals nothing, while for a sign-in it would tell who exists.
+	StepUp bool
+	Type   ProfileType
+	// GrantUntil and GrantLabel describe a manager's grant, once approved.
+	GrantUntil time.Time
+	GrantLabel string
 }
 
 // Watch returns the state of the login that the pending cookie names, as
@@ -504,15 +555,21 @@ func (s *Service) Watch(ctx context.Context, pending string) (*LoginView, error)
 }
 
 func (s *Service) view(l *Login) *LoginView {
-	return &LoginView{
-		MatchCode: l.MatchCode,
-		Reference: l.Reference,
-		State:     l.EffectiveState(s.now()),
-		App:       l.App,
-		ReturnURL: l.ReturnURL,
-		CreatedAt: l.CreatedAt,
-		ExpiresAt: l.ExpiresAt,
+	v := &LoginView{
+		MatchCode:  l.MatchCode,
+		Reference:  l.Reference,
+		State:      l.EffectiveState(s.now()),
+		App:        l.App,
+		ReturnURL:  l.ReturnURL,
+		CreatedAt:  l.CreatedAt,
+		ExpiresAt:  l.ExpiresAt,
+		GrantUntil: l.GrantUntil,
+		GrantLabel: l.GrantLabel,
 	}
+	if l.StepUpOf != "" {
+		v.StepUp, v.Type = true, l.Type
+	}
+	return v
 }
 
 // LinkView is what the link landing page shows about the login that a link
@@ -541,6 +598,17 @@ type LinkView struct {
 	// Choices, when set, are the three numbers the opener picks from for
 	// number matching; the right one is on the waiting browser's screen.
 	Choices []string
+	// Route is the page the user asked for, and Reason why, when they
+	// gave one (a step-up asks for it).
+	Route, Reason string
+	// StepUp says the user is signed in already and asks for more access.
+	StepUp bool
+	// Durations are the grant durations a manager can choose when
+	// approving, the default first.
+	Durations []GrantChoice
+	// GrantUntil and GrantLabel describe the grant, once approved.
+	GrantUntil time.Time
+	GrantLabel string
 }
 
 // OpenLink shows what a link would do without changing anything: mail
@@ -565,6 +633,9 @@ func (s *Service) OpenLink(ctx context.Context, token, pair, clientIP, userAgent
 	v := s.linkView(l, rec)
 	if l.NumberMatching && rec.Action == actionApprove {
 		v.Choices = matchChoices(l.MatchCode, token)
+	}
+	if p := s.cfg.Profiles[l.Profile]; l.Type == TypeManager && p != nil {
+		v.Durations = s.grantChoices(p, s.now())
 	}
 	if pair != "" && pair != token {
 		if pr, err := s.linkRecord(ctx, pair); err == nil && pr.LoginID == rec.LoginID && pr.Action != rec.Action {
@@ -601,15 +672,33 @@ func decodeLinkRecord(raw []byte) (*linkRecord, error) {
 	return &rec, nil
 }
 
-// ConfirmLink redeems a link: the token is taken from the store, so it
-// works once, and the login is approved or denied as the token says. Of an
+// Confirmation is the POST of a link's landing page.
+type Confirmation struct {
+	// Token is the link's token; Match the number the opener picked.
+	Token, Match string
+	// Duration is the grant duration a manager chose (a GrantChoice key);
+	// empty means the profile's first, and a user's own link has none.
+	Duration string
+	// ClientIP and UserAgent describe who decided.
+	ClientIP, UserAgent string
+}
+
+// ConfirmLink is Confirm without a grant duration.
+func (s *Service) ConfirmLink(ctx context.Context, token, match, clientIP, userAgent string) (*LinkView, error) {
+	return s.Confirm(ctx, Confirmation{Token: token, Match: match, ClientIP: clientIP, UserAgent: userAgent})
+}
+
+// Confirm redeems a link: the token is taken from the store, so it works
+// once, and the login is approved or denied as the token says. Of an
 // Approve and a Deny sent at the same moment, exactly one decides; the
 // other is refused and audited.
 //
-// match is the number the opener picked. An approval of a login that asks
-// for number matching with the wrong number (or none) spends the token and
-// approves nothing.
-func (s *Service) ConfirmLink(ctx context.Context, token, match, clientIP, userAgent string) (*LinkView, error) {
+// c.Match is the number the opener picked. An approval of a login that
+// asks for number matching with the wrong number (or none) spends the
+// token and approves nothing. A manager's approval is a grant of the
+// duration c.Duration, starting now.
+func (s *Service) Confirm(ctx context.Context, c Confirmation) (*LinkView, error) {
+	token, clientIP, userAgent := c.Token, c.ClientIP, c.UserAgent
 	if !validSecret(token) {
 		return nil, ErrLinkInvalid
 	}
@@ -618,6 +707,13 @@ func (s *Service) ConfirmLink(ctx context.Context, token, match, clientIP, userA
 		// guesser learns nothing and costs nothing.
 		s.audit.Record(EventRateLimited, nil, zap.String("limit", "redeem_per_ip"), zap.String("client_ip", clientIP))
 		return nil, ErrLinkInvalid
+	}
+	if c.Duration != "" {
+		// A duration the profile does not offer is refused before the
+		// token is taken, so the approver can pick again.
+		if err := s.checkDuration(ctx, token, c.Duration); err != nil {
+			return nil, err
+		}
 	}
 	raw, err := s.cfg.Store.Take(ctx, tokenPrefix+hashSecret(token))
 	if errors.Is(err, store.ErrNotFound) {
@@ -642,11 +738,17 @@ func (s *Service) ConfirmLink(ctx context.Context, token, match, clientIP, userA
 	if decider == "" {
 		decider = l.Email
 	}
-	if rec.Action == actionApprove && l.NumberMatching && l.EffectiveState(s.now()) == StatePending && !matches(match, l.MatchCode) {
+	if rec.Action == actionApprove && l.NumberMatching && l.EffectiveState(s.now()) == StatePending && !matches(c.Match, l.MatchCode) {
 		s.audit.Record(EventMatchFailed, l, zap.String("decider", decider), zap.String("decider_ip", clientIP))
 		return nil, ErrWrongMatch
 	}
 	now := s.now()
+	var grant *grantTerms
+	if rec.Action == actionApprove && l.Type == TypeManager {
+		if grant, err = s.newGrantTerms(l, c.Duration, now); err != nil {
+			return nil, err
+		}
+	}
 	var prior *Login
 	err = s.updateLogin(ctx, l.ID, func(cur *Login) error {
 		switch cur.EffectiveState(now) {
@@ -654,6 +756,8 @@ func (s *Service) ConfirmLink(ctx context.Context, token, match, clientIP, userA
 			cur.State, cur.DecidedAt, cur.Decider = StateApproved, now, decider
 			if rec.Action == actionDeny {
 				cur.State = StateDenied
+			} else if grant != nil {
+				grant.apply(cur)
 			}
 			return nil
 		case StateExpired:
@@ -683,12 +787,83 @@ func (s *Service) ConfirmLink(ctx context.Context, token, match, clientIP, userA
 	ev := EventApproved
 	if rec.Action == actionDeny {
 		l.State, ev = StateDenied, EventDenied
+	} else if grant != nil {
+		grant.apply(l)
 	}
 	s.audit.Record(ev, l, zap.String("decider", decider), zap.String("decider_ip", clientIP), zap.String("decider_user_agent", truncate(userAgent, 512)))
 	if ev == EventDenied {
 		s.notifyFailed(ctx, l, "denied")
 	}
+	if grant != nil {
+		if err := s.putGrant(ctx, l); err != nil {
+			// The grant works without its record (the cookie carries it);
+			// only listing and ending it from the grants page need it.
+			s.cfg.Logger.Warn("recording a grant", zap.String("reference", l.Reference), zap.Error(err))
+		}
+		s.audit.Record(EventGrantIssued, l, zap.String("grant", l.Grant), zap.String("duration", l.GrantLabel),
+			zap.Time("until", l.GrantUntil), zap.String("approver", decider))
+	}
 	return s.linkView(l, rec), nil
+}
+
+// grantTerms are the grant a manager's approval gives.
+type grantTerms struct {
+	id    GrantID
+	until time.Time
+	label string
+}
+
+func (g *grantTerms) apply(l *Login) {
+	l.Grant, l.GrantUntil, l.GrantLabel = g.id.String(), g.until, g.label
+}
+
+// newGrantTerms makes the grant of approving l now for the duration key.
+// A key the profile no longer offers (the config changed since the page
+// was shown) falls back to the shortest, so the approver's choice never
+// becomes more access than offered.
+func (s *Service) newGrantTerms(l *Login, key string, now time.Time) (*grantTerms, error) {
+	p := s.cfg.Profiles[l.Profile]
+	if p == nil {
+		return nil, fmt.Errorf("approval: login %s has no profile %q", l.Reference, l.Profile)
+	}
+	durations, limit := s.grantTerms(p)
+	d, err := grantDuration(durations, key)
+	if err != nil {
+		d = durations[0]
+		for _, g := range durations[1:] {
+			if g.until(now, limit).Before(d.until(now, limit)) {
+				d = g
+			}
+		}
+	}
+	g := &grantTerms{until: d.until(now, limit), label: d.Label()}
+	if _, err := io.ReadFull(s.rand, g.id[:]); err != nil {
+		return nil, fmt.Errorf("approval: reading randomness: %w", err)
+	}
+	return g, nil
+}
+
+// checkDuration refuses a grant duration that the profile of the token's
+// login does not offer, without spending the token.
+func (s *Service) checkDuration(ctx context.Context, token, key string) error {
+	rec, err := s.linkRecord(ctx, token)
+	if err != nil {
+		return err
+	}
+	l, err := s.getLogin(ctx, rec.LoginID)
+	if errors.Is(err, ErrLoginNotFound) {
+		return ErrLinkInvalid
+	}
+	if err != nil {
+		return err
+	}
+	if p := s.cfg.Profiles[l.Profile]; l.Type == TypeManager && p != nil {
+		durations, _ := s.grantTerms(p)
+		if _, err := grantDuration(durations, key); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (s *Service) linkView(l *Login, rec *linkRecord) *LinkView {
@@ -714,6 +889,11 @@ func (s *Service) linkView(l *Login, rec *linkRecord) *LinkView {
 		Type:        typ,
 		Action:      rec.Action,
 		Decider:     l.Decider,
+		Route:       l.ReturnURL,
+		Reason:      l.Reason,
+		StepUp:      l.StepUpOf != "",
+		GrantUntil:  l.GrantUntil,
+		GrantLabel:  l.GrantLabel,
 	}
 }
 
@@ -727,12 +907,22 @@ type Completed struct {
 	ReturnURL string
 }
 
+// ErrStepUpSession: a step-up was approved, but the browser collecting it
+// no longer holds the session it was asked for (it signed out, or it is
+// another browser).
+var ErrStepUpSession = errors.New("approval: the step-up's session is not this browser's")
+
 // Complete hands the session of an approved login to the browser holding
-// its pending cookie, once: the login becomes completed.
-func (s *Service) Complete(ctx context.Context, pending, clientIP string) (*Completed, error) {
+// its pending cookie, once: the login becomes completed. A sign-in gets a
+// new session; a step-up adds its approval to current, the session it
+// was asked for, which the browser must still hold.
+func (s *Service) Complete(ctx context.Context, pending, clientIP string, current *Session) (*Completed, error) {
 	l, err := s.pendingLogin(ctx, pending)
 	if err != nil {
 		return nil, err
+	}
+	if l.StepUpOf != "" && (current == nil || hex.EncodeToString(current.ID[:]) != l.StepUpOf) {
+		return nil, ErrStepUpSession
 	}
 	now := s.now()
 	err = s.updateLogin(ctx, l.ID, func(cur *Login) error {
@@ -754,22 +944,49 @@ func (s *Service) Complete(ctx context.Context, pending, clientIP string) (*Comp
 		return nil, err
 	}
 	c := &Completed{ReturnURL: l.ReturnURL}
-	if _, err := io.ReadFull(s.rand, c.Session.ID[:]); err != nil {
-		return nil, fmt.Errorf("approval: reading randomness: %w", err)
+	if l.StepUpOf != "" {
+		c.Session = *current
+	} else {
+		if _, err := io.ReadFull(s.rand, c.Session.ID[:]); err != nil {
+			return nil, fmt.Errorf("approval: reading randomness: %w", err)
+		}
+		c.Session.IssuedAt = now.Unix()
+		c.Session.ExpiresAt = now.Add(s.cfg.SessionLifetime).Unix()
+		if idle := s.cfg.IdleTimeout; idle > 0 && idle < s.cfg.SessionLifetime {
+			c.Session.ExpiresAt = now.Add(idle).Unix()
+		}
 	}
-	c.Session.User, c.Session.Email, c.Session.Profile = l.Username, l.Email, l.Profile
-	c.Session.IssuedAt = now.Unix()
-	c.Session.ExpiresAt = now.Add(s.cfg.SessionLifetime).Unix()
-	if idle := s.cfg.IdleTimeout; idle > 0 && idle < s.cfg.SessionLifetime {
-		c.Session.ExpiresAt = now.Add(idle).Unix()
-	}
-	c.Cookie, err = s.cfg.Codec.Encode(&c.Session)
+	sess := &c.Session
+	sess.User, sess.Email, sess.Directory = l.Username, l.Email, l.Directory
+	sess.Policies, sess.PolicyEpoch = l.Policies, s.policyEpoch
+	sess.AddApproval(s.approvalOf(l, sess), now.Unix())
+	c.Cookie, err = s.cfg.Codec.Encode(sess)
 	if err != nil {
 		return nil, err
 	}
-	s.recordSession(ctx, l, &c.Session, clientIP)
-	s.audit.Record(EventSessionIssued, l, zap.String("session", fmt.Sprintf("%x", c.Session.ID[:8])), zap.Time("session_expires", time.Unix(c.Session.ExpiresAt, 0)), zap.String("collector_ip", clientIP))
+	fields := []zap.Field{zap.String("session", fmt.Sprintf("%x", sess.ID[:8])), zap.Time("session_expires", time.Unix(sess.ExpiresAt, 0)), zap.String("collector_ip", clientIP)}
+	if l.StepUpOf != "" {
+		fields = append(fields, zap.Bool("step_up", true))
+	} else {
+		s.recordSession(ctx, l, sess, clientIP)
+	}
+	s.audit.Record(EventSessionIssued, l, fields...)
 	return c, nil
+}
+
+// approvalOf is the approval an approved login gives its session: a
+// manager's grant until its time, or the user's own approval for as long
+// as the session may live.
+func (s *Service) approvalOf(l *Login, sess *Session) Approval {
+	a := Approval{Profile: l.Profile, Type: TypeUser, At: l.DecidedAt.Unix(), Until: sess.IssuedAt + int64(s.cfg.SessionLifetime/time.Second)}
+	if l.Type == TypeManager {
+		a.Type, a.Approver = TypeManager, l.Decider
+		if !l.GrantUntil.IsZero() {
+			a.Until = min(a.Until, l.GrantUntil.Unix())
+		}
+		a.Grant, _ = ParseGrantID(l.Grant)
+	}
+	return a
 }
 
 // VerifySession checks a session cookie value. It does no store I/O.
@@ -821,7 +1038,7 @@ func minTime(a, b time.Time) time.Time {
 // cleared from the browser by the caller.
 func (s *Service) Logout(ctx context.Context, sess *Session, site, clientIP, userAgent string) error {
 	err := s.RevokeSession(ctx, sess)
-	s.audit.Record(EventLogout, &Login{Username: sess.User, Profile: sess.Profile, App: site, ClientIP: clientIP, UserAgent: truncate(userAgent, 512)},
+	s.audit.Record(EventLogout, &Login{Username: sess.User, Profile: sess.Profile(), App: site, ClientIP: clientIP, UserAgent: truncate(userAgent, 512)},
 		zap.String("session", fmt.Sprintf("%x", sess.ID[:8])))
 	return err
 }

@@ -215,7 +215,7 @@ func TestOpenLinkChangesNothing(t *testing.T) {
 	if err != nil || w.State != StatePending {
 		t.Errorf("after OpenLink, Watch = %+v, %v; want still pending", w, err)
 	}
-	if _, err := h.svc.Complete(bg, st.Pending, testIP); !errors.Is(err, ErrNotApproved) {
+	if _, err := h.svc.Complete(bg, st.Pending, testIP, nil); !errors.Is(err, ErrNotApproved) {
 		t.Errorf("after OpenLink, Complete = %v, want ErrNotApproved", err)
 	}
 	if n := h.countEvent(EventLinkOpened); n != 2 {
@@ -279,11 +279,11 @@ func TestLinkRefusesMalformedAndUnknownTokens(t *testing.T) {
 func TestCompleteBeforeApprovalIsNotApproved(t *testing.T) {
 	h := newHarness(t)
 	st, _ := h.startKnown()
-	if c, err := h.svc.Complete(bg, st.Pending, testIP); !errors.Is(err, ErrNotApproved) {
+	if c, err := h.svc.Complete(bg, st.Pending, testIP, nil); !errors.Is(err, ErrNotApproved) {
 		t.Errorf("Complete of a pending login = %+v, %v; want ErrNotApproved", c, err)
 	}
 	unknown := h.start("nobody")
-	if c, err := h.svc.Complete(bg, unknown.Pending, testIP); !errors.Is(err, ErrNotApproved) {
+	if c, err := h.svc.Complete(bg, unknown.Pending, testIP, nil); !errors.Is(err, ErrNotApproved) {
 		t.Errorf("Complete of an unknown user's login = %+v, %v; want ErrNotApproved like any pending login", c, err)
 	}
 }
@@ -313,14 +313,14 @@ func TestCompleteNeedsTheStartingBrowsersSecret(t *testing.T) {
 		"truncated cookie":          st.Pending[:len(st.Pending)-1],
 		"cookie with trailing junk": st.Pending + "x",
 	} {
-		if _, err := h.svc.Complete(bg, pending, testIP); !errors.Is(err, ErrLoginNotFound) {
+		if _, err := h.svc.Complete(bg, pending, testIP, nil); !errors.Is(err, ErrLoginNotFound) {
 			t.Errorf("Complete with %s = %v, want ErrLoginNotFound", name, err)
 		}
 		if _, err := h.svc.Watch(bg, pending); !errors.Is(err, ErrLoginNotFound) {
 			t.Errorf("Watch with %s = %v, want ErrLoginNotFound", name, err)
 		}
 	}
-	if _, err := h.svc.Complete(bg, st.Pending, testIP); err != nil {
+	if _, err := h.svc.Complete(bg, st.Pending, testIP, nil); err != nil {
 		t.Errorf("after the failed attempts, the right cookie cannot complete: %v", err)
 	}
 }
@@ -334,7 +334,7 @@ func TestCompleteAfterApprovalIssuesTheSessionOnce(t *testing.T) {
 	}
 	h.clock.Advance(3 * time.Second)
 	now := h.clock.Now()
-	c, err := h.svc.Complete(bg, st.Pending, testIP)
+	c, err := h.svc.Complete(bg, st.Pending, testIP, nil)
 	if err != nil {
 		t.Fatalf("Complete of an approved login = %v, want a session", err)
 	}
@@ -348,8 +348,8 @@ func TestCompleteAfterApprovalIssuesTheSessionOnce(t *testing.T) {
 	if s != c.Session {
 		t.Errorf("the cookie holds %+v, Complete reported %+v", s, c.Session)
 	}
-	if s.User != "alice" || s.Email != aliceEmail || s.Profile != testProfile {
-		t.Errorf("session is for %q <%s> via %q, want alice <%s> via %q", s.User, s.Email, s.Profile, aliceEmail, testProfile)
+	if s.User != "alice" || s.Email != aliceEmail || s.Profile() != testProfile {
+		t.Errorf("session is for %q <%s> via %q, want alice <%s> via %q", s.User, s.Email, s.Profile(), aliceEmail, testProfile)
 	}
 	if s.IssuedAt != now.Unix() {
 		t.Errorf("session issued at %v, want the time of Complete %v", time.Unix(s.IssuedAt, 0).UTC(), now)
@@ -363,7 +363,7 @@ func TestCompleteAfterApprovalIssuesTheSessionOnce(t *testing.T) {
 	if w, err := h.svc.Watch(bg, st.Pending); err != nil || w.State != StateCompleted {
 		t.Errorf("after Complete, Watch = %+v, %v; want completed", w, err)
 	}
-	if _, err := h.svc.Complete(bg, st.Pending, testIP); !errors.Is(err, ErrAlreadyDecided) {
+	if _, err := h.svc.Complete(bg, st.Pending, testIP, nil); !errors.Is(err, ErrAlreadyDecided) {
 		t.Errorf("second Complete = %v, want ErrAlreadyDecided: a login yields one session", err)
 	}
 	if n := h.countEvent(EventSessionIssued); n != 1 {
@@ -388,7 +388,7 @@ func TestSessionsOfTwoLoginsDiffer(t *testing.T) {
 		if _, err := h.svc.ConfirmLink(bg, token, "", testIP, testUA); err != nil {
 			t.Fatal(err)
 		}
-		c, err := h.svc.Complete(bg, st.Pending, testIP)
+		c, err := h.svc.Complete(bg, st.Pending, testIP, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -417,7 +417,7 @@ func TestLinkAfterExpiryFails(t *testing.T) {
 	if w, err := h.svc.Watch(bg, st.Pending); err != nil || w.State != StateExpired {
 		t.Errorf("after a late ConfirmLink, Watch = %+v, %v; want still expired", w, err)
 	}
-	if _, err := h.svc.Complete(bg, st.Pending, testIP); !errors.Is(err, ErrLoginExpired) {
+	if _, err := h.svc.Complete(bg, st.Pending, testIP, nil); !errors.Is(err, ErrLoginExpired) {
 		t.Errorf("Complete of an expired login = %v, want ErrLoginExpired", err)
 	}
 }
@@ -432,7 +432,7 @@ func TestLinkJustBeforeExpiryWorks(t *testing.T) {
 	// The browser may be slower than the link: an approval made in time
 	// can still be collected after the link's expiry.
 	h.clock.Advance(time.Minute)
-	if _, err := h.svc.Complete(bg, st.Pending, testIP); err != nil {
+	if _, err := h.svc.Complete(bg, st.Pending, testIP, nil); err != nil {
 		t.Errorf("Complete a minute after an in-time approval = %v, want a session", err)
 	}
 }
@@ -529,7 +529,7 @@ func TestConcurrentConfirmLinkSucceedsExactlyOnce(t *testing.T) {
 	if c := h.countEvent(EventApproved); c != 1 {
 		t.Errorf("the audit log has %d %q events, want 1", c, EventApproved)
 	}
-	if _, err := h.svc.Complete(bg, st.Pending, testIP); err != nil {
+	if _, err := h.svc.Complete(bg, st.Pending, testIP, nil); err != nil {
 		t.Errorf("Complete after the race = %v, want a session", err)
 	}
 }
@@ -559,7 +559,7 @@ func TestStartSanitizesReturnURL(t *testing.T) {
 		if _, err := h.svc.ConfirmLink(bg, token, "", testIP, testUA); err != nil {
 			t.Fatal(err)
 		}
-		c, err := h.svc.Complete(bg, st.Pending, testIP)
+		c, err := h.svc.Complete(bg, st.Pending, testIP, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

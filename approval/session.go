@@ -5,9 +5,11 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash"
+	"math"
 	"strings"
 	"sync"
 	"time"
@@ -24,31 +26,156 @@ var (
 // SessionKeySize is the length of a session signing key.
 const SessionKeySize = 32
 
-// Session is what a session cookie proves.
+// Session is what a session cookie proves: who the user is, which
+// directory vouched for them, and the approvals they hold. A handler lets
+// a request through only with an approval it accepts (see Site.Authorize),
+// so a session approved for one route cannot open another that asks for
+// more.
 type Session struct {
 	// ID identifies the session for revocation and audit.
 	ID [16]byte
 	// User is the username, Email the address the login was approved for.
 	User, Email string
-	// Profile is the name of the profile that approved the login.
-	Profile string
-	// IssuedAt and ExpiresAt are Unix seconds.
+	// Directory is the directory the identity came from: two directories
+	// may both know an "alice", and they are different people.
+	Directory string
+	// Policies are the names of the policies that matched the identity
+	// when it was last looked up, joined by policySep, and PolicyEpoch the
+	// digest of the policy configuration they were evaluated under. They
+	// let a site choose the user's profile without a directory lookup.
+	Policies    string
+	PolicyEpoch uint32
+	// IssuedAt and ExpiresAt are Unix seconds. ExpiresAt slides with the
+	// idle timeout; approvals end at their own Until.
 	IssuedAt, ExpiresAt int64
+
+	approvals [MaxApprovals]Approval
+	n         uint8
+}
+
+// Approval is one approval a session holds: which profile approved the
+// identity, who approved, when, and until when it counts.
+type Approval struct {
+	// Profile is the name of the profile that ran the approval, and Type
+	// its type.
+	Profile string
+	Type    ProfileType
+	// Approver is the address of the manager or approver who approved; it
+	// is empty when the user approved themself.
+	Approver string
+	// At and Until are Unix seconds: when the approval was given and when
+	// it stops counting. A manager's approval is a time-boxed grant; a
+	// user's own lasts as long as the session.
+	At, Until int64
+	// Grant names a manager's grant, so it can be listed and ended; zero
+	// for a user's own approval.
+	Grant GrantID
+}
+
+// GrantID names a time-boxed grant.
+type GrantID [8]byte
+
+// String is the id in hex, as the grants page and admin API show it.
+func (g GrantID) String() string { return hex.EncodeToString(g[:]) }
+
+// ParseGrantID reads a grant id written by GrantID.String.
+func ParseGrantID(s string) (GrantID, bool) {
+	var g GrantID
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != len(g) {
+		return g, false
+	}
+	copy(g[:], b)
+	return g, true
+}
+
+// MaxApprovals is how many approvals a session holds at most. A new
+// approval replaces one of the same profile, then an expired one, then the
+// one that ends first.
+const MaxApprovals = 6
+
+// policySep joins policy names in Session.Policies; Caddyfile names
+// cannot contain it.
+const policySep = "\n"
+
+// Approvals returns the session's approvals. The slice shares the
+// session's storage.
+func (s *Session) Approvals() []Approval { return s.approvals[:s.n] }
+
+// AddApproval records a, replacing an approval of the same profile, then
+// an expired one, then the one that ends first, so the newest approval is
+// always kept.
+func (s *Session) AddApproval(a Approval, now int64) {
+	for i := range s.approvals[:s.n] {
+		if s.approvals[i].Profile == a.Profile {
+			s.approvals[i] = a
+			return
+		}
+	}
+	if int(s.n) < len(s.approvals) {
+		s.approvals[s.n] = a
+		s.n++
+		return
+	}
+	victim := 0
+	for i := range s.approvals {
+		if s.approvals[i].Until <= now {
+			victim = i
+			break
+		}
+		if s.approvals[i].Until < s.approvals[victim].Until {
+			victim = i
+		}
+	}
+	s.approvals[victim] = a
+}
+
+// HasPolicy reports whether the named policy matched the identity.
+func (s *Session) HasPolicy(name string) bool {
+	rest := s.Policies
+	for rest != "" {
+		var p string
+		p, rest, _ = strings.Cut(rest, policySep)
+		if p == name {
+			return true
+		}
+	}
+	return false
+}
+
+// Profile is the profile of the session's first approval, for audit lines
+// that name one.
+func (s *Session) Profile() string {
+	if s.n == 0 {
+		return ""
+	}
+	return s.approvals[0].Profile
 }
 
 // The cookie is base64url(payload) "." base64url(HMAC-SHA256(key, first
-// part)). The payload is a fixed header followed by length-prefixed strings:
+// part)). The payload is a fixed header, four length-prefixed strings and
+// the approvals:
 //
-//	version(1) keyID(1) issued(8) expires(8) id(16) len(1) user len(1) email len(1) profile
+//	version(1) keyID(1) issued(8) expires(8) id(16) epoch(4) n(1)
+//	len(1) user len(1) email len(1) directory len(1) policies
+//	n × { type(1) at(4) until(4) [grant(8) if type manager] len(1) profile len(1) approver }
 //
-// A binary layout rather than JSON keeps the cookie short and lets the
-// authenticated path decode it without allocating, since it runs on every
-// request to the protected app.
+// A binary layout rather than JSON keeps the cookie short, and so the HMAC
+// over it cheap, and lets the authenticated path decode it without
+// allocating, since it runs on every request to the protected app.
+// Approval times are unsigned 32-bit Unix seconds (good until 2106).
 const (
-	sessionVersion   = 1
-	sessionHeaderLen = 1 + 1 + 8 + 8 + 16
+	sessionVersion   = 2
+	sessionHeaderLen = 1 + 1 + 8 + 8 + 16 + 4 + 1
 	maxSessionField  = 255
 	maxSessionCookie = 2048
+	approvalFixedLen = 1 + 4 + 4
+)
+
+// Approval types as one byte in the cookie.
+const (
+	approvalUser    = 'u'
+	approvalManager = 'm'
 )
 
 // SessionCodec signs and verifies session cookies. The first key signs; all
@@ -98,21 +225,54 @@ func NewSessionCodec(keys ...[]byte) (*SessionCodec, error) {
 
 // Encode signs s with the current key and returns the cookie value.
 func (c *SessionCodec) Encode(s *Session) (string, error) {
-	for _, f := range []string{s.User, s.Email, s.Profile} {
+	strs := [...]string{s.User, s.Email, s.Directory, s.Policies}
+	size := sessionHeaderLen + len(strs)
+	for _, f := range strs {
 		if len(f) > maxSessionField {
 			return "", fmt.Errorf("approval: session field of %d bytes is too long", len(f))
 		}
+		size += len(f)
+	}
+	for _, a := range s.Approvals() {
+		if len(a.Profile) > maxSessionField || len(a.Approver) > maxSessionField {
+			return "", fmt.Errorf("approval: approval field of %d bytes is too long", max(len(a.Profile), len(a.Approver)))
+		}
+		if a.At < 0 || a.Until < 0 || a.At > math.MaxUint32 || a.Until > math.MaxUint32 {
+			return "", errors.New("approval: approval time out of range")
+		}
+		if a.Type != TypeUser && a.Type != TypeManager {
+			return "", fmt.Errorf("approval: approval type %q", a.Type)
+		}
+		size += approvalFixedLen + 2 + len(a.Profile) + len(a.Approver) + len(a.Grant)
 	}
 	k := c.keys[0]
-	p := make([]byte, sessionHeaderLen, sessionHeaderLen+3+len(s.User)+len(s.Email)+len(s.Profile))
+	p := make([]byte, sessionHeaderLen, size)
 	p[0] = sessionVersion
 	p[1] = k.id
 	binary.BigEndian.PutUint64(p[2:], uint64(s.IssuedAt))
 	binary.BigEndian.PutUint64(p[10:], uint64(s.ExpiresAt))
 	copy(p[18:34], s.ID[:])
-	for _, f := range []string{s.User, s.Email, s.Profile} {
+	binary.BigEndian.PutUint32(p[34:], s.PolicyEpoch)
+	p[38] = s.n
+	for _, f := range strs {
 		p = append(p, byte(len(f)))
 		p = append(p, f...)
+	}
+	for _, a := range s.Approvals() {
+		t := byte(approvalUser)
+		if a.Type == TypeManager {
+			t = approvalManager
+		}
+		p = append(p, t)
+		p = binary.BigEndian.AppendUint32(p, uint32(a.At))
+		p = binary.BigEndian.AppendUint32(p, uint32(a.Until))
+		if t == approvalManager {
+			p = append(p, a.Grant[:]...)
+		}
+		p = append(p, byte(len(a.Profile)))
+		p = append(p, a.Profile...)
+		p = append(p, byte(len(a.Approver)))
+		p = append(p, a.Approver...)
 	}
 	enc := base64.RawURLEncoding.EncodeToString(p)
 	m := k.pool.Get().(*macState)
@@ -175,31 +335,97 @@ func (c *SessionCodec) Decode(value string, now time.Time, s *Session) error {
 	if now.Unix() >= expires {
 		return ErrSessionExpired
 	}
-	// Validate the three length-prefixed fields before allocating.
+	count := int(p[38])
+	if count > MaxApprovals {
+		return ErrSessionInvalid
+	}
+	// Walk the layout once to validate it before allocating; the string
+	// fields are then substrings of one string.
 	rest := p[sessionHeaderLen:]
-	var lens [3]int
+	var strEnd [4]int // end offsets in rest of the four strings
 	off := 0
-	for i := range lens {
+	for i := range strEnd {
 		if off >= len(rest) {
 			return ErrSessionInvalid
 		}
-		lens[i] = int(rest[off])
-		off += 1 + lens[i]
+		off += 1 + int(rest[off])
 		if off > len(rest) {
 			return ErrSessionInvalid
+		}
+		strEnd[i] = off
+	}
+	var apOff [MaxApprovals]int
+	for i := range count {
+		apOff[i] = off
+		if off+approvalFixedLen > len(rest) {
+			return ErrSessionInvalid
+		}
+		switch rest[off] {
+		case approvalUser:
+			off += approvalFixedLen
+		case approvalManager:
+			off += approvalFixedLen + len(GrantID{})
+		default:
+			return ErrSessionInvalid
+		}
+		for range 2 {
+			if off >= len(rest) {
+				return ErrSessionInvalid
+			}
+			off += 1 + int(rest[off])
+			if off > len(rest) {
+				return ErrSessionInvalid
+			}
 		}
 	}
 	if off != len(rest) {
 		return ErrSessionInvalid
 	}
-	// One string holds all three fields; the fields are substrings of it.
 	all := string(rest)
-	s.User = all[1 : 1+lens[0]]
-	s.Email = all[2+lens[0] : 2+lens[0]+lens[1]]
-	s.Profile = all[3+lens[0]+lens[1]:]
+	start := 0
+	for i, end := range strEnd {
+		v := all[start+1 : end]
+		switch i {
+		case 0:
+			s.User = v
+		case 1:
+			s.Email = v
+		case 2:
+			s.Directory = v
+		case 3:
+			s.Policies = v
+		}
+		start = end
+	}
+	for i := range count {
+		o := apOff[i]
+		a := &s.approvals[i]
+		a.Type = TypeUser
+		if rest[o] == approvalManager {
+			a.Type = TypeManager
+		}
+		a.At = int64(binary.BigEndian.Uint32(rest[o+1:]))
+		a.Until = int64(binary.BigEndian.Uint32(rest[o+5:]))
+		o += approvalFixedLen
+		a.Grant = GrantID{}
+		if a.Type == TypeManager {
+			copy(a.Grant[:], rest[o:])
+			o += len(a.Grant)
+		}
+		l := int(rest[o])
+		a.Profile = all[o+1 : o+1+l]
+		o += 1 + l
+		l = int(rest[o])
+		a.Approver = all[o+1 : o+1+l]
+	}
+	for i := count; i < int(s.n); i++ {
+		s.approvals[i] = Approval{}
+	}
+	s.n = uint8(count)
 	s.IssuedAt = int64(binary.BigEndian.Uint64(p[2:]))
 	s.ExpiresAt = expires
 	copy(s.ID[:], p[18:34])
+	s.PolicyEpoch = binary.BigEndian.Uint32(p[34:])
 	return nil
 }
 

@@ -6,6 +6,8 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
+	"math"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -15,14 +17,25 @@ import (
 var sessionNow = time.Date(2025, 3, 4, 10, 42, 0, 0, time.UTC)
 
 func testSession() *Session {
-	return &Session{
+	s := &Session{
 		ID:        [16]byte{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16},
 		User:      "alice",
 		Email:     "alice@example.com",
-		Profile:   "daily",
+		Directory: "corp",
 		IssuedAt:  sessionNow.Unix(),
 		ExpiresAt: sessionNow.Add(8 * time.Hour).Unix(),
 	}
+	s.AddApproval(Approval{Profile: "daily", Type: TypeUser, At: sessionNow.Unix(), Until: sessionNow.Add(8 * time.Hour).Unix()}, sessionNow.Unix())
+	return s
+}
+
+// steppedUpSession is testSession with a manager's grant and policy
+// memberships: the longest cookie a usual session carries.
+func steppedUpSession() *Session {
+	s := testSession()
+	s.Policies, s.PolicyEpoch = "executives"+policySep+"finance", 0xdeadbeef
+	s.AddApproval(Approval{Profile: "sensitive", Type: TypeManager, Approver: "dave@example.com", At: sessionNow.Unix(), Until: sessionNow.Add(time.Hour).Unix(), Grant: GrantID{9, 8, 7, 6, 5, 4, 3, 2}}, sessionNow.Unix())
+	return s
 }
 
 func mustCodec(t testing.TB, keys ...[]byte) *SessionCodec {
@@ -57,17 +70,28 @@ func keyID(key []byte) byte {
 	return sum[0]
 }
 
-// rawPayload lays out a session payload by hand.
-func rawPayload(version, id byte, issued, expires int64, fields ...string) []byte {
+// rawPayload lays out a session payload by hand: the header with n
+// approvals, then the fields, each with its length byte. Approvals are
+// given as their raw bytes in fields.
+func rawPayload(version, id byte, issued, expires int64, n byte, fields ...string) []byte {
 	p := make([]byte, sessionHeaderLen)
 	p[0], p[1] = version, id
 	binary.BigEndian.PutUint64(p[2:], uint64(issued))
 	binary.BigEndian.PutUint64(p[10:], uint64(expires))
+	p[38] = n
 	for _, f := range fields {
 		p = append(p, byte(len(f)))
 		p = append(p, f...)
 	}
 	return p
+}
+
+// rawApproval is a user approval's fixed part, to follow it with its
+// profile and approver fields.
+func rawApproval(at, until uint32) []byte {
+	b := []byte{approvalUser}
+	b = binary.BigEndian.AppendUint32(b, at)
+	return binary.BigEndian.AppendUint32(b, until)
 }
 
 func TestSessionRoundTrip(t *testing.T) {
@@ -86,10 +110,17 @@ func TestSessionRoundTrip(t *testing.T) {
 func TestSessionRoundTripKeepsEmptyAndMaximalFields(t *testing.T) {
 	c := mustCodec(t, testKey(1))
 	long := strings.Repeat("x", maxSessionField)
+	full := &Session{User: long, Email: long, Directory: long, Policies: long, ExpiresAt: sessionNow.Unix() + 1}
+	for i := range MaxApprovals {
+		full.AddApproval(Approval{Profile: long[:250] + strconv.Itoa(i), Type: TypeManager, Approver: long, At: 1, Until: math.MaxUint32, Grant: GrantID{byte(i)}}, 0)
+	}
+	one := &Session{User: "ünïcödé", Email: "a.b", Directory: "d", ExpiresAt: sessionNow.Unix() + 1}
+	one.AddApproval(Approval{Profile: "p", Type: TypeUser}, 0)
 	for _, s := range []*Session{
 		{ExpiresAt: sessionNow.Unix() + 1},
-		{User: long, Email: long, Profile: long, ExpiresAt: sessionNow.Unix() + 1},
-		{User: "ünïcödé", Email: "a.b", Profile: "p", ExpiresAt: sessionNow.Unix() + 1},
+		{User: long, Email: long, Directory: long, Policies: long, ExpiresAt: sessionNow.Unix() + 1},
+		one,
+		steppedUpSession(),
 	} {
 		v := mustEncode(t, c, s)
 		if len(v) > maxSessionCookie {
@@ -97,7 +128,7 @@ func TestSessionRoundTripKeepsEmptyAndMaximalFields(t *testing.T) {
 		}
 		var got Session
 		if err := c.Decode(v, sessionNow, &got); err != nil {
-			t.Errorf("Decode of session with fields %q/%q/%q: %v", s.User, s.Email, s.Profile, err)
+			t.Errorf("Decode of session with fields %q/%q/%q: %v", s.User, s.Email, s.Directory, err)
 			continue
 		}
 		if got != *s {
@@ -288,10 +319,20 @@ func TestNewSessionCodecCopiesItsKeys(t *testing.T) {
 func TestSessionEncodeRefusesTooLongFields(t *testing.T) {
 	c := mustCodec(t, testKey(1))
 	long := strings.Repeat("x", maxSessionField+1)
+	withApproval := func(a Approval) *Session {
+		s := &Session{}
+		s.AddApproval(a, 0)
+		return s
+	}
 	for name, s := range map[string]*Session{
-		"user":    {User: long},
-		"email":   {Email: long},
-		"profile": {Profile: long},
+		"user":          {User: long},
+		"email":         {Email: long},
+		"directory":     {Directory: long},
+		"policies":      {Policies: long},
+		"profile":       withApproval(Approval{Profile: long, Type: TypeUser}),
+		"approver":      withApproval(Approval{Profile: "p", Type: TypeManager, Approver: long}),
+		"approval type": withApproval(Approval{Profile: "p"}),
+		"time past 2106": withApproval(Approval{Profile: "p", Type: TypeUser, Until: math.MaxUint32 + 1}),
 	} {
 		if v, err := c.Encode(s); err == nil {
 			t.Errorf("Encode with a %s of %d bytes returned %q and no error; a length byte cannot hold it", name, len(long), v)
@@ -347,17 +388,34 @@ func TestSessionSignedButMalformedPayloadIsInvalid(t *testing.T) {
 	c := mustCodec(t, key)
 	id := keyID(key)
 	exp := sessionNow.Add(time.Hour).Unix()
-	long := rawPayload(sessionVersion, id, 0, exp, "alice", "a@b", "p")
+	ap := string(rawApproval(1, 2))
+	// A well-formed payload: four strings, then one user approval of
+	// profile "p" by nobody (its fixed part, then two length-prefixed
+	// strings, written here without the fixed part's length byte).
+	good := func() []byte {
+		p := rawPayload(sessionVersion, id, 0, exp, 1, "alice", "a@b", "corp", "")
+		p = append(p, ap...)
+		return append(p, 1, 'p', 0)
+	}
+	long := rawPayload(sessionVersion, id, 0, exp, 0, "alice", "a@b", "corp", "")
 	long[sessionHeaderLen] = 200 // user length runs past the end
+	badType := good()
+	badType[len(badType)-3-len(ap)] = 'x'
 	tests := map[string][]byte{
-		"header only":           rawPayload(sessionVersion, id, 0, exp),
-		"two fields":            rawPayload(sessionVersion, id, 0, exp, "alice", "a@b"),
-		"four fields":           rawPayload(sessionVersion, id, 0, exp, "alice", "a@b", "p", "x"),
-		"length past end":       long,
-		"trailing byte":         append(rawPayload(sessionVersion, id, 0, exp, "alice", "a@b", "p"), 0),
-		"future version":        rawPayload(sessionVersion+1, id, 0, exp, "alice", "a@b", "p"),
-		"version zero":          rawPayload(0, id, 0, exp, "alice", "a@b", "p"),
-		"shorter than a header": rawPayload(sessionVersion, id, 0, exp)[:sessionHeaderLen-4],
+		"header only":             rawPayload(sessionVersion, id, 0, exp, 0),
+		"three strings":           rawPayload(sessionVersion, id, 0, exp, 0, "alice", "a@b", "corp"),
+		"five strings":            rawPayload(sessionVersion, id, 0, exp, 0, "alice", "a@b", "corp", "", "x"),
+		"length past end":         long,
+		"trailing byte":           append(good(), 0),
+		"approval missing":        rawPayload(sessionVersion, id, 0, exp, 1, "alice", "a@b", "corp", ""),
+		"approval cut short":      good()[:len(good())-1],
+		"unknown approval type":   badType,
+		"too many approvals":      rawPayload(sessionVersion, id, 0, exp, MaxApprovals+1, "alice", "a@b", "corp", ""),
+		"future version":          rawPayload(sessionVersion+1, id, 0, exp, 0, "alice", "a@b", "corp", ""),
+		"first version":           rawPayload(1, id, 0, exp, 0, "alice", "a@b", "corp", ""),
+		"version zero":            rawPayload(0, id, 0, exp, 0, "alice", "a@b", "corp", ""),
+		"shorter than a header":   rawPayload(sessionVersion, id, 0, exp, 0)[:sessionHeaderLen-4],
+		"manager without a grant": append(append(rawPayload(sessionVersion, id, 0, exp, 1, "alice", "a@b", "corp", ""), approvalManager, 0, 0, 0, 1, 0, 0, 0, 2), 1, 'p', 0),
 	}
 	for name, p := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -367,14 +425,63 @@ func TestSessionSignedButMalformedPayloadIsInvalid(t *testing.T) {
 			}
 		})
 	}
-	// The hand-built layout is the real one: the same payload with three
-	// well-formed fields decodes.
+	// The hand-built layout is the real one: the well-formed payload
+	// decodes.
 	var s Session
-	if err := c.Decode(signRaw(key, rawPayload(sessionVersion, id, 0, exp, "alice", "a@b", "p")), sessionNow, &s); err != nil {
+	if err := c.Decode(signRaw(key, good()), sessionNow, &s); err != nil {
 		t.Fatalf("Decode of a hand-built well-formed payload = %v; the test's layout does not match the codec's", err)
 	}
-	if s.User != "alice" || s.Email != "a@b" || s.Profile != "p" || s.ExpiresAt != exp {
+	if s.User != "alice" || s.Email != "a@b" || s.Directory != "corp" || s.ExpiresAt != exp || len(s.Approvals()) != 1 || s.Approvals()[0] != (Approval{Profile: "p", Type: TypeUser, At: 1, Until: 2}) {
 		t.Errorf("hand-built payload decoded to %+v", s)
+	}
+}
+
+func TestSessionDecodeOfAShorterSessionClearsOlderApprovals(t *testing.T) {
+	c := mustCodec(t, testKey(1))
+	var s Session
+	if err := c.Decode(mustEncode(t, c, steppedUpSession()), sessionNow, &s); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Decode(mustEncode(t, c, testSession()), sessionNow, &s); err != nil {
+		t.Fatal(err)
+	}
+	if s != *testSession() {
+		t.Errorf("decoding a one-approval cookie into a session that held two left %+v", s)
+	}
+}
+
+func TestAddApprovalReplacesTheSameProfileThenTheFirstToEnd(t *testing.T) {
+	s := testSession()
+	s.AddApproval(Approval{Profile: "daily", Type: TypeUser, Until: 99}, 0)
+	if got := s.Approvals(); len(got) != 1 || got[0].Until != 99 {
+		t.Fatalf("a second approval of the same profile should replace the first, got %+v", got)
+	}
+	for i := range MaxApprovals - 1 {
+		s.AddApproval(Approval{Profile: "p" + strconv.Itoa(i), Type: TypeUser, Until: int64(200 + i)}, 0)
+	}
+	s.AddApproval(Approval{Profile: "new", Type: TypeUser, Until: 500}, 0)
+	got := s.Approvals()
+	if len(got) != MaxApprovals || got[0].Profile != "new" {
+		t.Fatalf("a full session should drop the approval that ends first (daily, until 99) for the new one, got %+v", got)
+	}
+	// At 300 every approval but "new" (until 500) has expired: one of
+	// those makes room, never the live one.
+	s.AddApproval(Approval{Profile: "newer", Type: TypeUser, Until: 600}, 300)
+	held := map[string]bool{}
+	for _, a := range s.Approvals() {
+		held[a.Profile] = true
+	}
+	if !held["new"] || !held["newer"] {
+		t.Fatalf("at 300, an expired approval should make room rather than the live one; holding %v", held)
+	}
+}
+
+func TestSessionHasPolicyMatchesWholeNames(t *testing.T) {
+	s := &Session{Policies: "executives" + policySep + "finance"}
+	for name, want := range map[string]bool{"executives": true, "finance": true, "exec": false, "fin": false, "": false, "executives\nfinance": false} {
+		if got := s.HasPolicy(name); got != want {
+			t.Errorf("HasPolicy(%q) = %v, want %v", name, got, want)
+		}
 	}
 }
 
@@ -425,9 +532,10 @@ func FuzzSessionDecode(f *testing.F) {
 	f.Add(v[:10] + v[dot:])
 	f.Add(v + "=")
 	f.Add(strings.Repeat("A", 46) + "." + strings.Repeat("A", 43))
-	f.Add(signRaw(key, rawPayload(sessionVersion, keyID(key), 0, 1<<40)))
-	f.Add(signRaw(key, rawPayload(sessionVersion, keyID(key), 0, 1<<40, "a", "b", "c")))
-	f.Add(signRaw(key, rawPayload(sessionVersion, keyID(key), 0, 1, "a", "b", "c")))
+	f.Add(mustEncode(f, c, steppedUpSession()))
+	f.Add(signRaw(key, rawPayload(sessionVersion, keyID(key), 0, 1<<40, 0)))
+	f.Add(signRaw(key, rawPayload(sessionVersion, keyID(key), 0, 1<<40, 0, "a", "b", "c", "d")))
+	f.Add(signRaw(key, rawPayload(sessionVersion, keyID(key), 0, 1, 0, "a", "b", "c", "d")))
 	f.Add(mustEncode(f, c, &Session{User: strings.Repeat("x", maxSessionField), ExpiresAt: 1 << 40}))
 	f.Fuzz(func(t *testing.T, value string) {
 		var s Session
@@ -453,6 +561,20 @@ func FuzzSessionDecode(f *testing.F) {
 func BenchmarkSessionDecode(b *testing.B) {
 	c := mustCodec(b, testKey(1), testKey(2))
 	v := mustEncode(b, c, testSession())
+	var s Session
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := c.Decode(v, sessionNow, &s); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkSessionDecodeSteppedUp decodes a session with a manager's
+// grant and policy memberships besides the user's own approval.
+func BenchmarkSessionDecodeSteppedUp(b *testing.B) {
+	c := mustCodec(b, testKey(1), testKey(2))
+	v := mustEncode(b, c, steppedUpSession())
 	var s Session
 	b.ReportAllocs()
 	for b.Loop() {

@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -109,6 +110,14 @@ type App struct {
 	storedKey []byte
 	stop      context.CancelFunc
 	stopped   chan struct{}
+	// sites are the sites this config's handlers protect.
+	sites *siteSet
+}
+
+// siteSet holds sites by ID; handlers add theirs as they provision.
+type siteSet struct {
+	mu   sync.Mutex
+	byID map[string]*approval.Site
 }
 
 // CaddyModule returns the Caddy module information.
@@ -132,6 +141,7 @@ func (p pooledStore) Destruct() error { return p.Close() }
 // directories, profiles and the approval service.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
+	a.sites = &siteSet{byID: map[string]*approval.Site{}}
 	lifetime := time.Duration(a.SessionLifetime)
 	if lifetime == 0 {
 		lifetime = defaultSessionLifetime
@@ -199,6 +209,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		Store:      a.store,
 		Mail:       a.outbox,
 		Profiles:   a.profiles,
+		Policies:   slices.Collect(maps.Values(a.policies)),
 		Codec:      codec,
 		CodeKey:    codeKey,
 		RateLimits: a.limits,
@@ -279,7 +290,29 @@ func (a *App) site(defaultProfile string, policies []string) (*approval.Site, er
 		}
 		pols = append(pols, p)
 	}
-	return approval.NewSite(def, pols), nil
+	site := approval.NewSite(def, pols)
+	if a.sites == nil {
+		return site, nil
+	}
+	a.sites.mu.Lock()
+	defer a.sites.mu.Unlock()
+	if known, ok := a.sites.byID[site.ID]; ok {
+		return known, nil
+	}
+	a.sites.byID[site.ID] = site
+	return site, nil
+}
+
+// siteByID is a site that a handler of this config protects, by its ID:
+// the step-up page is served by whichever handler the host routes
+// /.mailauth/ to, and learns from the ID which site asked.
+func (a *App) siteByID(id string) *approval.Site {
+	if a.sites == nil {
+		return nil
+	}
+	a.sites.mu.Lock()
+	defer a.sites.mu.Unlock()
+	return a.sites.byID[id]
 }
 
 // mailServers maps the mail_server blocks to mailer configs: placeholders
@@ -478,6 +511,9 @@ func (a *App) buildProfiles(servers map[string]mailer.ServerConfig, dirs map[str
 			return nil, field("number_matching", "a manager profile always matches numbers")
 		}
 		p.NoNumberMatching = c.DisableNumberMatching
+		if err := a.buildGrants(p, c, field); err != nil {
+			return nil, err
+		}
 		for _, a := range p.Approvers {
 			if !validAddress(a) {
 				return nil, field("approvers", "%q is not a mail address", a)
@@ -486,6 +522,58 @@ func (a *App) buildProfiles(servers map[string]mailer.ServerConfig, dirs map[str
 		out[name] = p
 	}
 	return out, nil
+}
+
+// sessionLifetime is session_lifetime with its default.
+func (a *App) sessionLifetime() time.Duration {
+	if a.SessionLifetime == 0 {
+		return defaultSessionLifetime
+	}
+	return time.Duration(a.SessionLifetime)
+}
+
+// buildGrants reads a manager profile's grant durations, cap and
+// justification; other profiles may not set them.
+func (a *App) buildGrants(p *approval.Profile, c *ProfileConfig, field func(string, string, ...any) error) error {
+	if p.Type != approval.TypeManager {
+		for f, set := range map[string]bool{"grant_durations": len(c.GrantDurations) > 0, "grant_max": c.GrantMax != 0, "justification": c.Justification != ""} {
+			if set {
+				return field(f, "only a manager profile gives time-boxed grants; set type manager or remove %s", f)
+			}
+		}
+		return nil
+	}
+	lifetime := a.sessionLifetime()
+	p.GrantMax = time.Duration(c.GrantMax)
+	if p.GrantMax < 0 || p.GrantMax > lifetime {
+		return field("grant_max", "%s must be positive and at most session_lifetime (%s): a grant cannot outlive its session", p.GrantMax, lifetime)
+	}
+	limit := p.GrantMax
+	if limit == 0 {
+		limit = lifetime
+	}
+	seen := map[string]bool{}
+	for _, v := range c.GrantDurations {
+		g, err := approval.ParseGrantDuration(v)
+		if err != nil {
+			return field("grant_durations", "%v", err)
+		}
+		if !g.EndOfDay && g.For > limit {
+			return field("grant_durations", "%s is longer than grant_max (%s); shorten it or raise grant_max", v, limit)
+		}
+		if seen[g.Key()] {
+			return field("grant_durations", "%s is listed twice", v)
+		}
+		seen[g.Key()] = true
+		p.GrantDurations = append(p.GrantDurations, g)
+	}
+	switch approval.Justification(c.Justification) {
+	case "", approval.JustificationOptional, approval.JustificationRequired:
+		p.Justification = approval.Justification(c.Justification)
+	default:
+		return field("justification", "%q is not optional or required", c.Justification)
+	}
+	return nil
 }
 
 func (a *App) openStore() error {

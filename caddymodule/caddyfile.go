@@ -12,6 +12,8 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/mailauth/caddy-mailauth/approval"
 )
 
 func init() {
@@ -289,6 +291,27 @@ func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 						return nil, err
 					}
 					p.EscalateAfter = dur
+				case "grant_durations":
+					p.GrantDurations = d.RemainingArgs()
+					if len(p.GrantDurations) == 0 {
+						return nil, d.Errf("profile %q: grant_durations: name at least one duration (such as 1h, 8h or %s)", name, approval.EndOfDayKey)
+					}
+					for _, g := range p.GrantDurations {
+						if _, err := approval.ParseGrantDuration(g); err != nil {
+							return nil, d.Errf("profile %q: grant_durations: %v", name, err)
+						}
+					}
+				case "grant_max":
+					dur, err := durationArg(d, "profile "+strconv.Quote(name)+": grant_max")
+					if err != nil {
+						return nil, err
+					}
+					p.GrantMax = dur
+				case "justification":
+					if !d.NextArg() || d.CountRemainingArgs() > 0 || (d.Val() != "optional" && d.Val() != "required") {
+						return nil, d.Errf("profile %q: justification: want optional or required", name)
+					}
+					p.Justification = d.Val()
 				case "approvers":
 					p.Approvers = d.RemainingArgs()
 					if len(p.Approvers) == 0 {

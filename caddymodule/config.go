@@ -163,6 +163,20 @@ type ProfileConfig struct {
 	// the waiting browser shows. Manager profiles always match numbers.
 	// Default: false (number matching on).
 	DisableNumberMatching bool `json:"disable_number_matching,omitempty"`
+	// GrantDurations, on a manager profile, are the durations the manager
+	// chooses from when approving, the first preselected: Go durations
+	// such as "1h" or "90m", or "end_of_day" (the next midnight in the
+	// server's time zone). The grant starts when the manager approves and
+	// ends at its time even if the session lives longer. Default: 1h, 8h
+	// and end_of_day (those longer than grant_max left out).
+	GrantDurations []string `json:"grant_durations,omitempty"`
+	// GrantMax, on a manager profile, caps every grant. It cannot be
+	// longer than session_lifetime. Default: session_lifetime.
+	GrantMax caddy.Duration `json:"grant_max,omitempty"`
+	// Justification, on a manager profile, says whether a signed-in user
+	// who asks for more access (a step-up) must give a reason, which the
+	// approver sees: "optional" or "required". Default: optional.
+	Justification string `json:"justification,omitempty"`
 }
 
 // PolicyConfig chooses a profile for the users whose attribute matches.

@@ -54,15 +54,7 @@ func (h *Handler) loginStart(w http.ResponseWriter, r *http.Request) error {
 		h.logger.Error("starting a login", zap.Error(err))
 		return h.unavailable(w, "Sign-in is unavailable", "Sign-in is unavailable right now. Please try again in a minute.")
 	}
-	http.SetCookie(w, &http.Cookie{
-		Name:     pendingCookie,
-		Value:    started.Pending,
-		Path:     prefix,
-		Expires:  started.ExpiresAt.Add(time.Hour),
-		Secure:   true,
-		HttpOnly: true,
-		SameSite: http.SameSiteLaxMode,
-	})
+	h.setPendingCookie(w, started)
 	http.Redirect(w, r, prefix+"wait", http.StatusSeeOther)
 	return nil
 }
@@ -79,6 +71,12 @@ func (h *Handler) wait(w http.ResponseWriter, r *http.Request) error {
 	}
 	pending, _ := cookieValue(r.Header, pendingCookie)
 	d := pageData{Title: "Check your email", App: v.App, Return: v.ReturnURL, Login: v, Now: time.Now(), Users: h.users, Managers: h.managers, Matching: h.matching, CSRF: h.app.csrfToken(pending)}
+	if v.StepUp {
+		// A step-up's user is known, so its page is worded for the one
+		// profile it asked, not for every profile of the site.
+		d.Users, d.Managers = v.Type != approval.TypeManager, v.Type == approval.TypeManager
+		d.Matching = true
+	}
 	switch r.URL.Query().Get("code") {
 	case "wrong":
 		d.Error = "That code is not right. Check the mail and try again."
@@ -181,7 +179,10 @@ func (h *Handler) verifyConfirm(w http.ResponseWriter, r *http.Request) error {
 	if err := r.ParseForm(); err != nil {
 		return caddyhttp.Error(http.StatusBadRequest, err)
 	}
-	v, err := h.app.service.ConfirmLink(r.Context(), r.PostForm.Get("token"), r.PostForm.Get("match"), clientIP(r), r.UserAgent())
+	v, err := h.app.service.Confirm(r.Context(), approval.Confirmation{
+		Token: r.PostForm.Get("token"), Match: r.PostForm.Get("match"), Duration: r.PostForm.Get("duration"),
+		ClientIP: clientIP(r), UserAgent: r.UserAgent(),
+	})
 	if errors.Is(err, approval.ErrAlreadyDecided) && v != nil {
 		return h.render(w, http.StatusConflict, "decided.html", pageData{Title: "Already decided", App: v.App, Link: v})
 	}
@@ -197,6 +198,8 @@ func (h *Handler) verifyConfirm(w http.ResponseWriter, r *http.Request) error {
 
 func (h *Handler) linkError(w http.ResponseWriter, err error) error {
 	switch {
+	case errors.Is(err, approval.ErrBadDuration):
+		return h.render(w, http.StatusBadRequest, "message.html", pageData{Title: "Choose a duration", Message: "That duration is not one this approval offers. Go back, pick one of the durations shown and approve again: nothing was decided yet."})
 	case errors.Is(err, approval.ErrWrongMatch):
 		return h.render(w, http.StatusForbidden, "message.html", pageData{Title: "Number did not match", Message: "That was not the number shown on the screen of the browser that asked to sign in, so nothing was approved and this link no longer works. If you did start this sign-in, start it again and pick the number your screen shows. If you did not, someone else may be trying to sign in with your account: tell your IT team."})
 	case errors.Is(err, approval.ErrLinkInvalid), errors.Is(err, approval.ErrAlreadyDecided):
@@ -218,8 +221,12 @@ func (h *Handler) complete(w http.ResponseWriter, r *http.Request) error {
 	if err := r.ParseForm(); err != nil || !h.app.csrfOK(r, p) {
 		return caddyhttp.Error(http.StatusForbidden, errors.New("mailauth: form token missing or wrong"))
 	}
-	c, err := h.app.service.Complete(r.Context(), p, clientIP(r))
+	current, _ := h.session(r)
+	c, err := h.app.service.Complete(r.Context(), p, clientIP(r), current)
 	switch {
+	case errors.Is(err, approval.ErrStepUpSession):
+		clearCookie(w, pendingCookie, prefix, "")
+		return h.render(w, http.StatusForbidden, "message.html", pageData{Title: "Sign in again", Message: "Access was approved for a session this browser no longer holds (you signed out meanwhile, or it was another browser). Sign in and ask again.", Action: "Sign in", ActionURL: prefix + "login"})
 	case errors.Is(err, approval.ErrNotApproved):
 		http.Redirect(w, r, prefix+"wait", http.StatusSeeOther)
 		return nil

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -144,15 +145,28 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	if v, ok := cookieValue(r.Header, h.sessionCookie); ok {
 		var s approval.Session
-		if err := h.app.service.VerifySession(v, &s); err == nil {
+		acc, a, err := h.app.service.Authenticate(h.site, v, &s)
+		switch {
+		case err == nil && acc == approval.AccessGranted:
 			if fresh := h.app.service.RefreshSession(&s); fresh != "" {
 				h.setSessionCookie(w, fresh, s.ExpiresAt)
 			}
 			repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 			repl.Set("http.auth.user.id", s.User)
 			repl.Set("http.auth.user.email", s.Email)
+			repl.Set("http.auth.user.directory", s.Directory)
+			if a.Type == approval.TypeManager {
+				// Only routes that a manager's grant opened pay for these.
+				repl.Set("http.auth.user.approver", a.Approver)
+				repl.Set("http.auth.user.grant_until", time.Unix(a.Until, 0).UTC().Format(time.RFC3339))
+			}
 			return next.ServeHTTP(w, r)
-		} else if c := h.logger.Check(zapcore.DebugLevel, "session cookie refused"); c != nil {
+		case err == nil:
+			// Signed in, but not with what this route needs: ask for it
+			// rather than sign in again.
+			return h.needsApproval(w, r)
+		}
+		if c := h.logger.Check(zapcore.DebugLevel, "session cookie refused"); c != nil {
 			c.Write(zap.Error(err))
 		}
 	}
@@ -199,6 +213,16 @@ func (h *Handler) serveEndpoint(w http.ResponseWriter, r *http.Request) error {
 		return h.complete(w, r)
 	case route == "logout" && r.Method == http.MethodPost:
 		return h.logout(w, r)
+	case route == "stepup" && isGet(r):
+		return h.stepUpForm(w, r)
+	case route == "stepup" && r.Method == http.MethodPost:
+		return h.stepUpStart(w, r)
+	case route == "grants" && isGet(r):
+		return h.grantsPage(w, r)
+	case route == "grants" && r.Method == http.MethodPost:
+		return h.endGrant(w, r)
+	case route == "session" && isGet(r):
+		return h.sessionPage(w, r)
 	case route == "logout" && isGet(r):
 		session, _ := cookieValue(r.Header, h.sessionCookie)
 		return h.render(w, http.StatusOK, "logout.html", pageData{Title: "Sign out", CSRF: h.app.csrfToken(session)})

@@ -12,6 +12,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mailauth/caddy-mailauth/approval"
+	"github.com/mailauth/caddy-mailauth/directory"
 	"github.com/mailauth/caddy-mailauth/mailer"
 	"github.com/mailauth/caddy-mailauth/store"
 )
@@ -38,12 +39,19 @@ func testHandler(tb testing.TB) (*Handler, string) {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(svc.Close)
-	now := time.Now()
-	cookie, err := codec.Encode(&approval.Session{User: "alice", Email: "alice@example.test", Profile: "daily", IssuedAt: now.Unix(), ExpiresAt: now.Add(time.Hour).Unix()})
+	dir, err := directory.NewLocal("staff", []directory.LocalUser{{Username: "alice", Email: "alice@example.test"}})
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return &Handler{DefaultProfile: "daily", app: &App{service: svc}, logger: zap.NewNop(), csrf: http.NewCrossOriginProtection(), sessionCookie: hostSessionCookie}, cookie
+	daily := &approval.Profile{Name: "daily", Type: approval.TypeUser, LinkExpiration: 15 * time.Minute, Directories: []directory.Directory{dir}}
+	now := time.Now()
+	sess := &approval.Session{User: "alice", Email: "alice@example.test", Directory: "staff", IssuedAt: now.Unix(), ExpiresAt: now.Add(time.Hour).Unix()}
+	sess.AddApproval(approval.Approval{Profile: "daily", Type: approval.TypeUser, At: now.Unix(), Until: now.Add(time.Hour).Unix()}, now.Unix())
+	cookie, err := codec.Encode(sess)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return &Handler{DefaultProfile: "daily", app: &App{service: svc}, site: approval.NewSite(daily, nil), logger: zap.NewNop(), csrf: http.NewCrossOriginProtection(), sessionCookie: hostSessionCookie}, cookie
 }
 
 func request(method, target string, hdr http.Header) (*http.Request, *caddy.Replacer) {

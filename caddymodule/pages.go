@@ -30,6 +30,7 @@ var pages = func() map[string]*template.Template {
 		"clock": func(t time.Time) string { return t.Format("15:04 MST") },
 		"human": mailer.HumanDuration,
 		"until": func(t time.Time) int { return max(0, int(time.Until(t).Seconds())) },
+		"unix":  func(n int64) time.Time { return time.Unix(n, 0) },
 	}
 	layout := template.Must(template.New("layout.html").Funcs(funcs).ParseFS(pageFiles, "pages/layout.html"))
 	out := map[string]*template.Template{}
@@ -69,6 +70,18 @@ type pageData struct {
 	// CSRF is the form token bound to the browser's pending or session
 	// cookie.
 	CSRF string
+	// StepUp is what the step-up page shows, SiteID the site it is for and
+	// Reason what the user typed.
+	StepUp *approval.StepUpView
+	SiteID string
+	Reason string
+	// Grants are the running grants the signed-in manager (Email) gave.
+	Grants []approval.GrantInfo
+	Email  string
+	// Notice says what an action just did.
+	Notice string
+	// Session is the signed-in session the session page describes.
+	Session *approval.Session
 }
 
 // render writes a page. It renders into a buffer first so a template error

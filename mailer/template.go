@@ -73,6 +73,12 @@ type TemplateData struct {
 	// Code is the one-time code a user can type into the waiting page
 	// instead of opening Link; empty in Manager Approval mail.
 	Code string
+	// StepUp says a signed-in user asks for more access (a step-up), to
+	// the page Route, for Reason when they gave one. Route is set for
+	// sign-ins too: the page the user wanted.
+	StepUp bool
+	Route  string
+	Reason string
 }
 
 // Templates renders the subject, plain-text and HTML parts of a mail.

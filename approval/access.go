@@ -1,0 +1,147 @@
+package approval
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"slices"
+	"strings"
+
+	"github.com/mailauth/caddy-mailauth/directory"
+)
+
+// Access is a site's verdict on a valid session.
+type Access uint8
+
+// Verdicts of Authenticate.
+const (
+	// AccessGranted: the session holds an approval the site accepts.
+	AccessGranted Access = iota
+	// AccessStepUp: the user is known, but the site needs an approval the
+	// session does not hold (or no longer holds): ask for it, without a
+	// new sign-in.
+	AccessStepUp
+	// AccessStale: the policies changed since the session's memberships
+	// were evaluated, so which profile the site would pick is unknown
+	// until the user is looked up again.
+	AccessStale
+	// AccessNone: the site has no profile for this identity, such as a
+	// user from a directory that none of its profiles use.
+	AccessNone
+)
+
+// Authenticate checks a session cookie for site: that it is genuine,
+// unexpired and not revoked (the error), and whether it holds an approval
+// the site accepts (the Access). On AccessGranted, the returned approval
+// is the one that let the request through; it points into sess. It does
+// no store I/O: everything it needs is in the cookie and in memory.
+func (s *Service) Authenticate(site *Site, cookie string, sess *Session) (Access, *Approval, error) {
+	now := s.now()
+	if err := s.cfg.Codec.Decode(cookie, now, sess); err != nil {
+		return AccessNone, nil, err
+	}
+	revoked := s.revoked.Load()
+	if revoked.revoked(sess) {
+		return AccessNone, nil, ErrSessionRevoked
+	}
+	acc, a := s.authorize(site, sess, now.Unix(), revoked)
+	return acc, a, nil
+}
+
+// authorize picks the profile the site would choose for the session's
+// identity and looks for an approval that satisfies it: one of that very
+// profile, or a manager's grant where the site would ask the user only
+// (a manager's approval is the stronger check), unexpired and not ended.
+func (s *Service) authorize(site *Site, sess *Session, now int64, revoked *revocationSet) (Access, *Approval) {
+	if len(site.Policies) > 0 && sess.PolicyEpoch != s.policyEpoch {
+		return AccessStale, nil
+	}
+	want := site.profileFor(sess)
+	if want == nil {
+		return AccessNone, nil
+	}
+	for i := range sess.approvals[:sess.n] {
+		a := &sess.approvals[i]
+		if now >= a.Until {
+			continue
+		}
+		if a.Profile != want.Name && (want.Type != TypeUser || a.Type != TypeManager) {
+			continue
+		}
+		if a.Type == TypeManager && revoked.grantEnded(a.Grant) {
+			continue
+		}
+		return AccessGranted, a
+	}
+	return AccessStepUp, nil
+}
+
+// profileFor is the profile the site picks for the session's identity,
+// from the policy memberships the session carries: the first of the
+// site's policies that matched, else the default profile. Either must use
+// the identity's directory, so an "alice" from a directory the site does
+// not use is nobody here.
+func (s *Site) profileFor(sess *Session) *Profile {
+	p := s.Default
+	for _, pol := range s.Policies {
+		if sess.HasPolicy(pol.Name) {
+			p = pol.Profile
+			break
+		}
+	}
+	if !p.hasDirectory(sess.Directory) {
+		return nil
+	}
+	return p
+}
+
+// ProfileFor is the profile the site picks for the session's identity,
+// or nil; see Authenticate.
+func (s *Site) ProfileFor(sess *Session) *Profile { return s.profileFor(sess) }
+
+// matchedPolicies names the configured policies that match id, joined as
+// Session.Policies holds them.
+func (s *Service) matchedPolicies(id *directory.Identity) string {
+	var b strings.Builder
+	for _, p := range s.cfg.Policies {
+		if p.Match(id) {
+			if b.Len() > 0 {
+				b.WriteString(policySep)
+			}
+			b.WriteString(p.Name)
+		}
+	}
+	return b.String()
+}
+
+// policyEpoch digests what policy memberships depend on: every policy's
+// name, profile, directory, attribute and values. A session whose
+// memberships were evaluated under another digest has them looked up
+// again before a site with policies relies on them.
+func policyEpoch(policies []*Policy) uint32 {
+	sorted := slices.Clone(policies)
+	slices.SortFunc(sorted, func(a, b *Policy) int { return strings.Compare(a.Name, b.Name) })
+	h := sha256.New()
+	for _, p := range sorted {
+		for _, f := range append([]string{p.Name, p.Profile.Name, p.Directory, p.Attribute}, p.Values...) {
+			var n [4]byte
+			binary.BigEndian.PutUint32(n[:], uint32(len(f)))
+			h.Write(n[:])
+			h.Write([]byte(f))
+		}
+		h.Write([]byte{0})
+	}
+	return binary.BigEndian.Uint32(h.Sum(nil))
+}
+
+// siteID names a site by its default profile and policies, so that a
+// step-up page served by any handler of the host knows which site asked.
+func siteID(def *Profile, policies []*Policy) string {
+	h := sha256.New()
+	h.Write([]byte(def.Name))
+	for _, p := range policies {
+		h.Write([]byte{0})
+		h.Write([]byte(p.Name))
+	}
+	return hex.EncodeToString(h.Sum(nil)[:6])
+}
