@@ -101,12 +101,12 @@ type Config struct {
 
 // Service runs logins. It is safe for concurrent use.
 type Service struct {
-	cfg     Config
+	cfg Config
 	// policyEpoch digests cfg.Policies; see policyEpoch.
 	policyEpoch uint32
-	notice  *mailer.Templates
-	limits  *RateLimiters
-	revoked atomic.Pointer[revocationSet]
+	notice      *mailer.Templates
+	limits      *RateLimiters
+	revoked     atomic.Pointer[revocationSet]
 	// background runs the revocation refresh, apart from wg, which
 	// counts dispatches that Wait waits for.
 	background sync.WaitGroup

@@ -325,13 +325,13 @@ func TestSessionEncodeRefusesTooLongFields(t *testing.T) {
 		return s
 	}
 	for name, s := range map[string]*Session{
-		"user":          {User: long},
-		"email":         {Email: long},
-		"directory":     {Directory: long},
-		"policies":      {Policies: long},
-		"profile":       withApproval(Approval{Profile: long, Type: TypeUser}),
-		"approver":      withApproval(Approval{Profile: "p", Type: TypeManager, Approver: long}),
-		"approval type": withApproval(Approval{Profile: "p"}),
+		"user":           {User: long},
+		"email":          {Email: long},
+		"directory":      {Directory: long},
+		"policies":       {Policies: long},
+		"profile":        withApproval(Approval{Profile: long, Type: TypeUser}),
+		"approver":       withApproval(Approval{Profile: "p", Type: TypeManager, Approver: long}),
+		"approval type":  withApproval(Approval{Profile: "p"}),
 		"time past 2106": withApproval(Approval{Profile: "p", Type: TypeUser, Until: math.MaxUint32 + 1}),
 	} {
 		if v, err := c.Encode(s); err == nil {

@@ -148,7 +148,7 @@ func (h *Handler) stepUpError(w http.ResponseWriter, r *http.Request, err error,
 	case errors.Is(err, approval.ErrNoProfile):
 		return h.render(w, http.StatusForbidden, "message.html", pageData{Title: "Not available for your account", App: siteHost(r),
 			Message: "This part of the site is not open to the account you are signed in with. Sign out and sign in with another account if you have one.",
-			Action: "Sign out", ActionURL: prefix + "logout"})
+			Action:  "Sign out", ActionURL: prefix + "logout"})
 	case errors.Is(err, approval.ErrAccountGone):
 		clearCookie(w, h.sessionCookie, "/", h.app.CookieDomain)
 		return h.render(w, http.StatusForbidden, "message.html", pageData{Title: "Account not found", App: siteHost(r),
