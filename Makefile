@@ -25,7 +25,7 @@ check:
 
 ## test: everything, against real mailpit, slapd, redis-server, Caddy and Chromium.
 test: setup check
-	$(GO) build -race -o $(TESTBIN) ./cmd/caddy
+	$(GO) build -race -tags mailauth_testclock -o $(TESTBIN) ./cmd/caddy
 	CADDY_BIN=$(CURDIR)/$(TESTBIN) $(GO) test -race -count=1 -timeout 15m ./...
 
 ## bench: Go benchmarks of the hot paths, then the load test (wrk against a

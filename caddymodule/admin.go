@@ -28,6 +28,8 @@ func init() {
 //	DELETE /mailauth/sessions/{id}                 revoke one session
 //	GET    /mailauth/audit?since=&after=&user=&event=&limit=   query the stored audit trail
 //	GET    /mailauth/audit/verify                  check the audit trail's hash chain
+//	GET    /mailauth/grants[?approver=&user=]      running time-boxed grants
+//	DELETE /mailauth/grants/{id}[?by=]             end a grant everywhere
 type adminAPI struct {
 	app *App
 }
@@ -74,6 +76,10 @@ func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 		return a.queryAudit(w, r)
 	case len(parts) == 2 && parts[0] == "audit" && parts[1] == "verify":
 		return a.verifyAudit(w, r)
+	case len(parts) == 1 && parts[0] == "grants":
+		return a.listGrants(w, r)
+	case len(parts) == 2 && parts[0] == "grants":
+		return a.endGrant(w, r, parts[1])
 	}
 	return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("resource not found: %s", r.URL.Path)}
 }
@@ -244,6 +250,36 @@ func (a *adminAPI) verifyAudit(w http.ResponseWriter, r *http.Request) error {
 		return storeFailed("verifying the audit trail", err)
 	}
 	return writeJSON(w, rep)
+}
+
+func (a *adminAPI) listGrants(w http.ResponseWriter, r *http.Request) error {
+	if err := method(r, http.MethodGet); err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	grants, err := a.app.service.ListGrants(r.Context(), strings.TrimSpace(q.Get("approver")), strings.TrimSpace(q.Get("user")))
+	if err != nil {
+		return storeFailed("listing grants", err)
+	}
+	return writeJSON(w, map[string]any{"grants": grants})
+}
+
+func (a *adminAPI) endGrant(w http.ResponseWriter, r *http.Request, id string) error {
+	if err := method(r, http.MethodDelete); err != nil {
+		return err
+	}
+	by := "operator"
+	if name := strings.TrimSpace(r.URL.Query().Get("by")); name != "" {
+		by += " " + name
+	}
+	g, err := a.app.service.EndGrant(r.Context(), id, "", by)
+	switch {
+	case errors.Is(err, approval.ErrGrantNotFound):
+		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: fmt.Errorf("no running grant has id %s", id)}
+	case err != nil:
+		return storeFailed("ending grant "+id, err)
+	}
+	return writeJSON(w, map[string]any{"ended_grant": g})
 }
 
 // Interface guards

@@ -220,6 +220,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		CookieDomain:     a.CookieDomain,
 		Audit:            audit,
 		Logger:           a.logger,
+		Now:              now,
 	})
 	if err != nil {
 		return err

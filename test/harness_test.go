@@ -26,8 +26,9 @@ import (
 )
 
 // caddyBinary builds cmd/caddy once per test process (with the race
-// detector, so the integration tests also check the module for races).
-// CADDY_BIN overrides it with a binary built elsewhere.
+// detector, so the integration tests also check the module for races, and
+// with the test clock, which advanceClock moves). CADDY_BIN overrides it
+// with a binary built elsewhere the same way (make test does).
 var caddyBinary = sync.OnceValues(func() (string, error) {
 	if bin := os.Getenv("CADDY_BIN"); bin != "" {
 		return bin, nil
@@ -36,7 +37,7 @@ var caddyBinary = sync.OnceValues(func() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	cmd := exec.Command("go", "build", "-race", "-o", out, "../cmd/caddy")
+	cmd := exec.Command("go", "build", "-race", "-tags", "mailauth_testclock", "-o", out, "../cmd/caddy")
 	cmd.Stderr = os.Stderr
 	if err := cmd.Run(); err != nil {
 		return "", fmt.Errorf("building caddy: %w", err)
@@ -257,7 +258,7 @@ func newLoopbackJar() *loopbackJar {
 
 func (l *loopbackJar) secure(u *url.URL) *url.URL {
 	host := u.Hostname()
-	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+	if ip := net.ParseIP(host); isLocalhost(host) || (ip != nil && ip.IsLoopback()) {
 		c := *u
 		c.Scheme = "https"
 		return &c
@@ -284,8 +285,38 @@ func newBrowser(t *testing.T) *browser {
 	return &browser{t: t, jar: jar, client: &http.Client{
 		Jar:           jar,
 		Timeout:       20 * time.Second,
+		Transport:     loopbackTransport,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}}
+}
+
+// isLocalhost says whether host is localhost or a name under it, which
+// RFC 6761 reserves for loopback (browsers resolve them so).
+func isLocalhost(host string) bool {
+	return host == "localhost" || strings.HasSuffix(host, ".localhost")
+}
+
+// loopbackTransport dials names under localhost (home.localhost, …) on
+// 127.0.0.1, as browsers do, so tests can run several hosts on one Caddy
+// without a resolver.
+var loopbackTransport = func() *http.Transport {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	dialer := &net.Dialer{Timeout: 10 * time.Second}
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if host, port, err := net.SplitHostPort(addr); err == nil && isLocalhost(host) {
+			addr = net.JoinHostPort("127.0.0.1", port)
+		}
+		return dialer.DialContext(ctx, network, addr)
+	}
+	return tr
+}()
+
+// advanceClock moves the clock of e's Caddy (a test build) forward by d.
+func (e *env) advanceClock(t *testing.T, d time.Duration) {
+	t.Helper()
+	if code, body := e.admin(t, http.MethodPost, "/mailauth-test/clock?advance="+d.String()); code != http.StatusOK {
+		t.Fatalf("advancing the clock: %d %s (is the Caddy built with -tags mailauth_testclock?)", code, body)
+	}
 }
 
 type response struct {
