@@ -19,24 +19,32 @@ const (
 	purposeExpiryNotice = "expiry-notice"
 )
 
-// approverChain says who decides a manager-approval login: now are
-// asked at once, later when the request escalates. The user is never
-// among them: a request whose manager is the user goes straight to the
-// next in line (the manager's manager, else the profile's approvers), and
-// when there is nobody else, now is empty and the request fails closed.
+// approverChain says who decides a manager-approval login; see
+// ApproverChain.
 func (s *Service) approverChain(ctx context.Context, site *Site, p *Profile, l *Login) (now, later []string) {
-	if !sameAddress(l.ManagerEmail, l.Email) {
-		return []string{l.ManagerEmail}, s.escalationTargets(ctx, site, p, l.ManagerEmail, l.Email)
+	return ApproverChain(ctx, site.Directories, p, l.Email, l.ManagerEmail)
+}
+
+// ApproverChain says who decides a manager-approval request of requester,
+// whose manager (or sponsor) is manager: now are asked at once, later
+// when the request escalates. The requester is never among them: a
+// request whose manager is the requester goes straight to the next in
+// line (the manager's manager from dirs, else the profile's approvers),
+// and when there is nobody else, now is empty and the request fails
+// closed.
+func ApproverChain(ctx context.Context, dirs []directory.Directory, p *Profile, requester, manager string) (now, later []string) {
+	if !sameAddress(manager, requester) {
+		return []string{manager}, escalationTargets(ctx, dirs, p, manager, requester)
 	}
-	return s.escalationTargets(ctx, site, p, l.ManagerEmail, l.Email), nil
+	return escalationTargets(ctx, dirs, p, manager, requester), nil
 }
 
 // escalationTargets says who hears of a request that the manager has not
 // decided in time: the manager's own manager when the directory knows one,
 // else the profile's approvers; never the manager or the requester
 // themself.
-func (s *Service) escalationTargets(ctx context.Context, site *Site, p *Profile, manager, requester string) []string {
-	if mgr, err := directory.Lookup(ctx, site.Directories, manager, nil); err == nil && mgr.ManagerEmail != "" &&
+func escalationTargets(ctx context.Context, dirs []directory.Directory, p *Profile, manager, requester string) []string {
+	if mgr, err := directory.Lookup(ctx, dirs, manager, nil); err == nil && mgr.ManagerEmail != "" &&
 		!sameAddress(mgr.ManagerEmail, manager) && !sameAddress(mgr.ManagerEmail, requester) {
 		return []string{mgr.ManagerEmail}
 	}

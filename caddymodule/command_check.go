@@ -318,7 +318,18 @@ func checkUser(ctx context.Context, p *approval.Profile, input string) userResul
 		if _, err := mail.ParseAddress(id.ManagerEmail); err != nil {
 			return bad(fmt.Sprintf("invalid manager mail %q: %v", id.ManagerEmail, err))
 		}
-		detail += ", approved by " + id.ManagerEmail
+		now, later := approval.ApproverChain(ctx, p.Directories, p, id.Email, id.ManagerEmail)
+		switch {
+		case len(now) == 0:
+			return bad(fmt.Sprintf("self-approval: the manager or sponsor %s is the user themself, and there is nobody else to ask (no manager's manager, no other approvers): requests fail closed", id.ManagerEmail))
+		case now[0] != id.ManagerEmail:
+			detail += fmt.Sprintf(", manager %s is the user themself, so approved by %s", id.ManagerEmail, strings.Join(now, ", "))
+		default:
+			detail += ", approved by " + id.ManagerEmail
+		}
+		if p.EscalateAfter > 0 && len(later) > 0 {
+			detail += ", escalating to " + strings.Join(later, ", ")
+		}
 	}
 	// Users may type their mail instead of their name; a mail two entries
 	// share then finds nobody, and the login silently sends nothing.

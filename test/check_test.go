@@ -193,7 +193,9 @@ func TestCheckReportsAStoppedMailServer(t *testing.T) {
 
 // TestCheckReportsAWrongLDAPPassword: a bind that fails is a problem of
 // the directory, whose users are then not listed, and the exit code is
-// non-zero.
+// non-zero. The local alice comes after corp in daily's fallback list,
+// and a lookup fails closed when an earlier directory cannot answer, so
+// she is a problem too, for corp's reason.
 func TestCheckReportsAWrongLDAPPassword(t *testing.T) {
 	ldap := slapd.Start(t)
 	mp := mailpit.Start(t)
@@ -210,7 +212,88 @@ func TestCheckReportsAWrongLDAPPassword(t *testing.T) {
 	if strings.Contains(out, "wrong") {
 		t.Error("check printed the bind password")
 	}
-	if rows := checkRows(out); rows["carol/daily"] != "" || rows["alice/daily"] != "ok" {
-		t.Errorf("with corp down, its users should not be listed and local alice should still be ok:\n%s", out)
+	if rows := checkRows(out); rows["carol/daily"] != "" || rows["alice/daily"] != "PROBLEM" {
+		t.Errorf("with corp down, its users should not be listed and local alice (behind corp) should be a problem:\n%s", out)
+	}
+	if !regexp.MustCompile(`alice\s+daily\s+staff\s+PROBLEM\s+lookup failed: directory "corp"`).MatchString(out) {
+		t.Errorf("alice's row should say corp's failure stopped her lookup:\n%s", out)
+	}
+}
+
+// TestCheckReportsUsersWhoWouldApproveThemselves: under a manager
+// profile, a user whose sponsor is themself is a PROBLEM when nobody else
+// could approve, and ok with the approver who is asked instead named
+// when the profile has one.
+func TestCheckReportsUsersWhoWouldApproveThemselves(t *testing.T) {
+	mp := mailpit.Start(t)
+	dir := t.TempDir()
+	path := filepath.Join(dir, "Caddyfile")
+	cfg := fmt.Sprintf(`{
+	admin off
+	mailauth {
+		store badger %[2]s
+		mail_server relay {
+			host 127.0.0.1
+			port %[1]d
+			tls none
+			from "Access Gateway <gateway@example.test>"
+		}
+		directory staff local {
+			user solo {
+				email solo@example.test
+				sponsor SOLO@example.test
+			}
+			user ann {
+				email ann@example.test
+				sponsor ben@example.test
+			}
+		}
+		directory crew local {
+			user sam {
+				email sam@example.test
+				sponsor sam@example.test
+			}
+		}
+		profile lonely {
+			type manager
+			server http://localhost:8080
+			fallback staff
+		}
+		profile backed {
+			type manager
+			server http://localhost:8080
+			fallback crew
+			approvers sam@example.test audit@example.test
+		}
+	}
+}
+
+http://:8080 {
+	mailauth {
+		default_profile lonely
+	}
+	respond "ok"
+}
+`, mp.SMTPPort, filepath.Join(dir, "store"))
+	if err := writeFile(path, cfg); err != nil {
+		t.Fatal(err)
+	}
+	out, ok := runCaddy(t, "mailauth", "check", "--config", path, "--adapter", "caddyfile")
+	if ok {
+		t.Errorf("check with a user who can only approve themself exited zero:\n%s", out)
+	}
+	rows := checkRows(out)
+	for key, want := range map[string]string{"solo/lonely": "PROBLEM", "ann/lonely": "ok", "sam/backed": "ok"} {
+		if got := rows[key]; got != want {
+			t.Errorf("check row %s: status %q, want %q\n%s", key, got, want, out)
+		}
+	}
+	for _, want := range []*regexp.Regexp{
+		regexp.MustCompile(`solo\s+lonely\s+staff\s+PROBLEM\s+self-approval`),
+		regexp.MustCompile(`sam\s+backed\s+crew\s+ok\s+.*is the user themself, so approved by audit@example.test`),
+	} {
+		if !want.MatchString(out) {
+			t.Errorf("check output lacks %s:\n%s", want, out)
+		}
 	}
 }

@@ -278,3 +278,91 @@ func TestExpiredRequestNotifiesTheManager(t *testing.T) {
 		t.Fatalf("an approved request must not produce a notice, got %q to %v", m.Subject, m.To)
 	}
 }
+
+// selfApprovalCaddyfile: sam is his own sponsor, on a profile whose
+// approvers include him and audit; solo is her own sponsor on a profile
+// with no one else to ask (picked by a policy).
+const selfApprovalCaddyfile = `{
+	admin 127.0.0.1:%[2]d
+	auto_https off
+	mailauth {
+		store badger %[4]s
+		mail_server local {
+			host 127.0.0.1
+			port %[3]d
+			tls none
+			from "Access Gateway <gateway@example.test>"
+		}
+		directory staff local {
+			user sam {
+				email sam@example.test
+				sponsor "Sam <SAM@example.test>"
+			}
+			user solo {
+				email solo@example.test
+				sponsor solo@example.test
+				attr team solo
+			}
+		}
+		profile sensitive {
+			type manager
+			server http://localhost:%[1]d
+			fallback staff
+			approvers sam@example.test audit@example.test
+			escalate_after 5m
+		}
+		profile lonely {
+			type manager
+			server http://localhost:%[1]d
+			fallback staff
+		}
+		policy solo {
+			profile lonely
+			attribute team
+			values solo
+		}
+	}
+}
+
+http://:%[1]d {
+	bind 127.0.0.1
+	mailauth {
+		default_profile sensitive
+		policies solo
+	}
+	reverse_proxy %[5]s
+}
+`
+
+// TestARequestNeverGoesToTheRequestersOwnAddress: sam, his own sponsor,
+// is not asked to approve himself: his request goes straight to the next
+// in line (the approvers but him). solo, with nobody else, gets the same
+// waiting page as everyone while the request fails closed, audited as
+// no_approver.
+func TestARequestNeverGoesToTheRequestersOwnAddress(t *testing.T) {
+	e := newEnv(t, selfApprovalCaddyfile)
+	sam, solo := newBrowser(t), newBrowser(t)
+	if r := sam.post(e.URL("/.mailauth/login"), url.Values{"identity": {"sam"}}); r.Status != http.StatusSeeOther {
+		t.Fatalf("sam's login: %d", r.Status)
+	}
+	e.mail.WaitForMessage(t, "audit@example.test", 15*time.Second)
+	r := solo.post(e.URL("/.mailauth/login"), url.Values{"identity": {"solo"}})
+	if r.Status != http.StatusSeeOther || r.Location != "/.mailauth/wait" {
+		t.Fatalf("solo should get the usual answer, got %d %q", r.Status, r.Location)
+	}
+	ev := e.caddy.waitForAudit(t, "no_approver", 10*time.Second)
+	if ev["user"] != "solo" {
+		t.Errorf("no_approver should be solo's: %v", ev)
+	}
+	if w := solo.get(e.URL("/.mailauth/wait")); !strings.Contains(w.Body, "Waiting for approval") {
+		t.Errorf("solo should see the same waiting page as anyone:\n%s", w.Body)
+	}
+	time.Sleep(500 * time.Millisecond)
+	for _, m := range e.mail.Messages(t) {
+		for _, to := range m.To {
+			if strings.EqualFold(to, "sam@example.test") || strings.EqualFold(to, "solo@example.test") {
+				t.Errorf("a request went to the requester's own address %s: %q", to, m.Subject)
+			}
+		}
+	}
+}

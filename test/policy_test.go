@@ -116,32 +116,163 @@ func TestPoliciesPickProfilesThroughCaddy(t *testing.T) {
 	}
 }
 
-// TestLDAPOutageFallsBackToLocalAndIsAudited: with slapd stopped, the local
-// user still signs in, an LDAP user gets the same page and no mail, and the
-// audit log says why.
-func TestLDAPOutageFallsBackToLocalAndIsAudited(t *testing.T) {
+// TestLDAPOutageFailsClosedAndIsAudited: with slapd stopped, neither an
+// LDAP user nor the local alice (whose directory comes after corp in the
+// fallback list) gets a link, since corp may know a namesake who is
+// someone else; every user gets the usual answer and the audit log says
+// why. Once LDAP is back, alice signs in again.
+func TestLDAPOutageFailsClosedAndIsAudited(t *testing.T) {
 	ldap := slapd.Start(t)
 	e := newEnv(t, withLDAP(t, ldap, ldapCaddyfile))
 	ldap.Stop()
 
-	b := newBrowser(t)
-	link := startLogin(t, e, b, "alice", "alice@example.test")
-	if body := confirmAndComplete(t, e, b, link); !strings.Contains(body, `user="alice"`) {
-		t.Fatalf("alice should sign in through the local fallback while LDAP is down: %s", body)
-	}
-	r := newBrowser(t).post(e.URL("/.mailauth/login"), url.Values{"identity": {"carol"}})
-	if r.Status != http.StatusSeeOther || r.Location != "/.mailauth/wait" {
-		t.Fatalf("an LDAP user during the outage should get the usual answer, got %d %q", r.Status, r.Location)
+	for _, who := range []string{"alice", "carol"} {
+		r := newBrowser(t).post(e.URL("/.mailauth/login"), url.Values{"identity": {who}})
+		if r.Status != http.StatusSeeOther || r.Location != "/.mailauth/wait" {
+			t.Fatalf("%s during the outage should get the usual answer, got %d %q", who, r.Status, r.Location)
+		}
 	}
 	ev := e.caddy.waitForAudit(t, "directory_error", 10*time.Second)
 	if ev["directory"] != "corp" || !strings.Contains(fmt.Sprint(ev["error"]), "corp") {
 		t.Errorf("directory_error should name the directory and the reason: %v", ev)
 	}
 	time.Sleep(500 * time.Millisecond)
-	for _, m := range e.mail.Messages(t) {
-		if strings.Contains(strings.Join(m.To, ","), "carol") {
-			t.Fatal("carol got mail although her directory was down")
+	if msgs := e.mail.Messages(t); len(msgs) != 0 {
+		t.Fatalf("no link may go out while an earlier directory is down, got mail to %v", msgs[0].To)
+	}
+
+	ldap.Restart(t)
+	b := newBrowser(t)
+	link := startLogin(t, e, b, "alice", "alice@example.test")
+	if body := confirmAndComplete(t, e, b, link); !strings.Contains(body, `user="alice"`) {
+		t.Fatalf("once LDAP is back the local alice signs in: %s", body)
+	}
+}
+
+// namesakeCaddyfile has a carol in LDAP (corp) and another, a different
+// person, in the local contractors directory. The site's default profile
+// tries corp, then contractors; /corp/* takes corp users only and
+// /vendor/* contractors only.
+const namesakeCaddyfile = `{
+	admin 127.0.0.1:%[2]d
+	auto_https off
+	mailauth {
+		store badger %[4]s
+		mail_server local {
+			host 127.0.0.1
+			port %[3]d
+			tls none
+			from "Access Gateway <gateway@example.test>"
 		}
+		directory corp ldap {
+			url @LDAPS_URL@
+			tls_ca @CA_FILE@
+			bind_dn @BIND_DN@
+			bind_password {env.TEST_LDAP_PASSWORD}
+			base_dn ou=people,dc=example,dc=test
+			timeout 2s
+		}
+		directory contractors local {
+			user carol {
+				name "Carol Contractor"
+				email carol@contractor.test
+			}
+		}
+		profile daily {
+			server http://localhost:%[1]d
+			fallback corp contractors
+		}
+		profile corponly {
+			server http://localhost:%[1]d
+			fallback corp
+		}
+		profile vendor {
+			server http://localhost:%[1]d
+			fallback contractors
+		}
+	}
+}
+
+http://:%[1]d {
+	bind 127.0.0.1
+	route /corp/* {
+		mailauth {
+			default_profile corponly
+		}
+		reverse_proxy %[5]s {
+			header_up X-Remote-User {http.auth.user.id}
+			header_up X-Remote-Email {http.auth.user.email}
+		}
+	}
+	route /vendor/* {
+		mailauth {
+			default_profile vendor
+		}
+		reverse_proxy %[5]s {
+			header_up X-Remote-User {http.auth.user.id}
+			header_up X-Remote-Email {http.auth.user.email}
+		}
+	}
+	route {
+		mailauth {
+			default_profile daily
+		}
+		reverse_proxy %[5]s {
+			header_up X-Remote-User {http.auth.user.id}
+			header_up X-Remote-Email {http.auth.user.email}
+		}
+	}
+}
+`
+
+// TestANamesakeFromAnotherDirectoryIsAnotherPerson: the contractors'
+// carol, signed in on /vendor/*, is refused on /corp/* (whose profiles
+// use corp only) with a page that says so, never the upstream; the LDAP
+// carol is refused on /vendor/*. And while LDAP is down, a login for
+// "carol" on the site does not fall through to the contractor.
+func TestANamesakeFromAnotherDirectoryIsAnotherPerson(t *testing.T) {
+	ldap := slapd.Start(t)
+	e := newEnv(t, withLDAP(t, ldap, namesakeCaddyfile))
+
+	// On the site's default profile corp answers first: the LDAP carol
+	// gets this link, not the contractor.
+	corp := newBrowser(t)
+	link := startLogin(t, e, corp, "carol", "carol@example.test")
+	if body := confirmAndComplete(t, e, corp, link); !strings.Contains(body, `email="carol@example.test"`) {
+		t.Fatalf("the LDAP carol should sign in on the site: %s", body)
+	}
+	notForHer := func(b *browser, page, who string) {
+		t.Helper()
+		r := b.get(e.URL(page))
+		if r.Status != http.StatusFound || strings.Contains(r.Body, "upstream saw") {
+			t.Fatalf("%s must not open %s: %d %s", who, page, r.Status, r.Body)
+		}
+		if p := b.get(e.URL(r.Location)); p.Status != http.StatusForbidden || !strings.Contains(p.Body, "Not available for your account") {
+			t.Fatalf("the page should tell %s that %s is not for her account, got %d:\n%s", who, page, p.Status, p.Body)
+		}
+	}
+	notForHer(corp, "/vendor/portal", "the LDAP carol")
+
+	// The contractor carol signs in with her address, which corp does not
+	// know, so the contractors directory answers.
+	contractor := newBrowser(t)
+	link = startLogin(t, e, contractor, "carol@contractor.test", "carol@contractor.test")
+	if body := confirmAndComplete(t, e, contractor, link); !strings.Contains(body, `email="carol@contractor.test"`) {
+		t.Fatalf("the contractor should sign in on the site: %s", body)
+	}
+	notForHer(contractor, "/corp/books", "the contractors' carol")
+	e.mail.DeleteAll(t)
+
+	// LDAP down: a login for "carol" fails closed rather than reaching the
+	// contractor further down the fallback list.
+	ldap.Stop()
+	if r := newBrowser(t).post(e.URL("/.mailauth/login"), url.Values{"identity": {"carol"}}); r.Status != http.StatusSeeOther {
+		t.Fatalf("carol during the outage should get the usual answer, got %d", r.Status)
+	}
+	e.caddy.waitForAudit(t, "directory_error", 10*time.Second)
+	time.Sleep(500 * time.Millisecond)
+	if msgs := e.mail.Messages(t); len(msgs) != 0 {
+		t.Fatalf("during the outage a login for carol went to %v", msgs[0].To)
 	}
 }
 
