@@ -89,6 +89,9 @@ func init() {
 //			escalate_after <duration>
 //			approvers <address...>
 //			number_matching on|off
+//			grant_durations <duration|end_of_day...>
+//			grant_max <duration>
+//			justification optional|required
 //		}
 //		policy <name> {
 //			profile <profile>

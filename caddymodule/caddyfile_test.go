@@ -7,6 +7,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -147,6 +148,10 @@ func TestCaddyfileErrorsNameFieldAndLine(t *testing.T) {
 		{"policy without attribute", validOpts + "\n\t\tpolicy execs {\n\t\t\tprofile daily\n\t\t\tvalues x\n\t\t}", "Caddyfile:22 - Error during parsing: policy \"execs\": attribute: required"},
 		{"approvers not addresses", validOpts + "\n\t\tprofile q {\n\t\t\tapprovers ops\n\t\t}", "Caddyfile:20 - Error during parsing: profile \"q\": approvers: \"ops\" is not a mail address"},
 		{"field set twice", "\t\tprofile p {\n\t\t\tserver https://a.test\n\t\t\tserver https://b.test\n\t\t}", "Caddyfile:5 - Error during parsing: profile \"p\": server: set twice"},
+		{"grant_durations empty", "\t\tprofile p {\n\t\t\tgrant_durations\n\t\t}", "Caddyfile:4 - Error during parsing: profile \"p\": grant_durations: name at least one duration"},
+		{"grant_durations not a duration", "\t\tprofile p {\n\t\t\tgrant_durations 1h later\n\t\t}", "Caddyfile:4 - Error during parsing: profile \"p\": grant_durations: \"later\" is not a positive duration"},
+		{"grant_max", "\t\tprofile p {\n\t\t\tgrant_max forever\n\t\t}", "Caddyfile:4 - Error during parsing: profile \"p\": grant_max:"},
+		{"justification", "\t\tprofile p {\n\t\t\tjustification sometimes\n\t\t}", "Caddyfile:4 - Error during parsing: profile \"p\": justification: want optional or required"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := adapt(t, globalBlock(tc.opts))
@@ -195,6 +200,11 @@ func TestLoadErrorsNameTheField(t *testing.T) {
 		{"escalation after the link expired", globalBlock(strings.Replace(validOpts, "fallback staff\n", "fallback staff\n\t\t\ttype manager\n\t\t\tescalate_after 20m\n", 1)), `profile "daily": escalate_after: 20m0s must be positive and shorter than link_expiration (15m0s)`},
 		{"unknown policy on a site", strings.Replace(globalBlock(validOpts), "default_profile daily", "default_profile daily\n\t\tpolicies nope", 1), `policies: no policy named "nope"`},
 		{"missing message_file", globalBlock(strings.Replace(validOpts, "fallback staff", "fallback staff\n\t\t\tmessage_file /nonexistent/mail.txt", 1)), `profile "daily": message_file`},
+		{"grants on a user profile", globalBlock(strings.Replace(validOpts, "fallback staff\n", "fallback staff\n\t\t\tgrant_durations 1h\n", 1)), `profile "daily": grant_durations: only a manager profile gives time-boxed grants`},
+		{"justification on a user profile", globalBlock(strings.Replace(validOpts, "fallback staff\n", "fallback staff\n\t\t\tjustification required\n", 1)), `profile "daily": justification: only a manager profile`},
+		{"grant_max over the session lifetime", globalBlock(strings.Replace(validOpts, "fallback staff\n", "fallback staff\n\t\t\ttype manager\n\t\t\tgrant_max 12h\n", 1)), `profile "daily": grant_max: 12h0m0s must be positive and at most session_lifetime (8h0m0s)`},
+		{"grant duration over grant_max", globalBlock(strings.Replace(validOpts, "fallback staff\n", "fallback staff\n\t\t\ttype manager\n\t\t\tgrant_max 2h\n\t\t\tgrant_durations 1h 4h\n", 1)), `profile "daily": grant_durations: 4h is longer than grant_max (2h0m0s)`},
+		{"grant duration twice", globalBlock(strings.Replace(validOpts, "fallback staff\n", "fallback staff\n\t\t\ttype manager\n\t\t\tgrant_durations 1h 60m\n", 1)), `profile "daily": grant_durations: 60m is listed twice`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := loadJSON(t, tc.src)
@@ -225,3 +235,25 @@ func wantParseError(t *testing.T, err error, want string) {
 // lineRE splits "Caddyfile:N - Error during parsing: message" in the
 // table into the line and the message.
 var lineRE = regexp.MustCompile(`^Caddyfile:(\d+) - Error during parsing: (.*)$`)
+
+func TestCaddyfileProfileGrantOptions(t *testing.T) {
+	out, err := adapt(t, globalBlock(strings.Replace(validOpts, "fallback staff\n", "fallback staff\n\t\t\ttype manager\n\t\t\tgrant_durations 30m 2h end_of_day\n\t\t\tgrant_max 4h\n\t\t\tjustification required\n", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Apps struct {
+			Mailauth App `json:"mailauth"`
+		} `json:"apps"`
+	}
+	if err := json.Unmarshal(out, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	p := cfg.Apps.Mailauth.Profiles["daily"]
+	if strings.Join(p.GrantDurations, " ") != "30m 2h end_of_day" || time.Duration(p.GrantMax) != 4*time.Hour || p.Justification != "required" {
+		t.Errorf("grant options adapted to %+v", p)
+	}
+	if err := loadJSON(t, globalBlock(strings.Replace(validOpts, "fallback staff\n", "fallback staff\n\t\t\ttype manager\n\t\t\tgrant_durations 30m 2h end_of_day\n\t\t\tgrant_max 4h\n\t\t\tjustification required\n", 1))); err != nil {
+		t.Errorf("a manager profile with grant options was refused: %v", err)
+	}
+}

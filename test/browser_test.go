@@ -183,7 +183,7 @@ func TestBrowserWaitingPageMovesOnByItself(t *testing.T) {
 func launchChromium(t *testing.T) context.Context {
 	t.Helper()
 	// The whole browser lives at most this long, whatever hangs.
-	root, cancelAll := context.WithTimeout(context.Background(), 45*time.Second)
+	root, cancelAll := context.WithTimeout(context.Background(), 90*time.Second)
 	t.Cleanup(cancelAll)
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
