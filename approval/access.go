@@ -30,35 +30,65 @@ const (
 	AccessNone
 )
 
+// Authenticated is what Authenticate found out about a request's session.
+type Authenticated struct {
+	// Session is the verified session.
+	Session Session
+	// Access is the site's verdict.
+	Access Access
+	// ID, Email and Directory are the identity as interface values for
+	// Caddy's replacer, boxed once per cookie so that setting them on a
+	// request allocates nothing.
+	ID, Email, Directory any
+
+	// approval indexes the approval that let the request through. An
+	// index, not a pointer into Session: a pointer would make every
+	// Authenticated escape to the heap.
+	approval int
+}
+
+// Approval is, on AccessGranted, the approval that let the request
+// through.
+func (a *Authenticated) Approval() *Approval {
+	if a.Access != AccessGranted {
+		return nil
+	}
+	return &a.Session.approvals[a.approval]
+}
+
 // Authenticate checks a session cookie for site: that it is genuine,
 // unexpired and not revoked (the error), and whether it holds an approval
-// the site accepts (the Access). On AccessGranted, the returned approval
-// is the one that let the request through; it points into sess. It does
-// no store I/O: everything it needs is in the cookie and in memory.
-func (s *Service) Authenticate(site *Site, cookie string, sess *Session) (Access, *Approval, error) {
+// the site accepts (a.Access). It does no store I/O: everything it needs
+// is in the cookie and in memory, and a cookie seen before costs no
+// allocation either.
+func (s *Service) Authenticate(site *Site, cookie string, a *Authenticated) error {
 	now := s.now()
-	if err := s.cfg.Codec.Decode(cookie, now, sess); err != nil {
-		return AccessNone, nil, err
+	v, err := s.cfg.Codec.verify(cookie, now)
+	if err != nil {
+		return err
 	}
+	a.Session = v.session
+	a.ID, a.Email, a.Directory = v.id, v.email, v.directory
 	revoked := s.revoked.Load()
-	if revoked.revoked(sess) {
-		return AccessNone, nil, ErrSessionRevoked
+	if revoked.revoked(&a.Session) {
+		return ErrSessionRevoked
 	}
-	acc, a := s.authorize(site, sess, now.Unix(), revoked)
-	return acc, a, nil
+	a.Access, a.approval = s.authorize(site, &a.Session, now.Unix(), revoked)
+	return nil
 }
 
 // authorize picks the profile the site would choose for the session's
 // identity and looks for an approval that satisfies it: one of that very
 // profile, or a manager's grant where the site would ask the user only
 // (a manager's approval is the stronger check), unexpired and not ended.
-func (s *Service) authorize(site *Site, sess *Session, now int64, revoked *revocationSet) (Access, *Approval) {
+// It returns the approval's index.
+func (s *Service) authorize(site *Site, sess *Session, now int64, revoked *revocationSet) (Access, int) {
 	if len(site.Policies) > 0 && sess.PolicyEpoch != s.policyEpoch {
-		return AccessStale, nil
+		return AccessStale, -1
 	}
 	want := site.profileFor(sess)
 	if want == nil {
-		return AccessNone, nil
+		return AccessNone, -1
 	}
 	for i := range sess.approvals[:sess.n] {
 		a := &sess.approvals[i]
@@ -71,9 +101,9 @@ func (s *Service) authorize(site *Site, sess *Session, now int64, revoked *revoc
 		if a.Type == TypeManager && revoked.grantEnded(a.Grant) {
 			continue
 		}
-		return AccessGranted, a
+		return AccessGranted, i
 	}
-	return AccessStepUp, nil
+	return AccessStepUp, -1
 }
 
 // profileFor is the profile the site picks for the session's identity,

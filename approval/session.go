@@ -181,7 +181,8 @@ const (
 // SessionCodec signs and verifies session cookies. The first key signs; all
 // keys verify, so a key can be rotated out without logging everybody off.
 type SessionCodec struct {
-	keys []*sessionKey
+	keys  []*sessionKey
+	cache *sessionCache
 }
 
 type sessionKey struct {
@@ -204,7 +205,7 @@ func NewSessionCodec(keys ...[]byte) (*SessionCodec, error) {
 	if len(keys) == 0 {
 		return nil, errors.New("approval: no session key")
 	}
-	c := &SessionCodec{}
+	c := &SessionCodec{cache: &sessionCache{}}
 	seen := map[byte]bool{}
 	for i, k := range keys {
 		if len(k) != SessionKeySize {
@@ -284,9 +285,20 @@ func (c *SessionCodec) Encode(s *Session) (string, error) {
 
 // Decode verifies a cookie value and fills s. It returns ErrSessionInvalid
 // for anything not signed by one of the codec's keys and ErrSessionExpired
-// for a genuine session past its expiry. On success it allocates once, for
-// the string fields.
+// for a genuine session past its expiry. A value that verified before is
+// answered from the codec's cache without allocating (see session_cache.go).
 func (c *SessionCodec) Decode(value string, now time.Time, s *Session) error {
+	v, err := c.verify(value, now)
+	if err != nil {
+		return err
+	}
+	*s = v.session
+	return nil
+}
+
+// decode verifies value in full and fills s. On success it allocates once,
+// for the string fields.
+func (c *SessionCodec) decode(value string, now time.Time, s *Session) error {
 	if len(value) > maxSessionCookie {
 		return ErrSessionInvalid
 	}

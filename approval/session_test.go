@@ -558,7 +558,23 @@ func FuzzSessionDecode(f *testing.F) {
 	})
 }
 
+// BenchmarkSessionDecode verifies a cookie in full, as for the first
+// request that carries it.
 func BenchmarkSessionDecode(b *testing.B) {
+	c := mustCodec(b, testKey(1), testKey(2))
+	v := mustEncode(b, c, testSession())
+	var s Session
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := c.decode(v, sessionNow, &s); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkSessionDecodeCached is Decode of a cookie that verified
+// before: every request of a session but its first.
+func BenchmarkSessionDecodeCached(b *testing.B) {
 	c := mustCodec(b, testKey(1), testKey(2))
 	v := mustEncode(b, c, testSession())
 	var s Session
@@ -578,7 +594,7 @@ func BenchmarkSessionDecodeSteppedUp(b *testing.B) {
 	var s Session
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := c.Decode(v, sessionNow, &s); err != nil {
+		if err := c.decode(v, sessionNow, &s); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -592,5 +608,55 @@ func BenchmarkSessionEncode(b *testing.B) {
 		if _, err := c.Encode(s); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func TestTheVerifiedCookieCacheMatchesWholeValuesOnly(t *testing.T) {
+	c := mustCodec(t, testKey(1))
+	v := mustEncode(t, c, testSession())
+	var s Session
+	if err := c.Decode(v, sessionNow, &s); err != nil {
+		t.Fatal(err)
+	}
+	// The genuine cookie is now cached; any other value, even one that
+	// shares its signature or its payload, is verified afresh and fails.
+	dot := strings.IndexByte(v, '.')
+	for name, other := range map[string]string{
+		"payload changed":  v[:5] + flip(v[5]) + v[6:],
+		"signature only":   v[dot:],
+		"prefix":           v[:len(v)-1],
+		"trailing garbage": v + "A",
+	} {
+		if err := c.Decode(other, sessionNow, &s); !errors.Is(err, ErrSessionInvalid) {
+			t.Errorf("%s after the genuine cookie was cached: Decode = %v, want ErrSessionInvalid", name, err)
+		}
+	}
+	// A cached session still expires.
+	if err := c.Decode(v, time.Unix(testSession().ExpiresAt, 0), &s); !errors.Is(err, ErrSessionExpired) {
+		t.Errorf("a cached session at its expiry: %v, want ErrSessionExpired", err)
+	}
+	// Another codec (a reload, a rotation) has a cache of its own: a key
+	// it lacks does not verify there, whatever the first one saw.
+	if err := mustCodec(t, testKey(2)).Decode(v, sessionNow, &s); !errors.Is(err, ErrSessionInvalid) {
+		t.Errorf("a cookie cached by one codec verified with another's keys: %v", err)
+	}
+}
+
+func TestTheVerifiedCookieCacheStaysBounded(t *testing.T) {
+	c := mustCodec(t, testKey(1))
+	var s Session
+	for i := range sessionCacheShards*sessionCacheShardSize + 1000 {
+		sess := testSession()
+		sess.User = strconv.Itoa(i)
+		if err := c.Decode(mustEncode(t, c, sess), sessionNow, &s); err != nil || s.User != sess.User {
+			t.Fatalf("cookie %d decoded to %q, %v", i, s.User, err)
+		}
+	}
+	n := 0
+	for i := range c.cache.shards {
+		n += len(c.cache.shards[i].m)
+	}
+	if n > sessionCacheShards*sessionCacheShardSize {
+		t.Errorf("the cache holds %d cookies, more than its %d", n, sessionCacheShards*sessionCacheShardSize)
 	}
 }

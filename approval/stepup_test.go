@@ -119,12 +119,11 @@ func (r *routes) signIn(user, email string) (*Session, string) {
 
 func (r *routes) access(site *Site, cookie string) Access {
 	r.t.Helper()
-	var s Session
-	acc, _, err := r.svc.Authenticate(site, cookie, &s)
-	if err != nil {
+	var a Authenticated
+	if err := r.svc.Authenticate(site, cookie, &a); err != nil {
 		r.t.Fatalf("Authenticate: %v", err)
 	}
-	return acc
+	return a.Access
 }
 
 // stepUp asks for finance as the holder of sess, and returns the pending
@@ -378,9 +377,9 @@ func TestTheManagerListsAndEndsTheirGrants(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer again.Close()
-	var s Session
-	if acc, _, err := again.Authenticate(r.finance, c.Cookie, &s); err != nil || acc != AccessStepUp {
-		t.Errorf("a new instance on the same store opens the ended grant: %v, %v", acc, err)
+	var a Authenticated
+	if err := again.Authenticate(r.finance, c.Cookie, &a); err != nil || a.Access != AccessStepUp {
+		t.Errorf("a new instance on the same store opens the ended grant: %v, %v", a.Access, err)
 	}
 }
 

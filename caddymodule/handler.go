@@ -144,21 +144,21 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return h.serveEndpoint(w, r)
 	}
 	if v, ok := cookieValue(r.Header, h.sessionCookie); ok {
-		var s approval.Session
-		acc, a, err := h.app.service.Authenticate(h.site, v, &s)
+		var a approval.Authenticated
+		err := h.app.service.Authenticate(h.site, v, &a)
 		switch {
-		case err == nil && acc == approval.AccessGranted:
-			if fresh := h.app.service.RefreshSession(&s); fresh != "" {
-				h.setSessionCookie(w, fresh, s.ExpiresAt)
+		case err == nil && a.Access == approval.AccessGranted:
+			if fresh := h.app.service.RefreshSession(&a.Session); fresh != "" {
+				h.setSessionCookie(w, fresh, a.Session.ExpiresAt)
 			}
 			repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-			repl.Set("http.auth.user.id", s.User)
-			repl.Set("http.auth.user.email", s.Email)
-			repl.Set("http.auth.user.directory", s.Directory)
-			if a.Type == approval.TypeManager {
+			repl.Set("http.auth.user.id", a.ID)
+			repl.Set("http.auth.user.email", a.Email)
+			repl.Set("http.auth.user.directory", a.Directory)
+			if ap := a.Approval(); ap.Type == approval.TypeManager {
 				// Only routes that a manager's grant opened pay for these.
-				repl.Set("http.auth.user.approver", a.Approver)
-				repl.Set("http.auth.user.grant_until", time.Unix(a.Until, 0).UTC().Format(time.RFC3339))
+				repl.Set("http.auth.user.approver", ap.Approver)
+				repl.Set("http.auth.user.grant_until", time.Unix(ap.Until, 0).UTC().Format(time.RFC3339))
 			}
 			return next.ServeHTTP(w, r)
 		case err == nil:
