@@ -190,6 +190,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		}
 	}
 	audit.Observe(mets.audit)
+	a.trail.OnDrop(mets.auditDropped)
 	var svc *approval.Service
 	a.outbox = mailer.NewOutbox(a.store, smtp, a.logger.Named("mailer"), func(ev mailer.Event) {
 		mets.mail(ev)
