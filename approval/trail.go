@@ -328,6 +328,14 @@ type ChainReport struct {
 	// FirstTime and LastTime are their times.
 	FirstTime time.Time `json:"first_time,omitzero"`
 	LastTime  time.Time `json:"last_time,omitzero"`
+	// HeadSeq and HeadHash are the number and hash of the newest record
+	// as the log's head keeps it (zero and empty for an empty log): what
+	// a checkpoint anchors.
+	HeadSeq  uint64 `json:"head_seq"`
+	HeadHash string `json:"head_hash,omitempty"`
+	// Checkpoint is what a check against a checkpoint found, when there
+	// was one (see VerifyAuditChainSince).
+	Checkpoint *CheckpointCheck `json:"checkpoint,omitempty"`
 	// Problems lists every break in the chain; none means it is intact.
 	Problems []ChainProblem `json:"problems"`
 }
@@ -385,6 +393,12 @@ func VerifyAuditChain(ctx context.Context, log store.Log, retention time.Duratio
 		from = page[len(page)-1].Seq + 1
 	}
 	head, err := log.LastRecord(ctx, AuditLog)
+	if err == nil {
+		rep.HeadSeq = head.Seq
+		if r, _, err := decodeAuditRecord(head.Value); err == nil {
+			rep.HeadHash = r.Hash
+		}
+	}
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		if rep.Records > 0 {
