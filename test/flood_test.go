@@ -110,11 +110,12 @@ func TestMadeUpLinksAreLimitedAndAuditedInBulk(t *testing.T) {
 	}
 	by, all := e.storedAudit(t)
 	if by["link_rejected"] < 1 || by["link_rejected"] > 2 || by["rate_limited"] > 2 {
-		t.Errorf("200 made-up links stored %d link_rejected and %d rate_limited records; want 1 or 2 of each at most (one per address and minute): %+v", by["link_rejected"], by["rate_limited"], all.Records)
+		t.Errorf("200 made-up links stored %d link_rejected and %d rate_limited records; want 1 or 2 of each at most (one per address and minute)", by["link_rejected"], by["rate_limited"])
 	}
 	for _, r := range all.Records {
 		if r.Event == "link_rejected" && r.Fields["count"] == nil {
 			t.Errorf("a link_rejected record carries no count: %+v", r)
+			break
 		}
 	}
 	// Past the default budget of 30, the other 170 were refused unread.
