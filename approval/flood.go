@@ -63,6 +63,12 @@ type floodKey struct {
 // maxFloodKeys are folded into.
 const manyClients = "\x00many"
 
+// maxSummaries bounds the summaries one sweep writes one by one; the
+// rest are merged per event and limit into one "clients": "many" summary.
+// The sweep runs inside some request's Record, which should not pay for
+// writing thousands of records.
+const maxSummaries = 100
+
 type floodEntry struct {
 	// since is when the entry's window began: when its last record was
 	// written.
@@ -187,6 +193,26 @@ func (g *floodGate) sweep(now time.Time) []floodSummary {
 		}
 		out = append(out, floodSummary{key: k, since: e.since, folded: e.folded})
 		e.since, e.folded = now, 0
+	}
+	if len(out) <= maxSummaries {
+		return out
+	}
+	rest := map[floodKey]*floodSummary{}
+	for _, sum := range out[maxSummaries:] {
+		sum.key.ip = manyClients
+		m, ok := rest[sum.key]
+		if !ok {
+			rest[sum.key] = &sum
+			continue
+		}
+		m.folded += sum.folded
+		if sum.since.Before(m.since) {
+			m.since = sum.since
+		}
+	}
+	out = out[:maxSummaries]
+	for _, m := range rest {
+		out = append(out, *m)
 	}
 	return out
 }

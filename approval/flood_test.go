@@ -293,3 +293,24 @@ func TestFloodGateFoldsAddressesBeyondItsTableTogether(t *testing.T) {
 		t.Errorf("a sweep a window later: summaries %v and %d keys left; want none", sums, len(g.entries))
 	}
 }
+
+func TestFloodSweepWritesABoundedNumberOfSummaries(t *testing.T) {
+	var g floodGate
+	now := newFakeClock().Now()
+	for i := range 1000 {
+		k := floodKey{ev: EventRateLimited, limit: "open_per_ip", ip: "k" + strconv.Itoa(i)}
+		g.admit(k, now)
+		g.admit(k, now) // folded: a summary is owed
+	}
+	sums := g.sweep(now.Add(floodWindow))
+	total, many := 0, 0
+	for _, s := range sums {
+		total += s.folded
+		if s.key.ip == manyClients {
+			many++
+		}
+	}
+	if len(sums) != maxSummaries+1 || many != 1 || total != 1000 {
+		t.Errorf("a sweep owing 1000 summaries wrote %d (%d for many clients) standing for %d events; want %d and one merged, standing for all 1000", len(sums), many, total, maxSummaries+1)
+	}
+}
