@@ -78,11 +78,18 @@ var allEvents = []Event{
 // Auditor writes one structured line per event. It never takes a token,
 // code or password: nothing it is given can carry one, since it reads only
 // the named fields of a Login.
+//
+// Events that anyone can cause as fast as they send requests (a rejected
+// link, a refusal by a limit keyed on the client's address) are folded: at
+// most one line and record per client address, event and minute, with a
+// "count" of the events it stands for (see floodGate). The observer still
+// sees every one of them.
 type Auditor struct {
 	log     *zap.Logger
 	observe func(Observation)
 	trail   *AuditTrail
 	now     func() time.Time
+	floods  floodGate
 }
 
 // Observation is what an observer of the Auditor learns of one event: the
@@ -121,8 +128,8 @@ func (a *Auditor) Observe(f func(Observation)) {
 }
 
 // Persist makes Record keep every event in trail as well, stamped with
-// now (nil: the real clock). Like Observe, call it before the Auditor is
-// used.
+// now (nil: the real clock), which also times the folding of flood-prone
+// events. Like Observe, call it before the Auditor is used.
 func (a *Auditor) Persist(trail *AuditTrail, now func() time.Time) {
 	if now == nil {
 		now = time.Now
@@ -137,8 +144,31 @@ func (a *Auditor) Record(ev Event, l *Login, extra ...zap.Field) {
 	if a.observe != nil {
 		a.observe(observation(ev, l, extra))
 	}
+	now := a.clock()
+	for _, s := range a.floods.sweep(now) {
+		a.write(now, s.key.ev, nil, s.fields())
+	}
+	if k, ok := floodProne(ev, l, extra); ok {
+		n := a.floods.admit(k, now)
+		if n == 0 {
+			return
+		}
+		extra = append(extra[:len(extra):len(extra)], zap.Int("count", n))
+	}
+	a.write(now, ev, l, extra)
+}
+
+func (a *Auditor) clock() time.Time {
+	if a.now == nil {
+		return time.Now()
+	}
+	return a.now()
+}
+
+// write stores and logs one event.
+func (a *Auditor) write(now time.Time, ev Event, l *Login, extra []zap.Field) {
 	if a.trail != nil {
-		a.trail.add(auditRecord(a.now(), ev, l, extra))
+		a.trail.add(auditRecord(now, ev, l, extra))
 	}
 	ce := a.log.Check(zap.InfoLevel, string(ev))
 	if ce == nil {

@@ -31,7 +31,10 @@ func TestLoginsPerClientIPAreLimited(t *testing.T) {
 	h.svc.limits = NewRateLimiters(RateLimits{LoginPerIP: Limit{Events: 1, Per: time.Hour}}, h.clock.Now)
 	h.startKnown()
 	before := len(h.mail.Messages())
-	h.start("carol")
+	if _, err := h.svc.Start(bg, StartRequest{Site: h.site, Input: "carol", App: testApp, ClientIP: testIP, UserAgent: testUA}); !errors.Is(err, ErrRateLimited) {
+		t.Fatalf("a second login from the same IP within the hour = %v, want ErrRateLimited", err)
+	}
+	h.svc.Wait()
 	if len(h.mail.Messages()) != before {
 		t.Fatal("a second login from the same IP within the hour must send no mail")
 	}

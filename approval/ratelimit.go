@@ -9,11 +9,15 @@ import (
 	"time"
 )
 
-// Rate limits stop inbox flooding and guessing: how many login starts a
-// client IP and an identity may make, how many links and codes a client IP
-// may redeem, and how many approval mails a manager may receive. A limited
-// request must get the same response as an accepted one; the caller audits
-// the hit and quietly does not act.
+// Rate limits stop inbox flooding, guessing and storage flooding: how many
+// login starts a client IP and an identity may make, how many links and
+// codes a client IP may redeem, how many unknown links it may open, and
+// how many approval mails a manager may receive. A limit that could tell
+// whether a user exists (the per-identity and per-manager ones) gets the
+// same response as an accepted request; the caller audits the hit and
+// quietly does not act. Limits keyed on the client's address alone say
+// nothing about users, so their callers may answer honestly (see
+// RateLimitedError).
 
 // Limit is a rate: at most Events in any window of Per, with a burst of
 // Events. A zero Events means no limit.
@@ -181,6 +185,23 @@ func (l *Limiter) Allow(key string) bool {
 	return true
 }
 
+// RetryAfter implements RateLimiter. A refused event is not counted, so
+// the wait is exact: the time until the bucket's debt is back within the
+// burst.
+func (l *Limiter) RetryAfter(key string) time.Duration {
+	if l.tat == nil {
+		return 0
+	}
+	t := int64(l.now().Sub(l.epoch))
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	tat, ok := l.tat[key]
+	if !ok || tat-t <= l.burst {
+		return 0
+	}
+	return time.Duration(tat - l.burst - t)
+}
+
 // Len returns how many keys l tracks now.
 func (l *Limiter) Len() int {
 	if l.tat == nil {
@@ -264,6 +285,15 @@ type RateLimits struct {
 	// lost in normal use, while a flood of requests naming one manager
 	// cannot bury that manager's inbox.
 	MailsPerManager Limit
+	// OpenPerIP limits the link openings (GETs) per client IP that find
+	// no live token: unknown, used or expired links. Opening a live link
+	// counts nothing, so mail scanners and people behind one address are
+	// never refused a link they were sent; once an address has spent its
+	// budget, every link it opens is answered as invalid without a store
+	// read until the budget refills. Default 30/10m: a person opens an
+	// old link now and then, while a flood of made-up tokens costs the
+	// store 30 reads per address per 10 minutes at most.
+	OpenPerIP Limit
 }
 
 // DefaultRateLimits returns the default limits; RateLimits explains each.
@@ -273,6 +303,7 @@ func DefaultRateLimits() RateLimits {
 		LoginPerIdentity: Limit{Events: 5, Per: 15 * time.Minute},
 		RedeemPerIP:      Limit{Events: 30, Per: 10 * time.Minute},
 		MailsPerManager:  Limit{Events: 20, Per: time.Hour},
+		OpenPerIP:        Limit{Events: 30, Per: 10 * time.Minute},
 	}
 }
 
@@ -282,6 +313,10 @@ func DefaultRateLimits() RateLimits {
 // that shares it.
 type RateLimiter interface {
 	Allow(key string) bool
+	// RetryAfter returns how long until Allow(key) would accept one more
+	// event, assuming none is counted meanwhile; zero means it would now.
+	// It counts nothing.
+	RetryAfter(key string) time.Duration
 	Limit() Limit
 }
 
@@ -295,6 +330,9 @@ type RateLimiters struct {
 	RedeemIP RateLimiter
 	// Manager is keyed by the manager's lower-cased mail address.
 	Manager RateLimiter
+	// OpenIP is keyed by IPKey of the client address; it counts only
+	// openings of links with no live token.
+	OpenIP RateLimiter
 }
 
 // NewRateLimiters returns limiters for r on the clock now (nil means
@@ -305,5 +343,6 @@ func NewRateLimiters(r RateLimits, now func() time.Time) *RateLimiters {
 		LoginIdentity: NewLimiter(r.LoginPerIdentity, now),
 		RedeemIP:      NewLimiter(r.RedeemPerIP, now),
 		Manager:       NewLimiter(r.MailsPerManager, now),
+		OpenIP:        NewLimiter(r.OpenPerIP, now),
 	}
 }

@@ -61,19 +61,9 @@ func (l *SharedLimiter) Allow(key string) bool {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), sharedLimitTimeout)
 	defer cancel()
-	now := l.now().UnixNano()
-	per := int64(l.limit.Per)
-	window := now / per
-	// How much of the previous window the rolling window still covers.
-	overlap := 1 - float64(now%per)/float64(per)
-	sum := sha256.Sum256([]byte(key))
-	base := "ratelimit/" + l.name + "/" + hex.EncodeToString(sum[:16]) + "/"
-	prev := 0
-	raw, err := l.store.Get(ctx, base+strconv.FormatInt(window-1, 10))
-	switch {
-	case err == nil && len(raw) == 8:
-		prev = int(binary.BigEndian.Uint64(raw))
-	case err != nil && !errors.Is(err, store.ErrNotFound):
+	base, window, overlap := l.slot(key)
+	prev, err := l.count(ctx, base, window-1)
+	if err != nil {
 		l.logger.Warn("reading a shared rate limit; allowing", zap.String("limit", l.name), zap.Error(err))
 		return true
 	}
@@ -99,6 +89,63 @@ func (l *SharedLimiter) Allow(key string) bool {
 	return true
 }
 
+// RetryAfter implements RateLimiter: the time until the sliding-window
+// estimate drops below the limit if no event is counted meanwhile. When
+// the store fails it returns zero, as Allow then allows.
+func (l *SharedLimiter) RetryAfter(key string) time.Duration {
+	if l.limit.Unlimited() {
+		return 0
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), sharedLimitTimeout)
+	defer cancel()
+	base, window, overlap := l.slot(key)
+	prev, err := l.count(ctx, base, window-1)
+	if err != nil {
+		return 0
+	}
+	cur, err := l.count(ctx, base, window)
+	if err != nil {
+		return 0
+	}
+	events, per := float64(l.limit.Events), float64(l.limit.Per)
+	if float64(prev)*overlap+float64(cur) < events {
+		return 0
+	}
+	if cur < l.limit.Events {
+		// Within this window, once enough of the previous one has slid
+		// out: prev·(1-f) < events-cur.
+		need := 1 - (events-float64(cur))/float64(prev)
+		return time.Duration((need - (1 - overlap)) * per)
+	}
+	// Only in the next window, where this one is the previous: the wait
+	// is the rest of this window and the share of the next one after
+	// which cur·(1-g) < events.
+	return time.Duration(overlap*per + (1-events/float64(cur))*per)
+}
+
+// slot returns the common prefix of key's counters, the number of the
+// current window and how much of the previous window the rolling window
+// still covers.
+func (l *SharedLimiter) slot(key string) (base string, window int64, overlap float64) {
+	now := l.now().UnixNano()
+	per := int64(l.limit.Per)
+	sum := sha256.Sum256([]byte(key))
+	base = "ratelimit/" + l.name + "/" + hex.EncodeToString(sum[:16]) + "/"
+	return base, now / per, 1 - float64(now%per)/float64(per)
+}
+
+// count reads the counter of one window; a missing one is zero.
+func (l *SharedLimiter) count(ctx context.Context, base string, window int64) (int, error) {
+	raw, err := l.store.Get(ctx, base+strconv.FormatInt(window, 10))
+	switch {
+	case err == nil && len(raw) == 8:
+		return int(binary.BigEndian.Uint64(raw)), nil
+	case err == nil, errors.Is(err, store.ErrNotFound):
+		return 0, nil
+	}
+	return 0, err
+}
+
 // NewSharedRateLimiters returns limiters for r whose counts live in st.
 func NewSharedRateLimiters(r RateLimits, st store.Store, now func() time.Time, logger *zap.Logger) *RateLimiters {
 	return &RateLimiters{
@@ -106,5 +153,6 @@ func NewSharedRateLimiters(r RateLimits, st store.Store, now func() time.Time, l
 		LoginIdentity: NewSharedLimiter(r.LoginPerIdentity, st, "login_per_identity", now, logger),
 		RedeemIP:      NewSharedLimiter(r.RedeemPerIP, st, "redeem_per_ip", now, logger),
 		Manager:       NewSharedLimiter(r.MailsPerManager, st, "mails_per_manager", now, logger),
+		OpenIP:        NewSharedLimiter(r.OpenPerIP, st, "open_per_ip", now, logger),
 	}
 }

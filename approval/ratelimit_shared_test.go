@@ -74,3 +74,29 @@ func TestSharedLimiterKeepsNoAddressInTheStore(t *testing.T) {
 		t.Errorf("%d rate-limit keys; want 1", n)
 	}
 }
+
+func TestSharedLimiterRetryAfterEndsWhenAllowed(t *testing.T) {
+	st := openMemStore(t)
+	limit := Limit{Events: 4, Per: 10 * time.Minute}
+	for _, into := range []time.Duration{0, 3 * time.Minute, 9 * time.Minute} {
+		clock := newFakeClock()
+		clock.Advance(limit.Per - time.Duration(clock.Now().UnixNano()%int64(limit.Per)) + into)
+		l := NewSharedLimiter(limit, st, "retry"+into.String(), clock.Now, nil)
+		if d := l.RetryAfter("k"); d != 0 {
+			t.Fatalf("%v into a window: RetryAfter of a fresh key = %v, want 0", into, d)
+		}
+		allowN(l, "k", 4)
+		d := l.RetryAfter("k")
+		if d <= 0 || d > 2*limit.Per {
+			t.Fatalf("%v into a window, after 4 of 4: RetryAfter = %v; want a wait within two windows", into, d)
+		}
+		clock.Advance(d - time.Second)
+		if l.Allow("k") {
+			t.Fatalf("%v into a window: allowed 1s before the RetryAfter of %v", into, d)
+		}
+		clock.Advance(2 * time.Second)
+		if !l.Allow("k") {
+			t.Fatalf("%v into a window: refused 1s after the RetryAfter of %v", into, d)
+		}
+	}
+}

@@ -266,6 +266,7 @@ func TestNewRateLimitersAppliesEachLimit(t *testing.T) {
 		{"login per identity", ls.LoginIdentity, 5},
 		{"redeem per IP", ls.RedeemIP, 30},
 		{"mails per manager (off)", ls.Manager, 1000},
+		{"opens per IP", ls.OpenIP, 30},
 	} {
 		if got := allowN(tc.l, "k", 1000); got != tc.want {
 			t.Errorf("%s: %d of 1000 events allowed at once, want %d", tc.name, got, tc.want)
@@ -314,4 +315,27 @@ func BenchmarkLimiterAllowParallel(b *testing.B) {
 			i++
 		}
 	})
+}
+
+func TestLimiterRetryAfterIsTheWaitUntilAllowed(t *testing.T) {
+	clk := newFakeClock()
+	l := NewLimiter(Limit{Events: 5, Per: 15 * time.Minute}, clk.Now)
+	if d := l.RetryAfter("alice"); d != 0 {
+		t.Fatalf("RetryAfter of an unseen key = %v, want 0", d)
+	}
+	allowN(l, "alice", 5)
+	if d := l.RetryAfter("alice"); d != 3*time.Minute {
+		t.Fatalf("RetryAfter after a burst of 5 per 15m = %v, want 3m (one event refills every 3m)", d)
+	}
+	clk.Advance(3*time.Minute - time.Second)
+	if d := l.RetryAfter("alice"); d != time.Second || l.Allow("alice") {
+		t.Fatalf("1s before the refill: RetryAfter = %v and Allow let it through; want 1s and a refusal", d)
+	}
+	clk.Advance(time.Second)
+	if d := l.RetryAfter("alice"); d != 0 || !l.Allow("alice") {
+		t.Fatalf("at the refill: RetryAfter = %v; want 0 and Allow to accept", d)
+	}
+	if d := NewLimiter(Limit{}, clk.Now).RetryAfter("alice"); d != 0 {
+		t.Errorf("RetryAfter of an unlimited limiter = %v, want 0", d)
+	}
 }

@@ -215,10 +215,12 @@ type Started struct {
 // maxInput bounds the identity field; an email address is at most 254.
 const maxInput = 254
 
-// Start begins a login. Its answer depends only on the input's shape, never
-// on whether the user exists: the directory lookup and the mail run in the
-// background after the answer is decided, so neither the response nor its
-// timing reveals who has an account.
+// Start begins a login. Its answer depends only on the input's shape and
+// on how many logins the client's address has started (a
+// *RateLimitedError, which wraps ErrRateLimited), never on whether the
+// user exists: the directory lookup and the mail run in the background
+// after the answer is decided, so neither the response nor its timing
+// reveals who has an account.
 func (s *Service) Start(ctx context.Context, req StartRequest) (*Started, error) {
 	input, err := NormalizeIdentity(req.Input)
 	if err != nil {
@@ -229,7 +231,19 @@ func (s *Service) Start(ctx context.Context, req StartRequest) (*Started, error)
 	}
 	// Until the user is found, the login runs on the site's default
 	// profile; dispatch moves it to the profile a policy picks.
-	l, started, err := s.newLogin(req.Site.Default, input, req.ReturnURL, req.App, req.ClientIP, req.UserAgent)
+	p := req.Site.Default
+	// The per-IP limit comes before anything is written, so a flood from
+	// one address stores no login and only a folded audit record. It keys
+	// on the client's address alone, so refusing openly tells nothing
+	// about who has an account, and the browser learns when to come back
+	// rather than waiting for a mail that will not come. The per-identity
+	// limit, which would tell, stays silent in dispatch.
+	if ipk := ipKey(req.ClientIP); !s.limits.LoginIP.Allow(ipk) {
+		s.audit.Record(EventRateLimited, &Login{Profile: p.Name, Input: input, App: req.App, ClientIP: req.ClientIP, UserAgent: truncate(req.UserAgent, 512)},
+			zap.String("limit", "login_per_ip"))
+		return nil, limitedBy(s.limits.LoginIP, "login_per_ip", ipk)
+	}
+	l, started, err := s.newLogin(p, input, req.ReturnURL, req.App, req.ClientIP, req.UserAgent)
 	if err != nil {
 		return nil, err
 	}
@@ -237,12 +251,6 @@ func (s *Service) Start(ctx context.Context, req StartRequest) (*Started, error)
 		return nil, err
 	}
 	s.audit.Record(EventLoginStarted, l)
-	if !s.limits.LoginIP.Allow(ipKey(req.ClientIP)) {
-		// The browser gets the same answer as any other; only the audit
-		// log knows that no mail will come.
-		s.audit.Record(EventRateLimited, l, zap.String("limit", "login_per_ip"))
-		return started, nil
-	}
 	// dispatch owns l from here on: it fills in the user as it finds them.
 	s.wg.Add(1)
 	go func() {
@@ -615,9 +623,19 @@ type LinkView struct {
 // scanners open links, and a GET must not burn them. pair is the other
 // token of a manager link pair, or empty.
 func (s *Service) OpenLink(ctx context.Context, token, pair, clientIP, userAgent string) (*LinkView, error) {
+	// Only links that find no token count against the address, so a
+	// valid link is never refused to a scanner or an office behind one
+	// address; once an address has spent its budget on made-up or dead
+	// links, it is answered as invalid without a store read.
+	ipk := ipKey(clientIP)
+	if s.limits.OpenIP.RetryAfter(ipk) > 0 {
+		s.audit.Record(EventRateLimited, nil, zap.String("limit", "open_per_ip"), zap.String("client_ip", clientIP))
+		return nil, ErrLinkInvalid
+	}
 	rec, err := s.linkRecord(ctx, token)
 	if err != nil {
 		if errors.Is(err, ErrLinkInvalid) {
+			s.limits.OpenIP.Allow(ipk)
 			s.audit.Record(EventLinkRejected, nil, zap.String("client_ip", clientIP), zap.String("reason", "unknown or used token"))
 		}
 		return nil, err

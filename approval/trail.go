@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -91,11 +92,20 @@ type AuditTrail struct {
 	closing   chan struct{}
 	done      chan struct{}
 	closeOnce sync.Once
+	// dropped counts records lost to a full queue; onDrop is told of
+	// each; warnedAt (Unix nanoseconds) rate-limits the warning.
+	dropped  atomic.Uint64
+	onDrop   func()
+	warnedAt atomic.Int64
 }
 
 // auditQueue bounds the records waiting to be stored. When the store is
-// slower than events arrive, Record waits rather than drop a record.
+// slower than events arrive for long enough to fill it, further records
+// are dropped from the store rather than make requests wait (see add).
 const auditQueue = 4096
+
+// dropWarning is how often at most a full queue is logged.
+const dropWarning = time.Minute
 
 // NewAuditTrail starts storing records in log, each kept for retention
 // (zero: DefaultAuditRetention). Close it to store what is queued.
@@ -117,13 +127,39 @@ func NewAuditTrail(log store.Log, retention time.Duration, logger *zap.Logger) *
 	return t
 }
 
-// add queues r. After Close, the record is logged as lost instead: the
-// zap line has been written already, so the event is not gone.
+// OnDrop makes the trail call f for every record it drops (a metric).
+// Like Auditor.Observe, call it before the trail is used.
+func (t *AuditTrail) OnDrop(f func()) { t.onDrop = f }
+
+// Dropped returns how many records have been dropped because the queue
+// was full.
+func (t *AuditTrail) Dropped() uint64 { return t.dropped.Load() }
+
+// add queues r without ever waiting. When the queue is full (the store has
+// been failing or slow for thousands of events), r is dropped from the
+// store: it is counted, reported to OnDrop, and a warning is logged at
+// most once a minute. Only the stored copy is lost: the Auditor writes the
+// event's mailauth.audit line as well, after add returns, so the event
+// still reaches the log. Dropped records leave no gap in the chain; they
+// never enter it. After Close, the record is logged as lost instead, for
+// the same reason.
 func (t *AuditTrail) add(r AuditRecord) {
 	select {
 	case t.in <- r:
+		return
 	case <-t.closing:
 		t.logger.Error("audit record not stored: the trail is closed", zap.String("event", string(r.Event)))
+		return
+	default:
+	}
+	n := t.dropped.Add(1)
+	if t.onDrop != nil {
+		t.onDrop()
+	}
+	now := time.Now().UnixNano()
+	if last := t.warnedAt.Load(); now-last >= int64(dropWarning) && t.warnedAt.CompareAndSwap(last, now) {
+		t.logger.Warn("audit queue full: records dropped from the store; their mailauth.audit log lines are still written",
+			zap.Int("queue", auditQueue), zap.Uint64("dropped_total", n), zap.String("event", string(r.Event)))
 	}
 }
 
@@ -203,8 +239,9 @@ func (t *AuditTrail) drain(batch *[]AuditRecord) {
 }
 
 // store appends batch, retrying with backoff while the store fails, and
-// reports whether it did. The records stay in memory meanwhile, and Record
-// callers wait once the queue fills up, rather than records being dropped.
+// reports whether it did. The records stay in memory meanwhile; once the
+// queue behind them fills up, add drops new records rather than make
+// Record callers wait.
 func (t *AuditTrail) store(ctx context.Context, batch []AuditRecord) bool {
 	if len(batch) == 0 {
 		return true
@@ -291,6 +328,14 @@ type ChainReport struct {
 	// FirstTime and LastTime are their times.
 	FirstTime time.Time `json:"first_time,omitzero"`
 	LastTime  time.Time `json:"last_time,omitzero"`
+	// HeadSeq and HeadHash are the number and hash of the newest record
+	// as the log's head keeps it (zero and empty for an empty log): what
+	// a checkpoint anchors.
+	HeadSeq  uint64 `json:"head_seq"`
+	HeadHash string `json:"head_hash,omitempty"`
+	// Checkpoint is what a check against a checkpoint found, when there
+	// was one (see VerifyAuditChainSince).
+	Checkpoint *CheckpointCheck `json:"checkpoint,omitempty"`
 	// Problems lists every break in the chain; none means it is intact.
 	Problems []ChainProblem `json:"problems"`
 }
@@ -348,6 +393,12 @@ func VerifyAuditChain(ctx context.Context, log store.Log, retention time.Duratio
 		from = page[len(page)-1].Seq + 1
 	}
 	head, err := log.LastRecord(ctx, AuditLog)
+	if err == nil {
+		rep.HeadSeq = head.Seq
+		if r, _, err := decodeAuditRecord(head.Value); err == nil {
+			rep.HeadHash = r.Hash
+		}
+	}
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		if rep.Records > 0 {

@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/mailauth/caddy-mailauth/store"
 )
@@ -282,4 +285,67 @@ func BenchmarkAuditTrailAppendOnDisk(b *testing.B) {
 		a.Record(EventApproved, l, zap.String("decider", "bob@example.com"))
 	}
 	trail.Close()
+}
+
+// stuckLog is a memLog whose appends hang until release is closed, as a
+// store that stopped answering would; entered is closed on the first.
+type stuckLog struct {
+	*memLog
+	entered, release chan struct{}
+	once             sync.Once
+}
+
+func (s *stuckLog) Append(ctx context.Context, log string, ttl time.Duration, build func(*store.LogRecord) ([][]byte, error)) error {
+	s.once.Do(func() { close(s.entered) })
+	select {
+	case <-s.release:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return s.memLog.Append(ctx, log, ttl, build)
+}
+
+func TestFullAuditQueueDropsRecordsInsteadOfBlocking(t *testing.T) {
+	core, logs := observer.New(zapcore.InfoLevel)
+	stuck := &stuckLog{memLog: newMemLog(), entered: make(chan struct{}), release: make(chan struct{})}
+	trail := NewAuditTrail(stuck, time.Hour, zap.New(core).Named("audit_trail"))
+	var counted atomic.Int64
+	trail.OnDrop(func() { counted.Add(1) })
+	a := NewAuditor(zap.New(core).Named("mailauth.audit"))
+	a.Persist(trail, nil)
+	a.Record(EventLoginStarted, &Login{Username: "alice"})
+	<-stuck.entered // the writer holds that one record and waits on the store
+
+	const more = auditQueue + 1000
+	done := make(chan time.Duration, 1)
+	go func() {
+		start := time.Now()
+		for range more {
+			a.Record(EventLoginStarted, &Login{Username: "alice"})
+		}
+		done <- time.Since(start)
+	}()
+	select {
+	case took := <-done:
+		if took > 5*time.Second {
+			t.Errorf("%d Record calls took %v against a stuck store; want them to return at once", more, took)
+		}
+	case <-time.After(30 * time.Second):
+		close(stuck.release)
+		t.Fatal("Record blocked on a full audit queue: request handling would wait on the store")
+	}
+	if n := trail.Dropped(); n != 1000 || counted.Load() != 1000 {
+		t.Errorf("dropped %d, OnDrop told of %d; want the 1000 beyond the queue of %d", n, counted.Load(), auditQueue)
+	}
+	if n := len(logs.FilterLoggerName("mailauth.audit").All()); n != more+1 {
+		t.Errorf("%d mailauth.audit lines for %d events; a dropped record must still be logged", n, more+1)
+	}
+	if n := logs.FilterMessageSnippet("audit queue full").Len(); n != 1 {
+		t.Errorf("%d warnings for 1000 drops within a second; want 1", n)
+	}
+	close(stuck.release)
+	trail.Close()
+	if rep := verify(t, stuck.memLog); rep.Records != auditQueue+1 || len(rep.Problems) != 0 {
+		t.Errorf("stored after the store came back: %d records, problems %v; want the %d queued, intact", rep.Records, rep.Problems, auditQueue+1)
+	}
 }

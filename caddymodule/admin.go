@@ -28,6 +28,8 @@ func init() {
 //	DELETE /mailauth/sessions/{id}                 revoke one session
 //	GET    /mailauth/audit?since=&after=&user=&event=&limit=   query the stored audit trail
 //	GET    /mailauth/audit/verify                  check the audit trail's hash chain
+//	POST   /mailauth/audit/verify                  the same, against the checkpoint in the body
+//	GET    /mailauth/audit/checkpoint              a signed checkpoint of the trail's head
 //	GET    /mailauth/grants[?approver=&user=]      running time-boxed grants
 //	DELETE /mailauth/grants/{id}[?by=]             end a grant everywhere
 type adminAPI struct {
@@ -76,6 +78,8 @@ func (a *adminAPI) serve(w http.ResponseWriter, r *http.Request) error {
 		return a.queryAudit(w, r)
 	case len(parts) == 2 && parts[0] == "audit" && parts[1] == "verify":
 		return a.verifyAudit(w, r)
+	case len(parts) == 2 && parts[0] == "audit" && parts[1] == "checkpoint":
+		return a.auditCheckpoint(w, r)
 	case len(parts) == 1 && parts[0] == "grants":
 		return a.listGrants(w, r)
 	case len(parts) == 2 && parts[0] == "grants":
@@ -242,6 +246,9 @@ func auditQuery(r *http.Request, now time.Time) (approval.AuditQuery, error) {
 }
 
 func (a *adminAPI) verifyAudit(w http.ResponseWriter, r *http.Request) error {
+	if r.Method == http.MethodPost {
+		return a.verifyAuditSince(w, r)
+	}
 	if err := method(r, http.MethodGet); err != nil {
 		return err
 	}
@@ -250,6 +257,39 @@ func (a *adminAPI) verifyAudit(w http.ResponseWriter, r *http.Request) error {
 		return storeFailed("verifying the audit trail", err)
 	}
 	return writeJSON(w, rep)
+}
+
+// maxCheckpointBody bounds the checkpoint a POST may carry; one is about
+// 400 bytes.
+const maxCheckpointBody = 16 << 10
+
+func (a *adminAPI) verifyAuditSince(w http.ResponseWriter, r *http.Request) error {
+	var cp approval.Checkpoint
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxCheckpointBody)).Decode(&cp); err != nil {
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("the body is not a checkpoint (as GET /mailauth/audit/checkpoint exports): %w", err)}
+	}
+	rep, err := a.app.verifyAuditSince(r.Context(), &cp)
+	switch {
+	case errors.Is(err, approval.ErrCheckpointForged), errors.Is(err, approval.ErrCheckpointUnknownKey), errors.Is(err, approval.ErrNotACheckpoint):
+		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("checkpoint refused: %w", err)}
+	case err != nil:
+		return storeFailed("verifying the audit trail", err)
+	}
+	return writeJSON(w, rep)
+}
+
+func (a *adminAPI) auditCheckpoint(w http.ResponseWriter, r *http.Request) error {
+	if err := method(r, http.MethodGet); err != nil {
+		return err
+	}
+	cp, err := a.app.auditCheckpoint(r.Context())
+	if errors.Is(err, approval.ErrAuditEmpty) {
+		return caddy.APIError{HTTPStatus: http.StatusConflict, Err: errors.New("the audit trail has no records yet: nothing to anchor")}
+	}
+	if err != nil {
+		return storeFailed("making an audit checkpoint", err)
+	}
+	return writeJSON(w, cp)
 }
 
 func (a *adminAPI) listGrants(w http.ResponseWriter, r *http.Request) error {

@@ -93,6 +93,9 @@ type App struct {
 
 	limits  approval.RateLimits
 	csrfKey []byte
+	// checkpointKeys sign audit checkpoints (the first) and check them
+	// (any): one per signing key, as outboxKeys.
+	checkpointKeys [][]byte
 	// outboxKeys seal queued mail at rest: one per signing key, the
 	// current one first.
 	outboxKeys [][]byte
@@ -200,6 +203,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		}
 	}
 	audit.Observe(mets.audit)
+	a.trail.OnDrop(mets.auditDropped)
 	var svc *approval.Service
 	a.outbox = mailer.NewOutbox(a.store, smtp, a.logger.Named("mailer"), func(ev mailer.Event) {
 		mets.mail(ev)
@@ -712,9 +716,10 @@ func (a *App) keys(ctx context.Context) (*approval.SessionCodec, []byte, error) 
 	return codec, codeKey, err
 }
 
-// deriveKeys makes the one-time-code key (returned) and the form-token key
-// from the signing key, each for its one purpose (HKDF), so the signing key
-// itself is only ever used to sign.
+// deriveKeys makes the one-time-code key (returned), the form-token key,
+// the outbox keys and the audit checkpoint keys from the signing keys,
+// each for its one purpose (HKDF), so the signing key itself is only ever
+// used to sign.
 func (a *App) deriveKeys(keys ...[]byte) ([]byte, error) {
 	codeKey, err := hkdf.Key(sha256.New, keys[0], nil, "caddy-mailauth one-time codes", 32)
 	if err != nil {
@@ -725,13 +730,20 @@ func (a *App) deriveKeys(keys ...[]byte) ([]byte, error) {
 	}
 	// Queued mail is sealed under the current key and opened with any, so
 	// a rotation does not strand mail queued before it.
-	a.outboxKeys = a.outboxKeys[:0]
+	// Audit checkpoints likewise, so one exported before a rotation
+	// still verifies while its key is listed.
+	a.outboxKeys, a.checkpointKeys = a.outboxKeys[:0], a.checkpointKeys[:0]
 	for _, k := range keys {
 		ok, err := hkdf.Key(sha256.New, k, nil, "caddy-mailauth outbox", mailer.SealKeySize)
 		if err != nil {
 			return nil, err
 		}
 		a.outboxKeys = append(a.outboxKeys, ok)
+		ck, err := hkdf.Key(sha256.New, k, nil, "caddy-mailauth audit checkpoints", 32)
+		if err != nil {
+			return nil, err
+		}
+		a.checkpointKeys = append(a.checkpointKeys, ck)
 	}
 	return codeKey, nil
 }

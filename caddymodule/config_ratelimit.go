@@ -7,10 +7,14 @@ import (
 )
 
 // RateLimitConfig sets the abuse limits. Each is written <events>/<window>,
-// such as "5/15m", "10/1m" or "100/h", or "off" for no limit. A limited
-// request gets the same response as an accepted one, and the hit is
-// audited. Client IPs are those Caddy trusts (its trusted_proxies
-// setting), never a raw X-Forwarded-For.
+// such as "5/15m", "10/1m" or "100/h", or "off" for no limit. A request
+// refused by a limit that could tell whether a user exists
+// (login_per_identity, mails_per_manager) gets the same response as an
+// accepted one; a login start refused by login_per_ip gets a 429 page
+// that says when to try again, and links refused by redeem_per_ip or
+// open_per_ip look invalid. Hits are audited, at most one record per
+// client address and minute for the per-IP limits. Client IPs are those
+// Caddy trusts (its trusted_proxies setting), never a raw X-Forwarded-For.
 type RateLimitConfig struct {
 	// LoginPerIP limits login starts per client IP (an IPv6 client by its
 	// /64). Default: "20/10m".
@@ -24,6 +28,12 @@ type RateLimitConfig struct {
 	// MailsPerManager limits approval mails per manager address.
 	// Default: "20/h".
 	MailsPerManager string `json:"mails_per_manager,omitempty"`
+	// OpenPerIP limits, per client IP, the link openings that find no
+	// live token (made-up, used or expired links); opening a live link
+	// counts nothing. Past it, every link that address opens is answered
+	// as invalid without a store read until the budget refills.
+	// Default: "30/10m".
+	OpenPerIP string `json:"open_per_ip,omitempty"`
 }
 
 // limits returns c as the approval service takes it, with defaults for
@@ -42,6 +52,7 @@ func (c *RateLimitConfig) limits() (approval.RateLimits, error) {
 		{"login_per_identity", c.LoginPerIdentity, &r.LoginPerIdentity},
 		{"redeem_per_ip", c.RedeemPerIP, &r.RedeemPerIP},
 		{"mails_per_manager", c.MailsPerManager, &r.MailsPerManager},
+		{"open_per_ip", c.OpenPerIP, &r.OpenPerIP},
 	} {
 		if f.val == "" {
 			continue

@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math"
 	"net/http"
+	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -49,6 +52,11 @@ func (h *Handler) loginStart(w http.ResponseWriter, r *http.Request) error {
 	})
 	if errors.Is(err, approval.ErrBadInput) {
 		return h.render(w, http.StatusBadRequest, "login.html", pageData{Title: "Sign in", App: siteHost(r), Return: ret, Error: "Enter one username or email address, without spaces, commas or line breaks."})
+	}
+	if limited, ok := errors.AsType[*approval.RateLimitedError](err); ok {
+		// The per-IP limit keys on the address alone, so saying so tells
+		// nothing about users (see Service.Start).
+		return h.tooManyLogins(w, ret, limited.RetryAfter)
 	}
 	if err != nil {
 		h.logger.Error("starting a login", zap.Error(err))
@@ -318,5 +326,23 @@ func (h *Handler) setSessionCookie(w http.ResponseWriter, value string, expires 
 		Secure:   true,
 		HttpOnly: true,
 		SameSite: http.SameSiteLaxMode,
+	})
+}
+
+// tooManyLogins answers a login start refused by the per-IP limit: 429,
+// with Retry-After and a page that says when to come back.
+func (h *Handler) tooManyLogins(w http.ResponseWriter, ret string, retry time.Duration) error {
+	secs := int(math.Ceil(retry.Seconds()))
+	mins := max(1, (secs+59)/60)
+	when := "1 minute"
+	if mins > 1 {
+		when = strconv.Itoa(mins) + " minutes"
+	}
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	return h.render(w, http.StatusTooManyRequests, "message.html", pageData{
+		Title:     "Too many sign-in attempts",
+		Message:   "Too many sign-in attempts from your network; try again in " + when + ".",
+		Action:    "Back to sign-in",
+		ActionURL: prefix + "login?return=" + url.QueryEscape(ret),
 	})
 }

@@ -26,7 +26,7 @@ var (
 	loginOutcomes  = []string{"approved", "denied", "completed"}
 	mailOutcomes   = []string{"sent", "failed", "retry", "abandoned"}
 	lookupOutcomes = []string{"found", "not_found", "error"}
-	limitNames     = []string{"login_per_ip", "login_per_identity", "redeem_per_ip", "mails_per_manager"}
+	limitNames     = []string{"login_per_ip", "login_per_identity", "redeem_per_ip", "mails_per_manager", "open_per_ip"}
 	profileTypes   = []string{string(approval.TypeUser), string(approval.TypeManager)}
 )
 
@@ -48,6 +48,7 @@ var metrics = struct {
 	directoryErrs  *prometheus.CounterVec
 	lookups        *prometheus.CounterVec
 	rateLimited    *prometheus.CounterVec
+	auditDropped   prometheus.Counter
 }{}
 
 // initMetrics makes the collectors, once per process.
@@ -88,6 +89,10 @@ func initMetrics() {
 			Namespace: ns, Subsystem: sub, Name: "rate_limited_total",
 			Help: "Requests refused by a rate limit, by limit.",
 		}, []string{"limit"})
+		metrics.auditDropped = prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "audit_dropped_total",
+			Help: "Audit records not stored because the audit queue was full (the store was failing or too slow); their mailauth.audit log lines were still written.",
+		})
 	})
 }
 
@@ -139,7 +144,7 @@ func newAppMetrics(reg *prometheus.Registry, profiles, servers, directories []st
 // register puts the shared collectors and new outbox gauges on reg.
 func register(reg *prometheus.Registry, depth func(context.Context) (int, error), oldest func() time.Duration) error {
 	for _, c := range []prometheus.Collector{metrics.loginsStarted, metrics.loginsFinished, metrics.approval,
-		metrics.mails, metrics.smtpAttempt, metrics.directoryErrs, metrics.lookups, metrics.rateLimited} {
+		metrics.mails, metrics.smtpAttempt, metrics.directoryErrs, metrics.lookups, metrics.rateLimited, metrics.auditDropped} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) || are.ExistingCollector != c {
@@ -243,6 +248,10 @@ func (m *appMetrics) audit(o approval.Observation) {
 		metrics.rateLimited.WithLabelValues(oneOf(o.Limit, limitNames)).Inc()
 	}
 }
+
+// auditDropped counts one audit record the trail dropped from the store;
+// it is the approval.AuditTrail's OnDrop.
+func (m *appMetrics) auditDropped() { metrics.auditDropped.Inc() }
 
 // mail counts one outbox event and times its SMTP attempt.
 func (m *appMetrics) mail(ev mailer.Event) {

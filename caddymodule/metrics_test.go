@@ -218,3 +218,27 @@ func TestMetricsCountLookupsByOutcome(t *testing.T) {
 		t.Errorf("not_found lookups of staff went from %v to %v; want one more", notFound, got)
 	}
 }
+
+func TestMetricsCountAuditRecordsDroppedFromAFullQueue(t *testing.T) {
+	reg := prometheus.NewPedanticRegistry()
+	m := newTestMetrics(t, reg, nil)
+	before := value(t, metrics.auditDropped)
+	m.auditDropped()
+	m.auditDropped()
+	if d := value(t, metrics.auditDropped) - before; d != 2 {
+		t.Errorf("audit_dropped_total moved by %v for 2 drops, want 2", d)
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == "caddy_mailauth_audit_dropped_total" {
+			if l := f.GetMetric()[0].GetLabel(); len(l) != 0 {
+				t.Errorf("audit_dropped_total has labels %v, want none", l)
+			}
+			return
+		}
+	}
+	t.Error("caddy_mailauth_audit_dropped_total is not registered")
+}
