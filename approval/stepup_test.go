@@ -537,3 +537,66 @@ func TestAManagersGrantOpensAUserApprovalRoute(t *testing.T) {
 		t.Errorf("once the grant ends, the user-approval route asks for the user's own confirmation, got %v", got)
 	}
 }
+
+// TestAHybridSitePicksTheProfileByTheSessionsPolicies: on a site whose
+// policy sends executives to Manager Approval, an executive's own daily
+// approval is not enough, while a colleague's is; after a policy change
+// (another epoch) the site asks for the user to be looked up again, and
+// the step-up page's check refreshes the session without a request.
+func TestAHybridSitePicksTheProfileByTheSessionsPolicies(t *testing.T) {
+	r := newRoutes(t, nil)
+	execs, err := NewPolicy("executives", r.secured, "", "username", []string{"alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.svc.cfg.Policies = []*Policy{execs}
+	r.svc.policyEpoch = policyEpoch(r.svc.cfg.Policies)
+	hybrid := NewSite(r.daily, []*Policy{execs})
+
+	alice, aliceCookie := r.signIn("alice", aliceEmail)
+	if !alice.HasPolicy("executives") {
+		t.Fatalf("alice's session should record that the executives policy matched her, holds %q", alice.Policies)
+	}
+	if got := r.access(hybrid, aliceCookie); got != AccessStepUp {
+		t.Errorf("an executive's own approval on the hybrid site: %v, want AccessStepUp (her manager must approve)", got)
+	}
+	if got := r.access(r.home, aliceCookie); got != AccessGranted {
+		t.Errorf("the same session on a site without policies: %v, want AccessGranted", got)
+	}
+	_, bobCookie := r.signIn("bob", "bob@example.com")
+	if got := r.access(hybrid, bobCookie); got != AccessGranted {
+		t.Errorf("a non-executive's own approval on the hybrid site: %v, want AccessGranted", got)
+	}
+
+	// The operator changes the policy: bob is an executive now.
+	execs2, err := NewPolicy("executives", r.secured, "", "username", []string{"alice", "bob"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.svc.cfg.Policies = []*Policy{execs2}
+	r.svc.policyEpoch = policyEpoch(r.svc.cfg.Policies)
+	hybrid2 := NewSite(r.daily, []*Policy{execs2})
+	if got := r.access(hybrid2, bobCookie); got != AccessStale {
+		t.Fatalf("bob's memberships predate the change: %v, want AccessStale", got)
+	}
+	var a Authenticated
+	if err := r.svc.Authenticate(hybrid2, bobCookie, &a); err != nil {
+		t.Fatal(err)
+	}
+	v, err := r.svc.CheckStepUp(bg, hybrid2, &a.Session)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Refreshed != "" || v.Type != TypeManager {
+		t.Errorf("under the new policy bob needs his manager's approval: %+v", v)
+	}
+	// A change that leaves bob out again: his session satisfies the site,
+	// and the check hands back a refreshed cookie instead of a request.
+	r.svc.cfg.Policies = []*Policy{execs}
+	r.svc.policyEpoch = policyEpoch(r.svc.cfg.Policies) + 1 // another epoch, same meaning
+	if v, err := r.svc.CheckStepUp(bg, hybrid, &a.Session); err != nil || v.Refreshed == "" {
+		t.Fatalf("a session that satisfies the site once looked up again should be refreshed: %+v, %v", v, err)
+	} else if got := r.access(hybrid, v.Refreshed); got != AccessGranted {
+		t.Errorf("the refreshed cookie: %v, want AccessGranted", got)
+	}
+}
