@@ -60,10 +60,14 @@ func (r *revocationSet) revoked(sess *Session) bool {
 	return ok && sess.IssuedAt <= before
 }
 
-// RevokeSession ends one session everywhere.
+// RevokeSession ends one session everywhere. The entry lasts until the
+// session's absolute expiry, not the idle deadline of the cookie presented:
+// a copy refreshed since then (a stolen cookie in use) expires later, and
+// must stay refused until no copy can be valid any more.
 func (s *Service) RevokeSession(ctx context.Context, sess *Session) error {
 	id := hex.EncodeToString(sess.ID[:])
-	return s.updateRevocations(ctx, func(r *revocations) { r.Sessions[id] = sess.ExpiresAt })
+	until := time.Unix(sess.IssuedAt, 0).Add(s.cfg.SessionLifetime).Unix()
+	return s.updateRevocations(ctx, func(r *revocations) { r.Sessions[id] = max(r.Sessions[id], until) })
 }
 
 // RevokeUser ends every session of user issued until now.

@@ -172,3 +172,34 @@ func TestRevocationsLostByTheStoreAreRestoredFromMemory(t *testing.T) {
 		t.Fatalf("an instance started afterwards accepts the revoked session (the revocations were not written back): %v", err)
 	}
 }
+
+func TestLogoutRevocationOutlivesTheIdleDeadlineOfTheCookieLoggedOutWith(t *testing.T) {
+	h := newHarness(t)
+	h.svc.cfg.IdleTimeout = time.Hour
+	c := h.signIn()
+	var copied Session
+	h.clock.Advance(35 * time.Minute)
+	if err := h.svc.VerifySession(c.Cookie, &copied); err != nil {
+		t.Fatal(err)
+	}
+	refreshed := h.svc.RefreshSession(&copied)
+	if refreshed == "" {
+		t.Fatal("35 minutes into a 1 h idle timeout a copy in use should be refreshed")
+	}
+	var s Session
+	if err := h.svc.VerifySession(c.Cookie, &s); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.svc.Logout(bg, &s, testApp, testIP, testUA); err != nil {
+		t.Fatal(err)
+	}
+	// Past the logged-out cookie's idle deadline, another revocation
+	// prunes the list.
+	h.clock.Advance(30 * time.Minute)
+	if err := h.svc.RevokeUser(bg, "carol"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.svc.VerifySession(refreshed, &s); !errors.Is(err, ErrSessionRevoked) {
+		t.Fatalf("a copy refreshed before logout, used after the logged-out cookie's idle deadline = %v, want ErrSessionRevoked", err)
+	}
+}
