@@ -5,6 +5,9 @@ import (
 	"regexp"
 	"slices"
 	"testing"
+
+	"github.com/mailauth/caddy-mailauth/directory"
+	"github.com/mailauth/caddy-mailauth/store"
 )
 
 func TestMatchChoicesHoldTheCodeAndTwoDecoysStably(t *testing.T) {
@@ -78,5 +81,87 @@ func TestOneTimeCodeApprovesOnceAndFiveWrongTriesKillTheLogin(t *testing.T) {
 	}
 	if w, _ := h.svc.Watch(bg, st2.Pending); w.State != StateDenied {
 		t.Fatalf("after five wrong codes the login must be dead, state %q", w.State)
+	}
+}
+
+// codeAnswers posts n wrong codes on the login that pending names and
+// returns the answers.
+func (h *harness) codeAnswers(pending string, n int) []error {
+	h.t.Helper()
+	var out []error
+	for range n {
+		out = append(out, h.svc.RedeemCode(bg, pending, "000000", testIP))
+	}
+	return out
+}
+
+func TestUnknownUserLocksLikeAKnownOne(t *testing.T) {
+	h := newHarness(t)
+	known, _ := h.startKnown()
+	unknown := h.start("nobody")
+	want := []error{ErrWrongCode, ErrWrongCode, ErrWrongCode, ErrWrongCode, ErrCodeLocked, ErrCodeLocked}
+	for name, pending := range map[string]string{"alice": known.Pending, "nobody": unknown.Pending} {
+		got := h.codeAnswers(pending, len(want))
+		for i := range want {
+			if !errors.Is(got[i], want[i]) {
+				t.Errorf("%s: wrong code %d = %v, want %v (answers %v)", name, i+1, got[i], want[i], got)
+			}
+		}
+		if w, err := h.svc.Watch(bg, pending); err != nil || w.State != StateDenied {
+			t.Errorf("%s: after five wrong codes the login must be denied, state %v, %v", name, w, err)
+		}
+	}
+}
+
+func TestManagerLoginLocksLikeAUserLogin(t *testing.T) {
+	// A manager profile mails no code; its logins must still lock, or the
+	// code box would tell which profile a user has.
+	h := newManagerHarness(t)
+	st, _, _ := h.askManager()
+	got := h.codeAnswers(st.Pending, 5)
+	if !errors.Is(got[4], ErrCodeLocked) {
+		t.Fatalf("the fifth wrong code on a manager login = %v, want ErrCodeLocked (answers %v)", got[4], got)
+	}
+	if w, _ := h.svc.Watch(bg, st.Pending); w.State != StateDenied {
+		t.Fatalf("a locked manager login must be denied, state %q", w.State)
+	}
+}
+
+func TestCodeTriesCostTheSameStoreWorkForKnownAndUnknownUsers(t *testing.T) {
+	var fs *faultyStore
+	h := newHarnessOn(t, nil, func(st store.Store) store.Store { fs = newFaultyStore(st); return fs })
+	known, _ := h.startKnown()
+	unknown := h.start("nobody")
+	for i := range maxCodeTries + 1 {
+		fs.takeCalls()
+		kerr := h.svc.RedeemCode(bg, known.Pending, "000000", testIP)
+		kcalls := fs.takeCalls()
+		uerr := h.svc.RedeemCode(bg, unknown.Pending, "000000", testIP)
+		ucalls := fs.takeCalls()
+		if !errors.Is(kerr, uerr) {
+			t.Fatalf("wrong code %d: alice got %v, nobody %v", i+1, kerr, uerr)
+		}
+		if !slices.Equal(kcalls, ucalls) {
+			t.Fatalf("wrong code %d: the store work differs, so its timing can tell the users apart:\nalice:  %v\nnobody: %v", i+1, kcalls, ucalls)
+		}
+	}
+}
+
+func TestCodeLockoutBeforeTheMailIsQueuedSurvivesTheDispatch(t *testing.T) {
+	// A slow directory: the attacker locks the login before dispatch writes
+	// it with the user filled in, which must not bring it back to life.
+	dir := &blockingDirectory{release: make(chan struct{})}
+	h := newHarnessWith(t, []directory.Directory{dir})
+	st, err := h.svc.Start(bg, StartRequest{Site: h.site, Input: aliceInput, App: testApp, ClientIP: testIP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := h.codeAnswers(st.Pending, maxCodeTries); !errors.Is(got[maxCodeTries-1], ErrCodeLocked) {
+		t.Fatalf("five wrong codes before dispatch: %v, want the last to lock", got)
+	}
+	close(dir.release)
+	h.svc.Wait()
+	if w, _ := h.svc.Watch(bg, st.Pending); w.State != StateDenied {
+		t.Fatalf("a login locked before its dispatch must stay denied, state %q", w.State)
 	}
 }

@@ -323,6 +323,7 @@ func (s *Service) dispatch(l *Login, site *Site) {
 		s.audit.Record(EventMailFailed, l, zap.String("reason", "store"), zap.Error(err))
 		return
 	}
+	defer s.keepCodeLockout(ctx, l)
 	s.scheduleExpiryNotice(ctx, l)
 	if p.Type != TypeManager {
 		s.ask(ctx, l, p, id.Email, askOptions{with: []store.Entry{loginEntry}})
