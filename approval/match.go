@@ -148,6 +148,7 @@ func (s *Service) RedeemCode(ctx context.Context, pending, code, clientIP string
 	mac := s.codeMAC(l.ID, code)
 	ok, err := s.takeCode(ctx, l.ID, code, mac)
 	if err != nil {
+		s.uncountCodeTry(ctx, l)
 		return err
 	}
 	s.audit.Record(EventCodeTried, l, zap.Bool("ok", ok), zap.String("code_ip", clientIP))
@@ -170,6 +171,9 @@ func (s *Service) RedeemCode(ctx context.Context, pending, code, clientIP string
 		return ErrAlreadyDecided
 	})
 	if err != nil {
+		if redeemFailed(err) {
+			s.restoreCode(ctx, l, mac)
+		}
 		return err
 	}
 	s.audit.Record(EventApproved, l, zap.String("decider", l.Email), zap.String("by", "code"), zap.String("decider_ip", clientIP))

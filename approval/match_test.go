@@ -84,6 +84,17 @@ func TestOneTimeCodeApprovesOnceAndFiveWrongTriesKillTheLogin(t *testing.T) {
 	}
 }
 
+// codeOf is the code in the last mail queued.
+func (h *harness) codeOf() string {
+	h.t.Helper()
+	msgs := h.mail.Messages()
+	m := mailCode.FindStringSubmatch(msgs[len(msgs)-1].Text)
+	if m == nil {
+		h.t.Fatalf("the mail carries no six-digit code:\n%s", msgs[len(msgs)-1].Text)
+	}
+	return m[1]
+}
+
 // codeAnswers posts n wrong codes on the login that pending names and
 // returns the answers.
 func (h *harness) codeAnswers(pending string, n int) []error {

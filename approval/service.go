@@ -637,6 +637,7 @@ func (s *Service) ConfirmLink(ctx context.Context, token, match, clientIP, userA
 		return nil, ErrLinkInvalid
 	}
 	if err != nil {
+		s.restoreToken(ctx, token, raw, nil)
 		return nil, err
 	}
 	decider := rec.Recipient
@@ -677,6 +678,9 @@ func (s *Service) ConfirmLink(ctx context.Context, token, match, clientIP, userA
 				v := s.linkView(l, rec)
 				return v, ErrAlreadyDecided
 			}
+		}
+		if redeemFailed(err) {
+			s.restoreToken(ctx, token, raw, l)
 		}
 		return nil, err
 	}
