@@ -29,6 +29,10 @@ var (
 	ErrWrongCode = errors.New("approval: wrong code")
 	// ErrCodeLocked: too many wrong codes; the login is dead.
 	ErrCodeLocked = errors.New("approval: too many wrong codes")
+	// ErrCodesPaused: too many wrong codes for this identity across its
+	// logins lately (RateLimits.CodeFailuresPerIdentity), so codes are
+	// refused for it for a while; its links still work.
+	ErrCodesPaused = errors.New("approval: codes paused for this identity")
 )
 
 // Number matching: the waiting browser shows a two-digit number and the
@@ -122,7 +126,9 @@ func (s *Service) codeMAC(loginID, code string) string {
 }
 
 // RedeemCode approves the login that the pending cookie names when code is
-// the one mailed for it. Each wrong code counts; the fifth kills the login.
+// the one mailed for it. Each wrong code counts; the fifth kills the login,
+// and past the identity's budget of wrong codes across logins every code
+// is refused with ErrCodesPaused.
 func (s *Service) RedeemCode(ctx context.Context, pending, code, clientIP string) error {
 	if !s.limits.RedeemIP.Allow(ipKey(clientIP)) {
 		s.audit.Record(EventRateLimited, nil, zap.String("limit", "redeem_per_ip"), zap.String("client_ip", clientIP))
@@ -136,18 +142,27 @@ func (s *Service) RedeemCode(ctx context.Context, pending, code, clientIP string
 	if len(code) != codeDigits || strings.Trim(code, "0123456789") != "" {
 		code = "" // malformed: counts as wrong, without a lookup by it
 	}
-	// The try is counted before the code is compared, so that concurrent
-	// guesses cannot all slip in under the limit.
-	tries, err := s.countCodeTry(ctx, l)
-	if errors.Is(err, errTriesDone) {
-		return ErrCodeLocked
+	// Tries are counted before the code is compared, against the login
+	// and against the identity's budget across logins, so that concurrent
+	// guesses cannot all slip in under either limit; a try that turns out
+	// right, or is never compared, is given back.
+	budget := strings.ToLower(l.Input)
+	if !s.limits.CodeFailures.Allow(budget) {
+		s.audit.Record(EventRateLimited, l, zap.String("limit", "code_failures_per_identity"), zap.String("code_ip", clientIP))
+		return ErrCodesPaused
 	}
+	tries, err := s.countCodeTry(ctx, l)
 	if err != nil {
+		s.limits.CodeFailures.Refund(budget)
+		if errors.Is(err, errTriesDone) {
+			return ErrCodeLocked
+		}
 		return err
 	}
 	mac := s.codeMAC(l.ID, code)
 	ok, err := s.takeCode(ctx, l.ID, code, mac)
 	if err != nil {
+		s.limits.CodeFailures.Refund(budget)
 		s.uncountCodeTry(ctx, l)
 		return err
 	}
@@ -159,6 +174,7 @@ func (s *Service) RedeemCode(ctx context.Context, pending, code, clientIP string
 		}
 		return ErrWrongCode
 	}
+	s.limits.CodeFailures.Refund(budget)
 	now := s.now()
 	err = s.updateLogin(ctx, l.ID, func(cur *Login) error {
 		switch cur.EffectiveState(now) {

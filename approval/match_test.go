@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/mailauth/caddy-mailauth/directory"
 	"github.com/mailauth/caddy-mailauth/store"
@@ -139,22 +140,29 @@ func TestManagerLoginLocksLikeAUserLogin(t *testing.T) {
 }
 
 func TestCodeTriesCostTheSameStoreWorkForKnownAndUnknownUsers(t *testing.T) {
-	var fs *faultyStore
-	h := newHarnessOn(t, nil, func(st store.Store) store.Store { fs = newFaultyStore(st); return fs })
-	known, _ := h.startKnown()
-	unknown := h.start("nobody")
-	for i := range maxCodeTries + 1 {
-		fs.takeCalls()
-		kerr := h.svc.RedeemCode(bg, known.Pending, "000000", testIP)
-		kcalls := fs.takeCalls()
-		uerr := h.svc.RedeemCode(bg, unknown.Pending, "000000", testIP)
-		ucalls := fs.takeCalls()
-		if !errors.Is(kerr, uerr) {
-			t.Fatalf("wrong code %d: alice got %v, nobody %v", i+1, kerr, uerr)
-		}
-		if !slices.Equal(kcalls, ucalls) {
-			t.Fatalf("wrong code %d: the store work differs, so its timing can tell the users apart:\nalice:  %v\nnobody: %v", i+1, kcalls, ucalls)
-		}
+	for _, shared := range []bool{false, true} {
+		t.Run(map[bool]string{false: "limits in memory", true: "limits in the store"}[shared], func(t *testing.T) {
+			var fs *faultyStore
+			h := newHarnessOn(t, nil, func(st store.Store) store.Store { fs = newFaultyStore(st); return fs })
+			if shared {
+				h.svc.limits = NewSharedRateLimiters(DefaultRateLimits(), fs, h.clock.Now, nil)
+			}
+			known, _ := h.startKnown()
+			unknown := h.start("nobody")
+			for i := range maxCodeTries + 1 {
+				fs.takeCalls()
+				kerr := h.svc.RedeemCode(bg, known.Pending, "000000", testIP)
+				kcalls := fs.takeCalls()
+				uerr := h.svc.RedeemCode(bg, unknown.Pending, "000000", testIP)
+				ucalls := fs.takeCalls()
+				if !errors.Is(kerr, uerr) {
+					t.Fatalf("wrong code %d: alice got %v, nobody %v", i+1, kerr, uerr)
+				}
+				if !slices.Equal(kcalls, ucalls) {
+					t.Fatalf("wrong code %d: the store work differs, so its timing can tell the users apart:\nalice:  %v\nnobody: %v", i+1, kcalls, ucalls)
+				}
+			}
+		})
 	}
 }
 
@@ -174,5 +182,70 @@ func TestCodeLockoutBeforeTheMailIsQueuedSurvivesTheDispatch(t *testing.T) {
 	h.svc.Wait()
 	if w, _ := h.svc.Watch(bg, st.Pending); w.State != StateDenied {
 		t.Fatalf("a login locked before its dispatch must stay denied, state %q", w.State)
+	}
+}
+
+// withCodeBudget gives h's service a budget of n wrong codes a day per
+// identity, and no other limit.
+func (h *harness) withCodeBudget(n int) {
+	h.svc.limits = NewRateLimiters(RateLimits{CodeFailuresPerIdentity: Limit{Events: n, Per: 24 * time.Hour}}, h.clock.Now)
+}
+
+func TestWrongCodesAcrossLoginsPauseCodesForTheIdentityButNotItsLink(t *testing.T) {
+	h := newHarness(t)
+	h.withCodeBudget(10)
+	for i := range 2 {
+		st, _ := h.startKnown()
+		if got := h.codeAnswers(st.Pending, maxCodeTries); !errors.Is(got[maxCodeTries-1], ErrCodeLocked) {
+			t.Fatalf("login %d: five wrong codes = %v, want the last to lock", i+1, got)
+		}
+	}
+	st, token := h.startKnown()
+	if err := h.svc.RedeemCode(bg, st.Pending, h.codeOf(), testIP); !errors.Is(err, ErrCodesPaused) {
+		t.Fatalf("after ten wrong codes across logins, the right code = %v, want ErrCodesPaused", err)
+	}
+	if _, err := h.svc.ConfirmLink(bg, token, "", testIP, testUA); err != nil {
+		t.Fatalf("the mailed link must still work while codes are paused: %v", err)
+	}
+	if w, _ := h.svc.Watch(bg, st.Pending); w.State != StateApproved {
+		t.Fatalf("state %q after the link, want approved", w.State)
+	}
+	// The budget refills as its window passes.
+	h.clock.Advance(24 * time.Hour)
+	st, _ = h.startKnown()
+	if err := h.svc.RedeemCode(bg, st.Pending, h.codeOf(), testIP); err != nil {
+		t.Fatalf("a day later the right code = %v, want it to work", err)
+	}
+}
+
+func TestCodeBudgetAnswersTheSameForAnUnknownName(t *testing.T) {
+	h := newHarness(t)
+	h.withCodeBudget(10)
+	answers := func(input string) []error {
+		var out []error
+		for range 3 {
+			out = append(out, h.codeAnswers(h.start(input).Pending, maxCodeTries)...)
+		}
+		return out
+	}
+	known, unknown := answers(aliceInput), answers("nobody")
+	for i := range known {
+		if !errors.Is(known[i], unknown[i]) || !errors.Is(unknown[i], known[i]) {
+			t.Fatalf("wrong code %d: alice got %v, nobody %v", i+1, known[i], unknown[i])
+		}
+	}
+	if !errors.Is(known[len(known)-1], ErrCodesPaused) {
+		t.Fatalf("past the budget codes should be paused, got %v", known[len(known)-1])
+	}
+}
+
+func TestRightCodesDoNotSpendTheBudget(t *testing.T) {
+	h := newHarness(t)
+	h.withCodeBudget(2)
+	for i := range 4 {
+		st, _ := h.startKnown()
+		if err := h.svc.RedeemCode(bg, st.Pending, h.codeOf(), testIP); err != nil {
+			t.Fatalf("sign-in %d by the right code = %v; only wrong codes count", i+1, err)
+		}
 	}
 }

@@ -181,6 +181,27 @@ func (l *Limiter) Allow(key string) bool {
 	return true
 }
 
+// Refund gives back one event that Allow counted for key, for a limit
+// that counts failures: the caller takes an event before it tries, so that
+// concurrent tries cannot all pass, and refunds it when the try succeeds.
+func (l *Limiter) Refund(key string) {
+	if l.tat == nil {
+		return
+	}
+	t := int64(l.now().Sub(l.epoch))
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	tat, ok := l.tat[key]
+	if !ok {
+		return
+	}
+	if tat -= l.interval; tat <= t {
+		delete(l.tat, key) // full again
+		return
+	}
+	l.tat[key] = tat
+}
+
 // Len returns how many keys l tracks now.
 func (l *Limiter) Len() int {
 	if l.tat == nil {
@@ -264,6 +285,17 @@ type RateLimits struct {
 	// lost in normal use, while a flood of requests naming one manager
 	// cannot bury that manager's inbox.
 	MailsPerManager Limit
+	// CodeFailuresPerIdentity limits wrong one-time codes per identity
+	// across all its logins; past it, codes are refused for that identity
+	// (links still work). Default 10/24h: five wrong codes end one login,
+	// so an attacker who starts login after login for a victim gets about
+	// ten guesses at a six-digit code a day rather than five per login,
+	// while a person who mistypes twice a day never meets it. It is keyed
+	// by the normalised, lower-cased identity as typed, for names that
+	// exist and names that do not alike, so it tells nobody which exist;
+	// a person who can sign in with a username and with an address has a
+	// budget for each.
+	CodeFailuresPerIdentity Limit
 }
 
 // DefaultRateLimits returns the default limits; RateLimits explains each.
@@ -273,6 +305,8 @@ func DefaultRateLimits() RateLimits {
 		LoginPerIdentity: Limit{Events: 5, Per: 15 * time.Minute},
 		RedeemPerIP:      Limit{Events: 30, Per: 10 * time.Minute},
 		MailsPerManager:  Limit{Events: 20, Per: time.Hour},
+
+		CodeFailuresPerIdentity: Limit{Events: 10, Per: 24 * time.Hour},
 	}
 }
 
@@ -285,6 +319,13 @@ type RateLimiter interface {
 	Limit() Limit
 }
 
+// RefundableLimiter is a RateLimiter that can give an event back (see
+// Limiter.Refund).
+type RefundableLimiter interface {
+	RateLimiter
+	Refund(key string)
+}
+
 // RateLimiters holds one limiter for each of RateLimits.
 type RateLimiters struct {
 	// LoginIP is keyed by IPKey of the client address.
@@ -295,6 +336,8 @@ type RateLimiters struct {
 	RedeemIP RateLimiter
 	// Manager is keyed by the manager's lower-cased mail address.
 	Manager RateLimiter
+	// CodeFailures is keyed by the login's lower-cased input.
+	CodeFailures RefundableLimiter
 }
 
 // NewRateLimiters returns limiters for r on the clock now (nil means
@@ -305,5 +348,6 @@ func NewRateLimiters(r RateLimits, now func() time.Time) *RateLimiters {
 		LoginIdentity: NewLimiter(r.LoginPerIdentity, now),
 		RedeemIP:      NewLimiter(r.RedeemPerIP, now),
 		Manager:       NewLimiter(r.MailsPerManager, now),
+		CodeFailures:  NewLimiter(r.CodeFailuresPerIdentity, now),
 	}
 }

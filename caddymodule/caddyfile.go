@@ -35,6 +35,7 @@ func init() {
 //			login_per_identity <n>/<window>
 //			redeem_per_ip <n>/<window>
 //			mails_per_manager <n>/<window>
+//			code_failures_per_identity <n>/<window>
 //		}
 //		mail_server <name> {
 //			host <host>

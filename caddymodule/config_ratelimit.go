@@ -24,6 +24,12 @@ type RateLimitConfig struct {
 	// MailsPerManager limits approval mails per manager address.
 	// Default: "20/h".
 	MailsPerManager string `json:"mails_per_manager,omitempty"`
+	// CodeFailuresPerIdentity limits wrong one-time codes per identity
+	// (the name or address as typed, lower-cased) across all its logins;
+	// past it, codes are refused for that identity and the waiting page
+	// says to use the link, which still works. Names that do not exist
+	// are counted the same way. Default: "10/24h".
+	CodeFailuresPerIdentity string `json:"code_failures_per_identity,omitempty"`
 }
 
 // limits returns c as the approval service takes it, with defaults for
@@ -42,6 +48,7 @@ func (c *RateLimitConfig) limits() (approval.RateLimits, error) {
 		{"login_per_identity", c.LoginPerIdentity, &r.LoginPerIdentity},
 		{"redeem_per_ip", c.RedeemPerIP, &r.RedeemPerIP},
 		{"mails_per_manager", c.MailsPerManager, &r.MailsPerManager},
+		{"code_failures_per_identity", c.CodeFailuresPerIdentity, &r.CodeFailuresPerIdentity},
 	} {
 		if f.val == "" {
 			continue

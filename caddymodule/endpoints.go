@@ -84,6 +84,8 @@ func (h *Handler) wait(w http.ResponseWriter, r *http.Request) error {
 		d.Error = "That code is not right. Check the mail and try again."
 	case "locked":
 		d.Error = "Too many wrong codes: this sign-in request is closed."
+	case "paused":
+		d.Error = "Too many wrong codes have been typed for this name lately, so codes are switched off for it for now. Open the link in the mail instead: it still works."
 	}
 	if !h.users {
 		d.Title = "Waiting for approval"
@@ -284,6 +286,9 @@ func (h *Handler) code(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	case errors.Is(err, approval.ErrCodeLocked):
 		http.Redirect(w, r, prefix+"wait?code=locked", http.StatusSeeOther)
+		return nil
+	case errors.Is(err, approval.ErrCodesPaused):
+		http.Redirect(w, r, prefix+"wait?code=paused", http.StatusSeeOther)
 		return nil
 	case errors.Is(err, approval.ErrLoginNotFound):
 		http.Redirect(w, r, prefix+"login", http.StatusSeeOther)

@@ -3,8 +3,11 @@ package test
 import (
 	"net/http"
 	"net/url"
+	"regexp"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 )
 
 // codeForm is the waiting page's code form of one browser: its form token
@@ -59,4 +62,58 @@ func TestUnknownUserLocksLikeAKnownOneThroughCaddy(t *testing.T) {
 			t.Errorf("%s: after five wrong codes the status is %q, want denied", name, st)
 		}
 	}
+}
+
+var mailedCode = regexp.MustCompile(`type this code on the sign-in page that is waiting for you: (\d{6})`)
+
+// TestWrongCodesAcrossLoginsPauseCodesButTheLinkStillWorks: an attacker
+// who starts login after login for a victim runs out of guesses (ten a
+// day by default); the victim's mailed code is then refused too, but the
+// link signs in. A name that does not exist gets the same answers.
+func TestWrongCodesAcrossLoginsPauseCodesButTheLinkStillWorks(t *testing.T) {
+	e := newEnv(t, defaultCaddyfile)
+	answers := map[string][]string{}
+	for _, name := range []string{"alice", "nobody"} {
+		for range 2 {
+			b := newBrowser(t)
+			if r := b.post(e.URL("/.mailauth/login"), url.Values{"identity": {name}, "return": {"/app"}}); r.Status != http.StatusSeeOther {
+				t.Fatalf("login POST for %s: %d", name, r.Status)
+			}
+			form := newCodeForm(t, e, b)
+			for range 5 {
+				answers[name] = append(answers[name], form.post(t, "000000"))
+			}
+		}
+	}
+	for _, name := range []string{"alice", "nobody"} {
+		if got := answers[name]; got[4] != "/.mailauth/wait?code=locked" || got[9] != "/.mailauth/wait?code=locked" {
+			t.Fatalf("%s: two logins of five wrong codes each should both lock: %v", name, got)
+		}
+	}
+
+	e.mail.DeleteAll(t)
+	victim := newBrowser(t)
+	link := startLogin(t, e, victim, "alice", "alice@example.test")
+	m := mailedCode.FindStringSubmatch(e.mail.WaitForMessage(t, "alice@example.test", 15*time.Second).Text)
+	if m == nil {
+		t.Fatal("the mail carries no code")
+	}
+	if got := newCodeForm(t, e, victim).post(t, m[1]); got != "/.mailauth/wait?code=paused" {
+		t.Fatalf("after ten wrong codes for alice across logins, her right code was answered %q; want codes paused", got)
+	}
+	if r := victim.get(e.URL("/.mailauth/wait?code=paused")); !strings.Contains(r.Body, "Open the link in the mail instead") {
+		t.Errorf("the waiting page should say to use the link:\n%s", r.Body)
+	}
+	if body := confirmAndComplete(t, e, victim, link); !strings.Contains(body, `user="alice"`) {
+		t.Fatalf("the link must still sign alice in: %s", body)
+	}
+
+	nobody := newBrowser(t)
+	if r := nobody.post(e.URL("/.mailauth/login"), url.Values{"identity": {"nobody"}, "return": {"/app"}}); r.Status != http.StatusSeeOther {
+		t.Fatalf("login POST for nobody: %d", r.Status)
+	}
+	if got := newCodeForm(t, e, nobody).post(t, "123456"); got != "/.mailauth/wait?code=paused" {
+		t.Fatalf("a name that does not exist must be answered like alice, got %q", got)
+	}
+	e.caddy.waitForAudit(t, "rate_limited", 5*time.Second)
 }
