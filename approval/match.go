@@ -247,14 +247,19 @@ func (s *Service) takeCode(ctx context.Context, id, code, mac string) (bool, err
 }
 
 // lockCodes ends a login whose tries are used up: it is denied, as an
-// approver's deny would.
+// approver's deny would, and the manager gets the failed-login notice if
+// the profile asks for one. The notice goes out in the background, so
+// that the answer takes as long for a user who has a manager (or exists)
+// as for one who has not.
 func (s *Service) lockCodes(ctx context.Context, l *Login) {
 	now := s.now()
+	var locked Login
 	err := s.updateLogin(ctx, l.ID, func(cur *Login) error {
 		if cur.State != StatePending {
 			return ErrAlreadyDecided
 		}
 		cur.State, cur.DecidedAt, cur.Decider = StateDenied, now, codeLockedBy
+		locked = *cur
 		return nil
 	})
 	if err != nil {
@@ -263,7 +268,14 @@ func (s *Service) lockCodes(ctx context.Context, l *Login) {
 		}
 		return
 	}
-	s.audit.Record(EventDenied, l, zap.String("decider", codeLockedBy))
+	s.audit.Record(EventDenied, &locked, zap.String("decider", codeLockedBy))
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.LookupTimeout)
+		defer cancel()
+		s.notifyFailed(ctx, &locked, "stopped after too many wrong codes")
+	}()
 }
 
 // keepCodeLockout runs once dispatch has written l with its user filled

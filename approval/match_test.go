@@ -4,6 +4,7 @@ import (
 	"errors"
 	"regexp"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -247,5 +248,22 @@ func TestRightCodesDoNotSpendTheBudget(t *testing.T) {
 		if err := h.svc.RedeemCode(bg, st.Pending, h.codeOf(), testIP); err != nil {
 			t.Fatalf("sign-in %d by the right code = %v; only wrong codes count", i+1, err)
 		}
+	}
+}
+
+func TestCodeLockoutSendsTheFailedLoginNotice(t *testing.T) {
+	h := newHarness(t)
+	h.site.Default.NotifyFailedLogin = true
+	st := h.start(aliceInput)
+	h.codeAnswers(st.Pending, maxCodeTries)
+	h.svc.Wait()
+	var notices []string
+	for _, m := range h.mail.Messages() {
+		if m.To == "bob@example.com" && m.NotBefore.IsZero() {
+			notices = append(notices, m.Subject)
+		}
+	}
+	if len(notices) != 1 || !strings.HasPrefix(notices[0], "Sign-in stopped after too many wrong codes: Alice Example") {
+		t.Fatalf("alice's manager should get one lockout notice now, got %q", notices)
 	}
 }

@@ -37,7 +37,8 @@ type Profile struct {
 	// Templates render the approval mail.
 	Templates *mailer.Templates
 	// NotifyFailedLogin mails the user's manager a short notice when a
-	// login is denied, expires undecided or is rate limited.
+	// login is denied, expires undecided, is rate limited or is stopped
+	// by wrong codes.
 	NotifyFailedLogin bool
 	// EscalateAfter, under a manager profile, also sends a request the
 	// manager has not decided by then to the manager's manager, or, when

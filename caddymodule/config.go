@@ -147,7 +147,8 @@ type ProfileConfig struct {
 	// order; the first that knows the user wins. Required.
 	Fallback []string `json:"fallback,omitempty"`
 	// NotifyFailedLogin mails the user's manager a short notice when a
-	// login is denied or expires undecided. Repeats for the same user
+	// login is denied, expires undecided, is rate limited or is stopped
+	// by five wrong codes. Repeats for the same user
 	// within 15 minutes are grouped into the next notice. Default: off.
 	NotifyFailedLogin bool `json:"notify_failed_login,omitempty"`
 	// EscalateAfter, on a manager profile, also sends a request that the

@@ -117,3 +117,23 @@ func TestWrongCodesAcrossLoginsPauseCodesButTheLinkStillWorks(t *testing.T) {
 	}
 	e.caddy.waitForAudit(t, "rate_limited", 5*time.Second)
 }
+
+// TestCodeLockoutNotifiesTheManagerAsADenyDoes: on a profile with
+// notify_failed_login, five wrong codes mail the user's manager the
+// failed-login notice.
+func TestCodeLockoutNotifiesTheManagerAsADenyDoes(t *testing.T) {
+	e := newEnv(t, strings.NewReplacer("@EXPIRY@", "15m", "\t\t\ttype manager\n", "\t\t\ttype user\n").Replace(managerCaddyfile))
+	alice := newBrowser(t)
+	startLogin(t, e, alice, "alice", "alice@example.test")
+	form := newCodeForm(t, e, alice)
+	for range 5 {
+		form.post(t, "000000")
+	}
+	if st := status(t, alice, e); st != "denied" {
+		t.Fatalf("after five wrong codes the status is %q, want denied", st)
+	}
+	notice := e.mail.WaitForMessage(t, "bob@example.test", 15*time.Second)
+	if !strings.HasPrefix(notice.Subject, "Sign-in stopped after too many wrong codes: Alice Example") || strings.Contains(notice.Text, "token=") {
+		t.Fatalf("bob should get a short notice without links, got %q:\n%s", notice.Subject, notice.Text)
+	}
+}
