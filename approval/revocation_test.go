@@ -203,3 +203,83 @@ func TestLogoutRevocationOutlivesTheIdleDeadlineOfTheCookieLoggedOutWith(t *test
 		t.Fatalf("a copy refreshed before logout, used after the logged-out cookie's idle deadline = %v, want ErrSessionRevoked", err)
 	}
 }
+
+// serviceOn is another service on h's store, as another instance (or the
+// next config of this one) would run, through a faulty wrapper.
+func (h *harness) serviceOn(t *testing.T, fs *faultyStore, revs *Revocations) *Service {
+	t.Helper()
+	cfg := h.svc.cfg
+	cfg.Store, cfg.Revocations = fs, revs
+	svc, err := NewService(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(svc.Close)
+	return svc
+}
+
+func TestRevocationsUnreadAtStartRefuseEverySessionUntilRead(t *testing.T) {
+	h := newHarness(t)
+	revoked, valid := h.signIn(), h.signIn()
+	var s Session
+	if err := h.svc.VerifySession(revoked.Cookie, &s); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.svc.Logout(bg, &s, testApp, testIP, testUA); err != nil {
+		t.Fatal(err)
+	}
+
+	fs := newFaultyStore(h.store)
+	fs.failNext("Get revocations", 1_000_000)
+	svc := h.serviceOn(t, fs, nil)
+	if svc.RevocationsRead() {
+		t.Fatal("a service that could not read the revocations says it has")
+	}
+	for name, c := range map[string]*Completed{"revoked": revoked, "valid": valid} {
+		if err := svc.VerifySession(c.Cookie, &s); !errors.Is(err, ErrRevocationsUnread) {
+			t.Errorf("the %s session before the revocations are read = %v, want ErrRevocationsUnread (fail closed)", name, err)
+		}
+	}
+
+	fs.failNext("Get revocations", 0)
+	deadline := time.Now().Add(5 * RevocationRetry)
+	for !svc.RevocationsRead() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the revocations were not read within %v of the store answering", 5*RevocationRetry)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := svc.VerifySession(revoked.Cookie, &s); !errors.Is(err, ErrSessionRevoked) {
+		t.Errorf("once read, the logged-out session = %v, want ErrSessionRevoked", err)
+	}
+	if err := svc.VerifySession(valid.Cookie, &s); err != nil {
+		t.Errorf("once read, the valid session = %v, want it accepted", err)
+	}
+}
+
+func TestANewConfigStartsFromTheRevocationsTheProcessRead(t *testing.T) {
+	h := newHarness(t)
+	revs := new(Revocations)
+	old := h.serviceOn(t, newFaultyStore(h.store), revs)
+	revoked, valid := h.signIn(), h.signIn()
+	var s Session
+	if err := old.VerifySession(revoked.Cookie, &s); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.RevokeSession(bg, &s); err != nil {
+		t.Fatal(err)
+	}
+	// The store stops answering; the config is reloaded.
+	fs := newFaultyStore(h.store)
+	fs.failNext("Get revocations", 1_000_000)
+	next := h.serviceOn(t, fs, revs)
+	if !next.RevocationsRead() {
+		t.Fatal("a service handed the revocations the process read must not wait for the store")
+	}
+	if err := next.VerifySession(revoked.Cookie, &s); !errors.Is(err, ErrSessionRevoked) {
+		t.Errorf("the revoked session after the reload = %v, want ErrSessionRevoked", err)
+	}
+	if err := next.VerifySession(valid.Cookie, &s); err != nil {
+		t.Errorf("a valid session after the reload = %v, want it accepted", err)
+	}
+}

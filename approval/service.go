@@ -14,7 +14,6 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -81,6 +80,12 @@ type Config struct {
 	// RateLimits bound login starts, redemptions and approval mails; the
 	// zero value means no limits (tests), DefaultRateLimits sane ones.
 	RateLimits RateLimits
+	// Revocations is where the service keeps the revoked sessions it
+	// refuses. Services given the same Revocations share what any of them
+	// has read: caddymodule passes one per store, so that a config loaded
+	// while the store cannot be read (a reload during an outage) starts
+	// from the list the config before it kept. Nil: a list of its own.
+	Revocations *Revocations
 	// SharedRateLimits keeps the rate-limit counts in Store, so that every
 	// instance sharing it counts against the same limits. Each limited
 	// event then costs store round trips; an embedded store, which one
@@ -99,7 +104,7 @@ type Service struct {
 	cfg     Config
 	notice  *mailer.Templates
 	limits  *RateLimiters
-	revoked atomic.Pointer[revocationSet]
+	revoked *Revocations
 	// background runs the revocation refresh, apart from wg, which
 	// counts dispatches that Wait waits for.
 	background sync.WaitGroup
@@ -132,7 +137,7 @@ func NewService(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, notice: notice, audit: cfg.Audit, now: cfg.Now, rand: cfg.Rand}
+	s := &Service{cfg: cfg, notice: notice, audit: cfg.Audit, now: cfg.Now, rand: cfg.Rand, revoked: cfg.Revocations}
 	if s.audit == nil {
 		s.audit = NewAuditor(nil)
 	}
@@ -153,13 +158,7 @@ func NewService(cfg Config) (*Service, error) {
 		s.cfg.LookupTimeout = 10 * time.Second
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	// Revocations start empty if the store cannot be read now; the refresh
-	// loop fills them in.
-	if err := s.loadRevocations(s.ctx); err != nil {
-		s.cfg.Logger.Warn("reading session revocations", zap.Error(err))
-	}
-	s.background.Add(1)
-	go s.refreshRevocations()
+	s.startRevocations()
 	return s, nil
 }
 
@@ -783,10 +782,7 @@ func (s *Service) VerifySession(value string, sess *Session) error {
 	if err := s.cfg.Codec.Decode(value, s.now(), sess); err != nil {
 		return err
 	}
-	if s.revoked.Load().revoked(sess) {
-		return ErrSessionRevoked
-	}
-	return nil
+	return s.revoked.check(sess)
 }
 
 // RefreshSession slides a session's idle deadline: once less than half of

@@ -109,6 +109,10 @@ type App struct {
 	storedKey []byte
 	stop      context.CancelFunc
 	stopped   chan struct{}
+
+	// revocations are the store's, shared with the other configs of this
+	// process (pooledStore).
+	revocations *approval.Revocations
 }
 
 // CaddyModule returns the Caddy module information.
@@ -124,7 +128,15 @@ func (App) CaddyModule() caddy.ModuleInfo {
 // open of the same directory.
 var stores = caddy.NewUsagePool()
 
-type pooledStore struct{ store.Store }
+// pooledStore is an open store and the session revocations read from it,
+// which every config of this process that uses the store shares: a config
+// loaded while the store cannot be read starts from the list the config
+// before it kept, rather than refusing every session until the store
+// answers (see approval.Config.Revocations).
+type pooledStore struct {
+	store.Store
+	revocations *approval.Revocations
+}
 
 func (p pooledStore) Destruct() error { return p.Close() }
 
@@ -204,6 +216,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		RateLimits: a.limits,
 		// Instances sharing a Redis share its limits, too.
 		SharedRateLimits: a.Store != nil && a.Store.Backend == "redis",
+		Revocations:      a.revocations,
 		SessionLifetime:  lifetime,
 		IdleTimeout:      idle,
 		CookieDomain:     a.CookieDomain,
@@ -520,13 +533,13 @@ func (a *App) openBadger(sc *StoreConfig) error {
 		if err != nil {
 			return nil, err
 		}
-		return pooledStore{s}, nil
+		return pooledStore{Store: s, revocations: new(approval.Revocations)}, nil
 	})
 	if err != nil {
 		return fmt.Errorf("mailauth: store: opening %s: %w", dir, err)
 	}
 	a.storeID = id
-	a.store = val.(pooledStore).Store
+	a.store, a.revocations = val.(pooledStore).Store, val.(pooledStore).revocations
 	return nil
 }
 
@@ -560,13 +573,13 @@ func (a *App) openRedis(sc *StoreConfig) error {
 		if err != nil {
 			return nil, err
 		}
-		return pooledStore{s}, nil
+		return pooledStore{Store: s, revocations: new(approval.Revocations)}, nil
 	})
 	if err != nil {
 		return fmt.Errorf("mailauth: store redis: %w", err)
 	}
 	a.storeID = id
-	a.store = val.(pooledStore).Store
+	a.store, a.revocations = val.(pooledStore).Store, val.(pooledStore).revocations
 	return nil
 }
 

@@ -13,9 +13,24 @@ import (
 	"github.com/mailauth/caddy-mailauth/approval"
 )
 
+// signInClosed answers 503 while the service has not read the session
+// revocations (approval.Service.RevocationsRead): it refuses every session
+// until then, so it must not send anyone through a sign-in whose session
+// it would refuse, nor claim a logout it could not record. It reports
+// whether it answered.
+func (h *Handler) signInClosed(w http.ResponseWriter) (bool, error) {
+	if h.app.service.RevocationsRead() {
+		return false, nil
+	}
+	return true, h.unavailable(w, "Sign-in is unavailable", "Sign-in is unavailable right now. Please try again in a minute.")
+}
+
 // loginForm shows the sign-in form, or sends a browser that is already
 // signed in straight on.
 func (h *Handler) loginForm(w http.ResponseWriter, r *http.Request) error {
+	if closed, err := h.signInClosed(w); closed {
+		return err
+	}
 	ret := approval.SafeReturnTarget(r.URL.Query().Get("return"), h.app.CookieDomain)
 	if v, ok := cookieValue(r.Header, h.sessionCookie); ok {
 		var s approval.Session
@@ -30,6 +45,9 @@ func (h *Handler) loginForm(w http.ResponseWriter, r *http.Request) error {
 // loginStart starts a login and sends the browser to the waiting page. The
 // answer is the same whether or not the user exists.
 func (h *Handler) loginStart(w http.ResponseWriter, r *http.Request) error {
+	if closed, err := h.signInClosed(w); closed {
+		return err
+	}
 	if err := r.ParseForm(); err != nil {
 		return caddyhttp.Error(http.StatusBadRequest, err)
 	}
@@ -212,6 +230,9 @@ func (h *Handler) linkError(w http.ResponseWriter, err error) error {
 
 // complete hands the session to the browser that started the login.
 func (h *Handler) complete(w http.ResponseWriter, r *http.Request) error {
+	if closed, err := h.signInClosed(w); closed {
+		return err
+	}
 	p, ok := cookieValue(r.Header, pendingCookie)
 	if !ok {
 		http.Redirect(w, r, prefix+"login", http.StatusSeeOther)
@@ -244,6 +265,9 @@ func (h *Handler) complete(w http.ResponseWriter, r *http.Request) error {
 
 // logout ends the session in this browser.
 func (h *Handler) logout(w http.ResponseWriter, r *http.Request) error {
+	if closed, err := h.signInClosed(w); closed {
+		return err
+	}
 	if v, ok := cookieValue(r.Header, h.sessionCookie); ok {
 		if err := r.ParseForm(); err != nil || !h.app.csrfOK(r, v) {
 			return caddyhttp.Error(http.StatusForbidden, errors.New("mailauth: form token missing or wrong"))
@@ -268,6 +292,9 @@ func clearCookie(w http.ResponseWriter, name, path, domain string) {
 // code redeems the one-time code typed into the waiting page; on success
 // the browser gets its session at once.
 func (h *Handler) code(w http.ResponseWriter, r *http.Request) error {
+	if closed, err := h.signInClosed(w); closed {
+		return err
+	}
 	if err := r.ParseForm(); err != nil {
 		return caddyhttp.Error(http.StatusBadRequest, err)
 	}
