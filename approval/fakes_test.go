@@ -218,11 +218,20 @@ var linkPattern = regexp.MustCompile(`(https?://[^\s/]+)(/\S*)\?token=([A-Za-z0-
 // and the token from the one mail that was queued.
 func (h *harness) startKnown() (*Started, string) {
 	h.t.Helper()
+	return h.startKnownAs(aliceInput, aliceEmail)
+}
+
+// startKnownAs is startKnown for another user of the directory.
+func (h *harness) startKnownAs(input, email string) (*Started, string) {
+	h.t.Helper()
 	before := len(h.mail.Messages())
-	st := h.start(aliceInput)
+	st := h.start(input)
 	msgs := h.mail.Messages()
 	if len(msgs) != before+1 {
 		h.t.Fatalf("starting a login for a known user queued %d mails, want 1", len(msgs)-before)
+	}
+	if to := msgs[len(msgs)-1].To; to != email {
+		h.t.Fatalf("the approval mail went to %q, want %q", to, email)
 	}
 	m := linkPattern.FindStringSubmatch(msgs[len(msgs)-1].Text)
 	if m == nil {

@@ -48,7 +48,7 @@ func TestUserLinkAsksForTheWaitingBrowsersNumber(t *testing.T) {
 	if _, err := h.svc.ConfirmLink(bg, token, code, testIP, testUA); !errors.Is(err, ErrLinkInvalid) {
 		t.Fatalf("after a wrong pick the token is spent; the right pick = %v, want ErrLinkInvalid", err)
 	}
-	if w, _ := h.svc.Watch(bg, st.Pending); w.State != StatePending {
+	if w, _ := h.svc.Watch(bg, h.site, st.Pending); w.State != StatePending {
 		t.Fatalf("a wrong pick must approve nothing; state %q", w.State)
 	}
 }
@@ -81,7 +81,7 @@ func TestOneTimeCodeApprovesOnceAndFiveWrongTriesKillTheLogin(t *testing.T) {
 	if err := h.svc.RedeemCode(bg, st2.Pending, "999999", testIP); !errors.Is(err, ErrCodeLocked) {
 		t.Fatalf("the fifth wrong try = %v, want ErrCodeLocked", err)
 	}
-	if w, _ := h.svc.Watch(bg, st2.Pending); w.State != StateDenied {
+	if w, _ := h.svc.Watch(bg, h.site, st2.Pending); w.State != StateDenied {
 		t.Fatalf("after five wrong codes the login must be dead, state %q", w.State)
 	}
 }
@@ -120,7 +120,7 @@ func TestUnknownUserLocksLikeAKnownOne(t *testing.T) {
 				t.Errorf("%s: wrong code %d = %v, want %v (answers %v)", name, i+1, got[i], want[i], got)
 			}
 		}
-		if w, err := h.svc.Watch(bg, pending); err != nil || w.State != StateDenied {
+		if w, err := h.svc.Watch(bg, h.site, pending); err != nil || w.State != StateDenied {
 			t.Errorf("%s: after five wrong codes the login must be denied, state %v, %v", name, w, err)
 		}
 	}
@@ -135,7 +135,7 @@ func TestManagerLoginLocksLikeAUserLogin(t *testing.T) {
 	if !errors.Is(got[4], ErrCodeLocked) {
 		t.Fatalf("the fifth wrong code on a manager login = %v, want ErrCodeLocked (answers %v)", got[4], got)
 	}
-	if w, _ := h.svc.Watch(bg, st.Pending); w.State != StateDenied {
+	if w, _ := h.svc.Watch(bg, h.site, st.Pending); w.State != StateDenied {
 		t.Fatalf("a locked manager login must be denied, state %q", w.State)
 	}
 }
@@ -181,7 +181,7 @@ func TestCodeLockoutBeforeTheMailIsQueuedSurvivesTheDispatch(t *testing.T) {
 	}
 	close(dir.release)
 	h.svc.Wait()
-	if w, _ := h.svc.Watch(bg, st.Pending); w.State != StateDenied {
+	if w, _ := h.svc.Watch(bg, h.site, st.Pending); w.State != StateDenied {
 		t.Fatalf("a login locked before its dispatch must stay denied, state %q", w.State)
 	}
 }
@@ -208,7 +208,7 @@ func TestWrongCodesAcrossLoginsPauseCodesForTheIdentityButNotItsLink(t *testing.
 	if _, err := h.svc.ConfirmLink(bg, token, "", testIP, testUA); err != nil {
 		t.Fatalf("the mailed link must still work while codes are paused: %v", err)
 	}
-	if w, _ := h.svc.Watch(bg, st.Pending); w.State != StateApproved {
+	if w, _ := h.svc.Watch(bg, h.site, st.Pending); w.State != StateApproved {
 		t.Fatalf("state %q after the link, want approved", w.State)
 	}
 	// The budget refills as its window passes.

@@ -24,7 +24,7 @@ func TestLinkCanBeTriedAgainAfterTheStoreFailedToReadItsLogin(t *testing.T) {
 	if _, err := h.svc.ConfirmLink(bg, token, "", testIP, testUA); err != nil {
 		t.Fatalf("trying again after the store failure = %v; the link must still work", err)
 	}
-	if w, _ := h.svc.Watch(bg, st.Pending); w.State != StateApproved {
+	if w, _ := h.svc.Watch(bg, h.site, st.Pending); w.State != StateApproved {
 		t.Fatalf("state %q after the second try, want approved", w.State)
 	}
 }
@@ -36,13 +36,13 @@ func TestLinkCanBeTriedAgainAfterTheStoreFailedToRecordTheDecision(t *testing.T)
 	if _, err := h.svc.ConfirmLink(bg, token, "", testIP, testUA); err == nil || errors.Is(err, ErrLinkInvalid) {
 		t.Fatalf("a store failure while approving = %v; want the store's error", err)
 	}
-	if w, _ := h.svc.Watch(bg, st.Pending); w.State != StatePending {
+	if w, _ := h.svc.Watch(bg, h.site, st.Pending); w.State != StatePending {
 		t.Fatalf("the failed approval changed the login to %q", w.State)
 	}
 	if _, err := h.svc.ConfirmLink(bg, token, "", testIP, testUA); err != nil {
 		t.Fatalf("trying again after the store failure = %v; the link must still work", err)
 	}
-	if w, _ := h.svc.Watch(bg, st.Pending); w.State != StateApproved {
+	if w, _ := h.svc.Watch(bg, h.site, st.Pending); w.State != StateApproved {
 		t.Fatalf("state %q after the second try, want approved", w.State)
 	}
 }
@@ -80,7 +80,7 @@ func TestCodeCanBeTriedAgainAfterTheStoreFailedToRecordTheApproval(t *testing.T)
 	if err := h.svc.RedeemCode(bg, st.Pending, code, testIP); err != nil {
 		t.Fatalf("trying the right code again after the store failure = %v; it must still work", err)
 	}
-	if w, _ := h.svc.Watch(bg, st.Pending); w.State != StateApproved {
+	if w, _ := h.svc.Watch(bg, h.site, st.Pending); w.State != StateApproved {
 		t.Fatalf("state %q after the second try, want approved", w.State)
 	}
 }

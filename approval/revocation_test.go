@@ -133,7 +133,7 @@ func TestLinkWorksOneSecondBeforeExpiryAndNotOneAfter(t *testing.T) {
 	if _, err := h.svc.ConfirmLink(bg, token, "", testIP, testUA); err != nil {
 		t.Fatalf("at TTL-1s the link must work: %v", err)
 	}
-	if w, _ := h.svc.Watch(bg, st.Pending); w.State != StateApproved {
+	if w, _ := h.svc.Watch(bg, h.site, st.Pending); w.State != StateApproved {
 		t.Fatalf("state %q", w.State)
 	}
 	st2, token2 := h.startKnown()
@@ -141,7 +141,7 @@ func TestLinkWorksOneSecondBeforeExpiryAndNotOneAfter(t *testing.T) {
 	if _, err := h.svc.ConfirmLink(bg, token2, "", testIP, testUA); !errors.Is(err, ErrLoginExpired) {
 		t.Fatalf("at TTL+1s the link must fail as expired, got %v", err)
 	}
-	if w, _ := h.svc.Watch(bg, st2.Pending); w.State != StateExpired {
+	if w, _ := h.svc.Watch(bg, h.site, st2.Pending); w.State != StateExpired {
 		t.Fatalf("at TTL+1s the waiting page must say expired, got %q", w.State)
 	}
 }

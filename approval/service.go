@@ -195,7 +195,9 @@ type Started struct {
 	Pending string
 	// Reference is the support reference.
 	Reference string
-	// ExpiresAt is when the link will stop working.
+	// ExpiresAt is when the waiting page says the login expires
+	// (Site.WaitLifetime after the start), which may be later than the
+	// link; it is the same for every login of the site.
 	ExpiresAt time.Time
 }
 
@@ -253,7 +255,7 @@ func (s *Service) Start(ctx context.Context, req StartRequest) (*Started, error)
 		return nil, err
 	}
 	s.audit.Record(EventLoginStarted, l)
-	started := &Started{Pending: id + "." + secret, Reference: ref, ExpiresAt: l.ExpiresAt}
+	started := &Started{Pending: id + "." + secret, Reference: ref, ExpiresAt: req.Site.waitExpiry(l)}
 	if !s.limits.LoginIP.Allow(ipKey(req.ClientIP)) {
 		// The browser gets the same answer as any other; only the audit
 		// log knows that no mail will come.
@@ -482,36 +484,43 @@ func (s *Service) renderApprovalMail(l *Login, p *Profile, recipient string, tok
 }
 
 // LoginView is what the waiting page may show about a login.
+// It depends on the site and on nothing the directory said about the
+// user (see waitview.go).
 type LoginView struct {
 	// MatchCode is the number to show for number matching.
 	MatchCode string
 	Reference string
+	// State is the login's state with the site's expiry applied.
 	State     State
 	App       string
 	ReturnURL string
 	CreatedAt time.Time
+	// ExpiresAt is the site's expiry for the login (Site.WaitLifetime
+	// after CreatedAt), not necessarily its link's.
 	ExpiresAt time.Time
 }
 
 // Watch returns the state of the login that the pending cookie names, as
-// long as the cookie proves that its holder started it.
-func (s *Service) Watch(ctx context.Context, pending string) (*LoginView, error) {
+// long as the cookie proves that its holder started it, as the waiting
+// page of site may show it.
+func (s *Service) Watch(ctx context.Context, site *Site, pending string) (*LoginView, error) {
 	l, err := s.pendingLogin(ctx, pending)
 	if err != nil {
 		return nil, err
 	}
-	return s.view(l), nil
+	return s.view(l, site), nil
 }
 
-func (s *Service) view(l *Login) *LoginView {
+func (s *Service) view(l *Login, site *Site) *LoginView {
+	expires := site.waitExpiry(l)
 	return &LoginView{
 		MatchCode: l.MatchCode,
 		Reference: l.Reference,
-		State:     l.EffectiveState(s.now()),
+		State:     waitState(l, s.now(), expires),
 		App:       l.App,
 		ReturnURL: l.ReturnURL,
 		CreatedAt: l.CreatedAt,
-		ExpiresAt: l.ExpiresAt,
+		ExpiresAt: expires,
 	}
 }
 

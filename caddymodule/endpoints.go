@@ -97,6 +97,7 @@ func (h *Handler) wait(w http.ResponseWriter, r *http.Request) error {
 	}
 	pending, _ := cookieValue(r.Header, pendingCookie)
 	d := pageData{Title: "Check your email", App: v.App, Return: v.ReturnURL, Login: v, Now: time.Now(), Users: h.users, Managers: h.managers, Matching: h.matching, CSRF: h.app.csrfToken(pending)}
+	d.LinkMayExpireSooner = h.site.LinkLifetimesDiffer()
 	switch r.URL.Query().Get("code") {
 	case "wrong":
 		d.Error = "That code is not right. Check the mail and try again."
@@ -162,7 +163,7 @@ func (h *Handler) watchChange(r *http.Request, known approval.State) (*approval.
 	defer cancel()
 	stop := context.AfterFunc(h.stopping, cancel)
 	defer stop()
-	return h.app.service.WatchChange(ctx, p, known)
+	return h.app.service.WatchChange(ctx, h.site, p, known)
 }
 
 func (h *Handler) watch(r *http.Request) (*approval.LoginView, error) {
@@ -170,7 +171,7 @@ func (h *Handler) watch(r *http.Request) (*approval.LoginView, error) {
 	if !ok {
 		return nil, approval.ErrLoginNotFound
 	}
-	return h.app.service.Watch(r.Context(), p)
+	return h.app.service.Watch(r.Context(), h.site, p)
 }
 
 // verifyOpen is the link landing page. It shows what the link approves and
