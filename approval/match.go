@@ -78,6 +78,12 @@ func matches(picked, code string) bool {
 // typed into the waiting page, for mail clients that break or pre-open
 // links and for people reading mail elsewhere. Only its HMAC is stored.
 //
+// A code is typed on the waiting page, the screen that asked, so number
+// matching, which binds a link opened elsewhere to that screen, adds
+// nothing to it: a phisher who started the login sees the number there and
+// only needs the user to read out the code. Against that the mail warns,
+// and code_fallback off (Profile.NoCodeFallback) mails no code at all.
+//
 // Wrong tries are counted on a record of their own, which every login gets
 // on its first try whether its user exists or not, has a code or not (a
 // manager profile, an unknown name): each login locks after maxCodeTries

@@ -267,3 +267,38 @@ func TestCodeLockoutSendsTheFailedLoginNotice(t *testing.T) {
 		t.Fatalf("alice's manager should get one lockout notice now, got %q", notices)
 	}
 }
+
+func TestCodeFallbackOffMailsNoCodeAndNoCodeWorks(t *testing.T) {
+	h := newHarness(t)
+	h.site.Default.NoCodeFallback = true
+	if h.site.CodeFallback() {
+		t.Error("a site whose only profile has code_fallback off should offer no code box")
+	}
+	st, _ := h.startKnown()
+	msgs := h.mail.Messages()
+	if m := mailCode.FindString(msgs[len(msgs)-1].Text); m != "" {
+		t.Fatalf("with code_fallback off the mail carries a code %q:\n%s", m, msgs[len(msgs)-1].Text)
+	}
+	if err := h.svc.RedeemCode(bg, st.Pending, "123456", testIP); !errors.Is(err, ErrWrongCode) {
+		t.Fatalf("a code on a login that mailed none = %v, want ErrWrongCode", err)
+	}
+}
+
+func TestSiteOffersTheCodeBoxWhenAnyProfileMailsACode(t *testing.T) {
+	h := newHarness(t)
+	h.site.Default.NoCodeFallback = true
+	coded := *h.site.Default
+	coded.Name, coded.NoCodeFallback = "coded", false
+	pol, err := NewPolicy("some", &coded, "", "username", []string{"carol"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !NewSite(h.site.Default, []*Policy{pol}).CodeFallback() {
+		t.Error("a site where one profile mails a code must offer the box to everybody")
+	}
+	manager := *h.site.Default
+	manager.Type, manager.NoCodeFallback = TypeManager, false
+	if NewSite(&manager, nil).CodeFallback() {
+		t.Error("a manager profile mails no code, so its site offers no box")
+	}
+}

@@ -49,6 +49,16 @@ type Profile struct {
 	// NoNumberMatching turns number matching off for a user profile. A
 	// manager profile always matches numbers.
 	NoNumberMatching bool
+	// NoCodeFallback leaves the one-time code out of a user profile's
+	// mail, so there is nothing a phisher could ask the user to read out.
+	// A manager profile never mails a code.
+	NoCodeFallback bool
+}
+
+// codeFallback says whether this profile's mail carries a one-time code
+// that can be typed into the waiting page instead of opening the link.
+func (p *Profile) codeFallback() bool {
+	return p.Type != TypeManager && !p.NoCodeFallback
 }
 
 // numberMatching says whether links of this profile ask for the waiting

@@ -402,7 +402,7 @@ func (s *Service) ask(ctx context.Context, l *Login, p *Profile, recipient strin
 		tokens[a] = token
 	}
 	code := ""
-	if p.Type != TypeManager {
+	if p.codeFallback() {
 		var entry store.Entry
 		var err error
 		if code, entry, err = s.newCode(l, ttl); err != nil {

@@ -491,6 +491,10 @@ func (a *App) buildProfiles(servers map[string]mailer.ServerConfig, dirs map[str
 			return nil, field("number_matching", "a manager profile always matches numbers")
 		}
 		p.NoNumberMatching = c.DisableNumberMatching
+		if c.DisableCodeFallback && p.Type == approval.TypeManager {
+			return nil, field("code_fallback", "a manager profile never mails a code; code_fallback is for type user")
+		}
+		p.NoCodeFallback = c.DisableCodeFallback
 		for _, a := range p.Approvers {
 			if !validAddress(a) {
 				return nil, field("approvers", "%q is not a mail address", a)

@@ -88,6 +88,7 @@ func init() {
 //			escalate_after <duration>
 //			approvers <address...>
 //			number_matching on|off
+//			code_fallback on|off
 //		}
 //		policy <name> {
 //			profile <profile>
@@ -284,6 +285,11 @@ func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 						return nil, d.Errf("profile %q: number_matching: want on or off", name)
 					}
 					p.DisableNumberMatching = d.Val() == "off"
+				case "code_fallback":
+					if !d.NextArg() || d.CountRemainingArgs() > 0 || (d.Val() != "on" && d.Val() != "off") {
+						return nil, d.Errf("profile %q: code_fallback: want on or off", name)
+					}
+					p.DisableCodeFallback = d.Val() == "off"
 				case "escalate_after":
 					dur, err := durationArg(d, "profile "+strconv.Quote(name)+": escalate_after")
 					if err != nil {

@@ -147,6 +147,7 @@ func TestCaddyfileErrorsNameFieldAndLine(t *testing.T) {
 		{"policy without attribute", validOpts + "\n\t\tpolicy execs {\n\t\t\tprofile daily\n\t\t\tvalues x\n\t\t}", "Caddyfile:22 - Error during parsing: policy \"execs\": attribute: required"},
 		{"approvers not addresses", validOpts + "\n\t\tprofile q {\n\t\t\tapprovers ops\n\t\t}", "Caddyfile:20 - Error during parsing: profile \"q\": approvers: \"ops\" is not a mail address"},
 		{"field set twice", "\t\tprofile p {\n\t\t\tserver https://a.test\n\t\t\tserver https://b.test\n\t\t}", "Caddyfile:5 - Error during parsing: profile \"p\": server: set twice"},
+		{"code_fallback value", "\t\tprofile p {\n\t\t\tcode_fallback no\n\t\t}", "Caddyfile:4 - Error during parsing: profile \"p\": code_fallback: want on or off"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := adapt(t, globalBlock(tc.opts))
@@ -194,6 +195,7 @@ func TestLoadErrorsNameTheField(t *testing.T) {
 		{"escalation on a user profile", globalBlock(strings.Replace(validOpts, "fallback staff\n", "fallback staff\n\t\t\tescalate_after 5m\n", 1)), `profile "daily": escalate_after: escalation needs type manager`},
 		{"escalation after the link expired", globalBlock(strings.Replace(validOpts, "fallback staff\n", "fallback staff\n\t\t\ttype manager\n\t\t\tescalate_after 20m\n", 1)), `profile "daily": escalate_after: 20m0s must be positive and shorter than link_expiration (15m0s)`},
 		{"unknown policy on a site", strings.Replace(globalBlock(validOpts), "default_profile daily", "default_profile daily\n\t\tpolicies nope", 1), `policies: no policy named "nope"`},
+		{"code_fallback on a manager profile", globalBlock(strings.Replace(validOpts, "fallback staff\n", "fallback staff\n\t\t\ttype manager\n\t\t\tcode_fallback off\n", 1)), `profile "daily": code_fallback: a manager profile never mails a code`},
 		{"missing message_file", globalBlock(strings.Replace(validOpts, "fallback staff", "fallback staff\n\t\t\tmessage_file /nonexistent/mail.txt", 1)), `profile "daily": message_file`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -225,3 +227,17 @@ func wantParseError(t *testing.T, err error, want string) {
 // lineRE splits "Caddyfile:N - Error during parsing: message" in the
 // table into the line and the message.
 var lineRE = regexp.MustCompile(`^Caddyfile:(\d+) - Error during parsing: (.*)$`)
+
+func TestCaddyfileCodeFallbackOff(t *testing.T) {
+	out, err := adapt(t, globalBlock(strings.Replace(validOpts, "fallback staff\n", "fallback staff\n\t\t\tcode_fallback off\n", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), `"disable_code_fallback":true`) {
+		t.Fatalf("code_fallback off is not in the adapted JSON:\n%s", out)
+	}
+	out, err = adapt(t, globalBlock(strings.Replace(validOpts, "fallback staff\n", "fallback staff\n\t\t\tcode_fallback on\n", 1)))
+	if err != nil || strings.Contains(string(out), "code_fallback") {
+		t.Fatalf("code_fallback on is the default and adapts to nothing: %v\n%s", err, out)
+	}
+}

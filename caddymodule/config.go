@@ -164,6 +164,13 @@ type ProfileConfig struct {
 	// the waiting browser shows. Manager profiles always match numbers.
 	// Default: false (number matching on).
 	DisableNumberMatching bool `json:"disable_number_matching,omitempty"`
+	// DisableCodeFallback leaves the six-digit code out of a user
+	// profile's mail (the link alone signs in), and the code box off the
+	// waiting page of sites where no profile mails one. A code can be read
+	// out to a phisher who started the login with the user's address;
+	// turn it off where users can always open the link. Manager profiles
+	// never mail a code. Default: false (user profiles mail a code).
+	DisableCodeFallback bool `json:"disable_code_fallback,omitempty"`
 }
 
 // PolicyConfig chooses a profile for the users whose attribute matches.

@@ -97,7 +97,7 @@ func (h *Handler) wait(w http.ResponseWriter, r *http.Request) error {
 	}
 	pending, _ := cookieValue(r.Header, pendingCookie)
 	d := pageData{Title: "Check your email", App: v.App, Return: v.ReturnURL, Login: v, Now: time.Now(), Users: h.users, Managers: h.managers, Matching: h.matching, CSRF: h.app.csrfToken(pending)}
-	d.LinkMayExpireSooner = h.site.LinkLifetimesDiffer()
+	d.LinkMayExpireSooner, d.Codes = h.site.LinkLifetimesDiffer(), h.site.CodeFallback()
 	switch r.URL.Query().Get("code") {
 	case "wrong":
 		d.Error = "That code is not right. Check the mail and try again."

@@ -63,6 +63,9 @@ type pageData struct {
 	Users, Managers bool
 	// Matching says whether the waiting page shows the number to match.
 	Matching bool
+	// Codes says whether the waiting page offers the box for the mailed
+	// code (approval.Site.CodeFallback).
+	Codes bool
 	// LinkMayExpireSooner says that the site's profiles differ in link
 	// lifetime, so the waiting page's expiry, the same for every login of
 	// the site, is the longest of them, not every link's.

@@ -137,3 +137,35 @@ func TestCodeLockoutNotifiesTheManagerAsADenyDoes(t *testing.T) {
 		t.Fatalf("bob should get a short notice without links, got %q:\n%s", notice.Subject, notice.Text)
 	}
 }
+
+// TestMailedCodeWarnsAndCodeFallbackOffLeavesItOut: a user's mail says
+// plainly never to tell the code; with code_fallback off there is no code
+// to tell, and no box for one on the waiting page.
+func TestMailedCodeWarnsAndCodeFallbackOffLeavesItOut(t *testing.T) {
+	for _, tc := range []struct {
+		name, caddyfile string
+		code            bool
+	}{
+		{"default", defaultCaddyfile, true},
+		{"code_fallback off", strings.Replace(defaultCaddyfile, "\t\t\tfallback staff\n", "\t\t\tfallback staff\n\t\t\tcode_fallback off\n", 1), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, tc.caddyfile)
+			b := newBrowser(t)
+			link := startLogin(t, e, b, "alice", "alice@example.test")
+			msg := e.mail.WaitForMessage(t, "alice@example.test", 15*time.Second)
+			hasCode := mailedCode.MatchString(msg.Text)
+			warns := strings.Contains(msg.Text, "Never tell this code to anyone; we will never ask for it.") && strings.Contains(msg.HTML, "Never tell this code to anyone; we will never ask for it.")
+			if hasCode != tc.code || warns != tc.code {
+				t.Fatalf("the mail carries a code: %v, warns never to tell it: %v; want both %v:\n%s", hasCode, warns, tc.code, msg.Text)
+			}
+			box := strings.Contains(b.get(e.URL("/.mailauth/wait")).Body, `name="code"`)
+			if box != tc.code {
+				t.Fatalf("the waiting page offers a code box: %v, want %v", box, tc.code)
+			}
+			if body := confirmAndComplete(t, e, b, link); !strings.Contains(body, `user="alice"`) {
+				t.Fatalf("the link signs in either way: %s", body)
+			}
+		})
+	}
+}
