@@ -161,6 +161,10 @@ func (s *Service) RedeemCode(ctx context.Context, pending, code, clientIP string
 	if err != nil {
 		s.limits.CodeFailures.Refund(budget)
 		if errors.Is(err, errTriesDone) {
+			if l.State == StatePending {
+				// Locked, but the lockout's write failed: apply it again.
+				s.lockCodes(ctx, l)
+			}
 			return ErrCodeLocked
 		}
 		return err

@@ -302,3 +302,22 @@ func TestSiteOffersTheCodeBoxWhenAnyProfileMailsACode(t *testing.T) {
 		t.Error("a manager profile mails no code, so its site offers no box")
 	}
 }
+
+func TestALockoutWhoseWriteFailedIsAppliedOnTheNextTry(t *testing.T) {
+	h, fs := newFaultyHarness(t)
+	st, _ := h.startKnown()
+	h.codeAnswers(st.Pending, maxCodeTries-1)
+	fs.failNext("Update login/", 1)
+	if err := h.svc.RedeemCode(bg, st.Pending, "000000", testIP); !errors.Is(err, ErrCodeLocked) {
+		t.Fatalf("the fifth wrong code = %v, want ErrCodeLocked", err)
+	}
+	if w, _ := h.svc.Watch(bg, h.site, st.Pending); w.State != StatePending {
+		t.Fatalf("the failed lockout write should have left the login pending, state %q", w.State)
+	}
+	if err := h.svc.RedeemCode(bg, st.Pending, "000000", testIP); !errors.Is(err, ErrCodeLocked) {
+		t.Fatalf("the sixth code = %v, want ErrCodeLocked", err)
+	}
+	if w, _ := h.svc.Watch(bg, h.site, st.Pending); w.State != StateDenied {
+		t.Fatalf("the next try on a locked login must deny it, state %q", w.State)
+	}
+}

@@ -786,7 +786,8 @@ func (s *Service) Complete(ctx context.Context, pending, clientIP string) (*Comp
 }
 
 // VerifySession checks a session cookie value. It does no store I/O.
-// A revoked session is refused from memory.
+// A revoked session is refused from memory, and every session while the
+// revocations have not been read (ErrRevocationsUnread).
 func (s *Service) VerifySession(value string, sess *Session) error {
 	if err := s.cfg.Codec.Decode(value, s.now(), sess); err != nil {
 		return err
