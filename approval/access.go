@@ -69,11 +69,10 @@ func (s *Service) Authenticate(site *Site, cookie string, a *Authenticated) erro
 	}
 	a.Session = v.session
 	a.ID, a.Email, a.Directory = v.id, v.email, v.directory
-	revoked := s.revoked.Load()
-	if revoked.revoked(&a.Session) {
-		return ErrSessionRevoked
+	if err := s.revoked.check(&a.Session); err != nil {
+		return err
 	}
-	a.Access, a.approval = s.authorize(site, &a.Session, now.Unix(), revoked)
+	a.Access, a.approval = s.authorize(site, &a.Session, now.Unix(), s.revoked.load())
 	return nil
 }
 

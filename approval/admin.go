@@ -70,7 +70,7 @@ func (s *Service) recordSession(ctx context.Context, l *Login, sess *Session, cl
 // oldest first. Revoked sessions are left out.
 func (s *Service) ListSessions(ctx context.Context, user string) ([]SessionInfo, error) {
 	now := s.now()
-	revoked := s.revoked.Load()
+	revoked := s.revoked.load()
 	out := []SessionInfo{}
 	var bad error
 	err := s.cfg.Store.Scan(ctx, sessionPrefix, func(_ string, raw []byte) bool {
@@ -129,7 +129,7 @@ func (s *Service) RevokeSessionID(ctx context.Context, id, operator string) (*Se
 		return nil, fmt.Errorf("approval: session record %s is corrupt: %w", id, err)
 	}
 	sess, _ := info.session()
-	if s.revoked.Load().revoked(&sess) {
+	if s.revoked.load().revoked(&sess) {
 		return nil, ErrSessionNotFound
 	}
 	if err := s.RevokeSession(ctx, &sess); err != nil {

@@ -39,7 +39,7 @@ func TestDenyLoginByReference(t *testing.T) {
 	if info.State != StateDenied || info.Decider != "operator ops@example.com" {
 		t.Errorf("DenyLogin = %+v; want denied by the operator", info)
 	}
-	if v, err := h.svc.Watch(bg, st.Pending); err != nil || v.State != StateDenied {
+	if v, err := h.svc.Watch(bg, h.site, st.Pending); err != nil || v.State != StateDenied {
 		t.Errorf("the waiting browser sees %+v, %v; want denied", v, err)
 	}
 	if _, err := h.svc.ConfirmLink(bg, token, "", testIP, testUA); !errors.Is(err, ErrAlreadyDecided) {
@@ -169,7 +169,7 @@ func TestWatchChangeWakesOnDecision(t *testing.T) {
 	st, token := h.startKnown()
 	got := make(chan *LoginView, 1)
 	go func() {
-		v, err := h.svc.WatchChange(bg, st.Pending, StatePending)
+		v, err := h.svc.WatchChange(bg, h.site, st.Pending, StatePending)
 		if err != nil {
 			t.Error(err)
 		}
@@ -193,7 +193,7 @@ func TestWatchChangeWakesOnDecision(t *testing.T) {
 		t.Fatal("WatchChange did not wake within 5s of the approval")
 	}
 	// A state other than the one known answers at once.
-	v, err := h.svc.WatchChange(bg, st.Pending, StatePending)
+	v, err := h.svc.WatchChange(bg, h.site, st.Pending, StatePending)
 	if err != nil || v.State != StateApproved {
 		t.Errorf("WatchChange with a stale state = %+v, %v", v, err)
 	}

@@ -2,6 +2,7 @@ package approval
 
 import (
 	"context"
+	"errors"
 	"regexp"
 	"strings"
 	"sync"
@@ -121,11 +122,22 @@ func newHarness(t *testing.T) *harness {
 // dirs, unless dirs is nil.
 func newHarnessWith(t *testing.T, dirs []directory.Directory) *harness {
 	t.Helper()
+	return newHarnessOn(t, dirs, nil)
+}
+
+// newHarnessOn is newHarnessWith on a store that wrap makes of the
+// in-memory Badger, unless wrap is nil.
+func newHarnessOn(t *testing.T, dirs []directory.Directory, wrap func(store.Store) store.Store) *harness {
+	t.Helper()
+	var st store.Store
 	st, err := store.OpenBadger(store.BadgerOptions{InMemory: true}, zap.NewNop())
 	if err != nil {
 		t.Fatalf("opening in-memory badger: %v", err)
 	}
 	t.Cleanup(func() { st.Close() })
+	if wrap != nil {
+		st = wrap(st)
+	}
 	dir, err := directory.NewLocal("staff", []directory.LocalUser{
 		{Username: "alice", Name: "Alice Example", Email: aliceEmail, Sponsor: "bob@example.com"},
 		{Username: "carol", Email: "carol@example.com"},
@@ -206,11 +218,20 @@ var linkPattern = regexp.MustCompile(`(https?://[^\s/]+)(/\S*)\?token=([A-Za-z0-
 // and the token from the one mail that was queued.
 func (h *harness) startKnown() (*Started, string) {
 	h.t.Helper()
+	return h.startKnownAs(aliceInput, aliceEmail)
+}
+
+// startKnownAs is startKnown for another user of the directory.
+func (h *harness) startKnownAs(input, email string) (*Started, string) {
+	h.t.Helper()
 	before := len(h.mail.Messages())
-	st := h.start(aliceInput)
+	st := h.start(input)
 	msgs := h.mail.Messages()
 	if len(msgs) != before+1 {
 		h.t.Fatalf("starting a login for a known user queued %d mails, want 1", len(msgs)-before)
+	}
+	if to := msgs[len(msgs)-1].To; to != email {
+		h.t.Fatalf("the approval mail went to %q, want %q", to, email)
 	}
 	m := linkPattern.FindStringSubmatch(msgs[len(msgs)-1].Text)
 	if m == nil {
@@ -256,4 +277,115 @@ func testKey(seed byte) []byte {
 		k[i] = seed + byte(i)
 	}
 	return k
+}
+
+// faultyStore is a store that fails the operations a test asks it to and
+// records every key/value operation as "<Method> <key kind>", the kind
+// being the key up to its first slash ("login/", "code/") or the whole
+// key.
+type faultyStore struct {
+	store.Store
+	mu    sync.Mutex
+	calls []string
+	// fail maps "<Method> <key kind>" to how many of the next such calls
+	// fail; after, when set, makes them fail only once done.
+	fail  map[string]int
+	after bool
+}
+
+// errFaulty is what a faultyStore's failing operations return.
+var errFaulty = errors.New("faulty store: injected failure")
+
+func newFaultyStore(st store.Store) *faultyStore {
+	return &faultyStore{Store: st, fail: map[string]int{}}
+}
+
+// failNext makes the next n calls of op (such as "Update login/") fail
+// before they change anything.
+func (f *faultyStore) failNext(op string, n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.fail[op], f.after = n, false
+}
+
+// failNextAfter makes the next n calls of op fail after they took effect,
+// as a store does whose reply is lost after it committed.
+func (f *faultyStore) failNextAfter(op string, n int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.fail[op], f.after = n, true
+}
+
+// record notes a call and says whether it fails, and whether before or
+// after it takes effect.
+func (f *faultyStore) record(method, key string) (fail, after bool) {
+	kind := key
+	if i := strings.IndexByte(key, '/'); i >= 0 {
+		kind = key[:i+1]
+	}
+	op := method + " " + kind
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, op)
+	if f.fail[op] > 0 {
+		f.fail[op]--
+		return true, f.after
+	}
+	return false, false
+}
+
+// takeCalls returns the calls recorded since the last takeCalls.
+func (f *faultyStore) takeCalls() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := f.calls
+	f.calls = nil
+	return c
+}
+
+func (f *faultyStore) run(method, key string, op func() error) error {
+	fail, after := f.record(method, key)
+	if fail && !after {
+		return errFaulty
+	}
+	err := op()
+	if fail {
+		return errFaulty
+	}
+	return err
+}
+
+func (f *faultyStore) Put(ctx context.Context, key string, value []byte, ttl time.Duration) error {
+	return f.run("Put", key, func() error { return f.Store.Put(ctx, key, value, ttl) })
+}
+
+func (f *faultyStore) PutMany(ctx context.Context, entries []store.Entry) error {
+	var fail bool
+	for _, e := range entries {
+		if bad, _ := f.record("PutMany", e.Key); bad {
+			fail = true
+		}
+	}
+	if fail {
+		return errFaulty
+	}
+	return f.Store.PutMany(ctx, entries)
+}
+
+func (f *faultyStore) Get(ctx context.Context, key string) (v []byte, err error) {
+	err = f.run("Get", key, func() error { v, err = f.Store.Get(ctx, key); return err })
+	return v, err
+}
+
+func (f *faultyStore) Take(ctx context.Context, key string) (v []byte, err error) {
+	err = f.run("Take", key, func() error { v, err = f.Store.Take(ctx, key); return err })
+	return v, err
+}
+
+func (f *faultyStore) Delete(ctx context.Context, key string) error {
+	return f.run("Delete", key, func() error { return f.Store.Delete(ctx, key) })
+}
+
+func (f *faultyStore) Update(ctx context.Context, key string, ttl time.Duration, fn func([]byte, bool) ([]byte, error)) error {
+	return f.run("Update", key, func() error { return f.Store.Update(ctx, key, ttl, fn) })
 }

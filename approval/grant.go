@@ -211,7 +211,7 @@ func (s *Service) putGrant(ctx context.Context, l *Login) error {
 // approver when it is set, of user when that is set.
 func (s *Service) ListGrants(ctx context.Context, approver, user string) ([]GrantInfo, error) {
 	now := s.now()
-	revoked := s.revoked.Load()
+	revoked := s.revoked.load()
 	out := []GrantInfo{}
 	err := s.scanGrants(ctx, func(g *GrantInfo) {
 		id, ok := ParseGrantID(g.ID)
@@ -268,7 +268,7 @@ func (s *Service) EndGrant(ctx context.Context, id, approver, by string) (*Grant
 		return nil, fmt.Errorf("approval: grant record %s is corrupt: %w", gid, err)
 	}
 	now := s.now()
-	if approver != "" && !sameAddress(g.Approver, approver) || !g.Until.After(now) || s.revoked.Load().grantEnded(gid) {
+	if approver != "" && !sameAddress(g.Approver, approver) || !g.Until.After(now) || s.revoked.load().grantEnded(gid) {
 		return nil, ErrGrantNotFound
 	}
 	until := g.Until.Unix()
@@ -301,7 +301,7 @@ func (s *Service) SweepGrants(ctx context.Context) error {
 			return err
 		}
 		fields := []zap.Field{zap.String("grant", g.ID), zap.String("approver", g.Approver), zap.Time("until", g.Until)}
-		if gid, ok := ParseGrantID(g.ID); ok && s.revoked.Load().grantEnded(gid) {
+		if gid, ok := ParseGrantID(g.ID); ok && s.revoked.load().grantEnded(gid) {
 			fields = append(fields, zap.Bool("ended_early", true))
 		}
 		s.audit.Record(EventGrantExpired, grantLogin(&g), fields...)

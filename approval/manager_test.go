@@ -30,7 +30,7 @@ var decisionLinks = regexp.MustCompile(`\?token=([A-Za-z0-9_-]{43})&pair=([A-Za-
 // matchOf is the number alice's waiting browser shows.
 func (h *harness) matchOf(st *Started) string {
 	h.t.Helper()
-	v, err := h.svc.Watch(bg, st.Pending)
+	v, err := h.svc.Watch(bg, h.site, st.Pending)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -87,7 +87,7 @@ func TestManagerApprovalGoesToTheSponsorWithBothLinks(t *testing.T) {
 	if v, _ := h.svc.OpenLink(bg, approve, approve, "", ""); v.Pair != "" {
 		t.Fatal("a token is not its own pair")
 	}
-	if w, _ := h.svc.Watch(bg, st.Pending); w.State != StatePending {
+	if w, _ := h.svc.Watch(bg, h.site, st.Pending); w.State != StatePending {
 		t.Fatalf("opening links changed the login to %q", w.State)
 	}
 	if _, err := h.svc.ConfirmLink(bg, approve, "", testIP, testUA); !errors.Is(err, ErrWrongMatch) {
@@ -120,7 +120,7 @@ func TestDenyEndsTheLoginAndTellsTheManagerOnce(t *testing.T) {
 	if v, err := h.svc.ConfirmLink(bg, deny, "", testIP, testUA); err != nil || v.State != StateDenied {
 		t.Fatalf("deny: %+v, %v", v, err)
 	}
-	if w, _ := h.svc.Watch(bg, st.Pending); w.State != StateDenied {
+	if w, _ := h.svc.Watch(bg, h.site, st.Pending); w.State != StateDenied {
 		t.Fatalf("the waiting browser should see denied, got %q", w.State)
 	}
 	if _, err := h.svc.Complete(bg, st.Pending, testIP, nil); !errors.Is(err, ErrDenied) {
@@ -176,7 +176,7 @@ func TestUserWithoutManagerWaitsLikeEveryoneAndIsAudited(t *testing.T) {
 	if len(h.mail.Messages()) != before {
 		t.Fatal("carol has no sponsor: no mail may go out")
 	}
-	if w, err := h.svc.Watch(bg, st.Pending); err != nil || w.State != StatePending {
+	if w, err := h.svc.Watch(bg, h.site, st.Pending); err != nil || w.State != StatePending {
 		t.Fatalf("carol's browser waits like everyone else: %+v, %v", w, err)
 	}
 	found := false
@@ -222,7 +222,7 @@ func TestApproveAndDenyAtOnceDecideExactlyOnce(t *testing.T) {
 		if wins != 1 {
 			t.Fatalf("%d decisions won; want exactly one", wins)
 		}
-		if w, _ := h.svc.Watch(bg, st.Pending); w.State != won {
+		if w, _ := h.svc.Watch(bg, h.site, st.Pending); w.State != won {
 			t.Fatalf("the user sees %q but the winning decision was %q", w.State, won)
 		}
 	}

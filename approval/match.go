@@ -29,6 +29,10 @@ var (
 	ErrWrongCode = errors.New("approval: wrong code")
 	// ErrCodeLocked: too many wrong codes; the login is dead.
 	ErrCodeLocked = errors.New("approval: too many wrong codes")
+	// ErrCodesPaused: too many wrong codes for this identity across its
+	// logins lately (RateLimits.CodeFailuresPerIdentity), so codes are
+	// refused for it for a while; its links still work.
+	ErrCodesPaused = errors.New("approval: codes paused for this identity")
 )
 
 // Number matching: the waiting browser shows a two-digit number and the
@@ -73,17 +77,43 @@ func matches(picked, code string) bool {
 // One-time codes: a user's mail also carries a six-digit code that can be
 // typed into the waiting page, for mail clients that break or pre-open
 // links and for people reading mail elsewhere. Only its HMAC is stored.
+//
+// A code is typed on the waiting page, the screen that asked, so number
+// matching, which binds a link opened elsewhere to that screen, adds
+// nothing to it: a phisher who started the login sees the number there and
+// only needs the user to read out the code. Against that the mail warns,
+// and code_fallback off (Profile.NoCodeFallback) mails no code at all.
+//
+// Wrong tries are counted on a record of their own, which every login gets
+// on its first try whether its user exists or not, has a code or not (a
+// manager profile, an unknown name): each login locks after maxCodeTries
+// wrong codes the same way, with the same store work, so neither the
+// answers nor their timing tell who has an account or which profile.
 
 const (
-	codePrefix   = "code/"
-	codeDigits   = 6
-	maxCodeTries = 5
+	codePrefix      = "code/"
+	codeTriesPrefix = "codetries/"
+	codeDigits      = 6
+	maxCodeTries    = 5
 )
 
+// codeRecord holds a login's code, written with its link tokens.
 type codeRecord struct {
-	MAC   string `json:"mac"`
-	Tries int    `json:"tries"`
+	MAC string `json:"mac"`
 }
+
+// codeTries counts the tries made on one login.
+type codeTries struct {
+	Tries int `json:"tries"`
+}
+
+// codeLockedBy is the decider recorded on a login locked by wrong codes.
+const codeLockedBy = "too many wrong codes"
+
+var (
+	errNoCode    = errors.New("approval: no such code")
+	errTriesDone = errors.New("approval: no tries left")
+)
 
 func newOneTimeCode(r io.Reader) (string, error) {
 	var b [8]byte
@@ -102,7 +132,9 @@ func (s *Service) codeMAC(loginID, code string) string {
 }
 
 // RedeemCode approves the login that the pending cookie names when code is
-// the one mailed for it. Each wrong code counts; the fifth kills the login.
+// the one mailed for it. Each wrong code counts; the fifth kills the login,
+// and past the identity's budget of wrong codes across logins every code
+// is refused with ErrCodesPaused.
 func (s *Service) RedeemCode(ctx context.Context, pending, code, clientIP string) error {
 	if !s.limits.RedeemIP.Allow(ipKey(clientIP)) {
 		s.audit.Record(EventRateLimited, nil, zap.String("limit", "redeem_per_ip"), zap.String("client_ip", clientIP))
@@ -116,53 +148,43 @@ func (s *Service) RedeemCode(ctx context.Context, pending, code, clientIP string
 	if len(code) != codeDigits || strings.Trim(code, "0123456789") != "" {
 		code = "" // malformed: counts as wrong, without a lookup by it
 	}
-	var ok, locked bool
+	// Tries are counted before the code is compared, against the login
+	// and against the identity's budget across logins, so that concurrent
+	// guesses cannot all slip in under either limit; a try that turns out
+	// right, or is never compared, is given back.
+	budget := strings.ToLower(l.Input)
+	if !s.limits.CodeFailures.Allow(budget) {
+		s.audit.Record(EventRateLimited, l, zap.String("limit", "code_failures_per_identity"), zap.String("code_ip", clientIP))
+		return ErrCodesPaused
+	}
+	tries, err := s.countCodeTry(ctx, l)
+	if err != nil {
+		s.limits.CodeFailures.Refund(budget)
+		if errors.Is(err, errTriesDone) {
+			if l.State == StatePending {
+				// Locked, but the lockout's write failed: apply it again.
+				s.lockCodes(ctx, l)
+			}
+			return ErrCodeLocked
+		}
+		return err
+	}
 	mac := s.codeMAC(l.ID, code)
-	err = s.cfg.Store.Update(ctx, codePrefix+l.ID, 0, func(cur []byte, found bool) ([]byte, error) {
-		if !found {
-			return nil, ErrLinkInvalid
-		}
-		var r codeRecord
-		if err := json.Unmarshal(cur, &r); err != nil {
-			return nil, err
-		}
-		if r.Tries >= maxCodeTries {
-			locked = true
-			return nil, ErrCodeLocked
-		}
-		ok = code != "" && hmac.Equal([]byte(r.MAC), []byte(mac))
-		if ok {
-			r.MAC = "" // single use
-		} else {
-			r.Tries++
-			locked = r.Tries >= maxCodeTries
-		}
-		return json.Marshal(r)
-	})
-	switch {
-	case errors.Is(err, ErrLinkInvalid), errors.Is(err, store.ErrNotFound):
-		s.audit.Record(EventCodeTried, l, zap.Bool("ok", false), zap.String("reason", "no code for this login"))
-		return ErrWrongCode
-	case errors.Is(err, ErrCodeLocked):
-		return ErrCodeLocked
-	case err != nil:
+	ok, err := s.takeCode(ctx, l.ID, code, mac)
+	if err != nil {
+		s.limits.CodeFailures.Refund(budget)
+		s.uncountCodeTry(ctx, l)
 		return err
 	}
 	s.audit.Record(EventCodeTried, l, zap.Bool("ok", ok), zap.String("code_ip", clientIP))
 	if !ok {
-		if locked {
-			now := s.now()
-			_ = s.updateLogin(ctx, l.ID, func(cur *Login) error {
-				if cur.State == StatePending {
-					cur.State, cur.DecidedAt, cur.Decider = StateDenied, now, "too many wrong codes"
-				}
-				return nil
-			})
-			s.audit.Record(EventDenied, l, zap.String("decider", "too many wrong codes"))
+		if tries >= maxCodeTries {
+			s.lockCodes(ctx, l)
 			return ErrCodeLocked
 		}
 		return ErrWrongCode
 	}
+	s.limits.CodeFailures.Refund(budget)
 	now := s.now()
 	err = s.updateLogin(ctx, l.ID, func(cur *Login) error {
 		switch cur.EffectiveState(now) {
@@ -175,10 +197,120 @@ func (s *Service) RedeemCode(ctx context.Context, pending, code, clientIP string
 		return ErrAlreadyDecided
 	})
 	if err != nil {
+		if redeemFailed(err) {
+			s.restoreCode(ctx, l, mac)
+		}
 		return err
 	}
 	s.audit.Record(EventApproved, l, zap.String("decider", l.Email), zap.String("by", "code"), zap.String("decider_ip", clientIP))
 	return nil
+}
+
+// countCodeTry counts one try on l and returns how many there have been,
+// or errTriesDone when none was left. The record is made on the first try
+// and kept as long as the login can be.
+func (s *Service) countCodeTry(ctx context.Context, l *Login) (int, error) {
+	ttl := max(l.CreatedAt.Add(s.longestLink()+loginGrace).Sub(s.now()), time.Second)
+	var n int
+	err := s.cfg.Store.Update(ctx, codeTriesPrefix+l.ID, ttl, func(cur []byte, found bool) ([]byte, error) {
+		var r codeTries
+		if found {
+			if err := json.Unmarshal(cur, &r); err != nil {
+				return nil, err
+			}
+		}
+		if r.Tries >= maxCodeTries {
+			return nil, errTriesDone
+		}
+		r.Tries++
+		n = r.Tries
+		return json.Marshal(r)
+	})
+	return n, err
+}
+
+// takeCode uses up the code of login id if it is code (mac is its HMAC)
+// and reports whether it was. A login without a code (no such user, a
+// manager profile, code_fallback off) costs the same single update as a
+// wrong code.
+func (s *Service) takeCode(ctx context.Context, id, code, mac string) (bool, error) {
+	err := s.cfg.Store.Update(ctx, codePrefix+id, 0, func(cur []byte, found bool) ([]byte, error) {
+		var r codeRecord
+		if found {
+			if err := json.Unmarshal(cur, &r); err != nil {
+				return nil, err
+			}
+		}
+		if !found || code == "" || r.MAC == "" || !hmac.Equal([]byte(r.MAC), []byte(mac)) {
+			return nil, errNoCode
+		}
+		r.MAC = "" // single use
+		return json.Marshal(r)
+	})
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, errNoCode), errors.Is(err, store.ErrNotFound):
+		return false, nil
+	}
+	return false, err
+}
+
+// lockCodes ends a login whose tries are used up: it is denied, as an
+// approver's deny would, and the manager gets the failed-login notice if
+// the profile asks for one. The notice goes out in the background, so
+// that the answer takes as long for a user who has a manager (or exists)
+// as for one who has not.
+func (s *Service) lockCodes(ctx context.Context, l *Login) {
+	now := s.now()
+	var locked Login
+	err := s.updateLogin(ctx, l.ID, func(cur *Login) error {
+		if cur.State != StatePending {
+			return ErrAlreadyDecided
+		}
+		cur.State, cur.DecidedAt, cur.Decider = StateDenied, now, codeLockedBy
+		locked = *cur
+		return nil
+	})
+	if err != nil {
+		if !errors.Is(err, ErrAlreadyDecided) {
+			s.cfg.Logger.Error("locking a login after wrong codes", zap.String("reference", l.Reference), zap.Error(err))
+		}
+		return
+	}
+	s.audit.Record(EventDenied, &locked, zap.String("decider", codeLockedBy))
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.LookupTimeout)
+		defer cancel()
+		s.notifyFailed(ctx, &locked, "stopped after too many wrong codes")
+	}()
+}
+
+// keepCodeLockout runs once dispatch has written l with its user filled
+// in. That write is blind, so it undoes a lockout that came while the
+// directory was being asked; the lockout is read back after it and
+// applied again. (A lockout after this read finds the written login.)
+func (s *Service) keepCodeLockout(ctx context.Context, l *Login) {
+	raw, err := s.cfg.Store.Get(ctx, codeTriesPrefix+l.ID)
+	if err != nil {
+		return // no try yet, or the store failed: then so did the write
+	}
+	var r codeTries
+	if json.Unmarshal(raw, &r) != nil || r.Tries < maxCodeTries {
+		return
+	}
+	s.lockCodes(ctx, l)
+}
+
+// longestLink is the longest link lifetime of any profile.
+func (s *Service) longestLink() time.Duration {
+	var d time.Duration
+	for _, p := range s.cfg.Profiles {
+		d = max(d, p.LinkExpiration)
+	}
+	return d
 }
 
 // newCode makes the login's one-time code and the store entry that keeps

@@ -29,8 +29,8 @@ type noticeRecord struct {
 }
 
 // notifyFailed tells the user's manager at once that a login failed
-// (outcome: "denied", "rate limited"), when the login's profile asks for it
-// with notify_failed_login.
+// (outcome: "denied", "rate limited", "stopped after too many wrong
+// codes"), when the login's profile asks for it with notify_failed_login.
 func (s *Service) notifyFailed(ctx context.Context, l *Login, outcome string) {
 	if !s.wantsNotice(l) {
 		return

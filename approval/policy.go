@@ -302,6 +302,19 @@ func (s *Site) directory(name string) directory.Directory {
 	return nil
 }
 
+// CodeFallback says whether the waiting page offers a box for the mailed
+// code: when any profile the site may pick mails one. Like the wording, it
+// depends only on the site, so the page never tells which profile a user
+// got.
+func (s *Site) CodeFallback() bool {
+	for _, p := range append([]*Profile{s.Default}, s.policyProfiles()...) {
+		if p.codeFallback() {
+			return true
+		}
+	}
+	return false
+}
+
 func (s *Site) policyProfiles() []*Profile {
 	out := make([]*Profile, len(s.Policies))
 	for i, p := range s.Policies {

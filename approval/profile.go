@@ -37,7 +37,8 @@ type Profile struct {
 	// Templates render the approval mail.
 	Templates *mailer.Templates
 	// NotifyFailedLogin mails the user's manager a short notice when a
-	// login is denied, expires undecided or is rate limited.
+	// login is denied, expires undecided, is rate limited or is stopped
+	// by wrong codes.
 	NotifyFailedLogin bool
 	// EscalateAfter, under a manager profile, also sends a request the
 	// manager has not decided by then to the manager's manager, or, when
@@ -58,6 +59,16 @@ type Profile struct {
 	// Justification says whether a step-up asks for a reason:
 	// JustificationOptional (the default) or JustificationRequired.
 	Justification Justification
+	// NoCodeFallback leaves the one-time code out of a user profile's
+	// mail, so there is nothing a phisher could ask the user to read out.
+	// A manager profile never mails a code.
+	NoCodeFallback bool
+}
+
+// codeFallback says whether this profile's mail carries a one-time code
+// that can be typed into the waiting page instead of opening the link.
+func (p *Profile) codeFallback() bool {
+	return p.Type != TypeManager && !p.NoCodeFallback
 }
 
 // Justification says whether a step-up request must give a reason.

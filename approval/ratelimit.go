@@ -202,6 +202,27 @@ func (l *Limiter) RetryAfter(key string) time.Duration {
 	return time.Duration(tat - l.burst - t)
 }
 
+// Refund gives back one event that Allow counted for key, for a limit
+// that counts failures: the caller takes an event before it tries, so that
+// concurrent tries cannot all pass, and refunds it when the try succeeds.
+func (l *Limiter) Refund(key string) {
+	if l.tat == nil {
+		return
+	}
+	t := int64(l.now().Sub(l.epoch))
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	tat, ok := l.tat[key]
+	if !ok {
+		return
+	}
+	if tat -= l.interval; tat <= t {
+		delete(l.tat, key) // full again
+		return
+	}
+	l.tat[key] = tat
+}
+
 // Len returns how many keys l tracks now.
 func (l *Limiter) Len() int {
 	if l.tat == nil {
@@ -294,6 +315,17 @@ type RateLimits struct {
 	// old link now and then, while a flood of made-up tokens costs the
 	// store 30 reads per address per 10 minutes at most.
 	OpenPerIP Limit
+	// CodeFailuresPerIdentity limits wrong one-time codes per identity
+	// across all its logins; past it, codes are refused for that identity
+	// (links still work). Default 10/24h: five wrong codes end one login,
+	// so an attacker who starts login after login for a victim gets about
+	// ten guesses at a six-digit code a day rather than five per login,
+	// while a person who mistypes twice a day never meets it. It is keyed
+	// by the normalised, lower-cased identity as typed, for names that
+	// exist and names that do not alike, so it tells nobody which exist;
+	// a person who can sign in with a username and with an address has a
+	// budget for each.
+	CodeFailuresPerIdentity Limit
 }
 
 // DefaultRateLimits returns the default limits; RateLimits explains each.
@@ -304,6 +336,8 @@ func DefaultRateLimits() RateLimits {
 		RedeemPerIP:      Limit{Events: 30, Per: 10 * time.Minute},
 		MailsPerManager:  Limit{Events: 20, Per: time.Hour},
 		OpenPerIP:        Limit{Events: 30, Per: 10 * time.Minute},
+
+		CodeFailuresPerIdentity: Limit{Events: 10, Per: 24 * time.Hour},
 	}
 }
 
@@ -320,6 +354,13 @@ type RateLimiter interface {
 	Limit() Limit
 }
 
+// RefundableLimiter is a RateLimiter that can give an event back (see
+// Limiter.Refund).
+type RefundableLimiter interface {
+	RateLimiter
+	Refund(key string)
+}
+
 // RateLimiters holds one limiter for each of RateLimits.
 type RateLimiters struct {
 	// LoginIP is keyed by IPKey of the client address.
@@ -333,6 +374,8 @@ type RateLimiters struct {
 	// OpenIP is keyed by IPKey of the client address; it counts only
 	// openings of links with no live token.
 	OpenIP RateLimiter
+	// CodeFailures is keyed by the login's lower-cased input.
+	CodeFailures RefundableLimiter
 }
 
 // NewRateLimiters returns limiters for r on the clock now (nil means
@@ -344,5 +387,6 @@ func NewRateLimiters(r RateLimits, now func() time.Time) *RateLimiters {
 		RedeemIP:      NewLimiter(r.RedeemPerIP, now),
 		Manager:       NewLimiter(r.MailsPerManager, now),
 		OpenIP:        NewLimiter(r.OpenPerIP, now),
+		CodeFailures:  NewLimiter(r.CodeFailuresPerIdentity, now),
 	}
 }

@@ -129,9 +129,7 @@ func (l *SharedLimiter) RetryAfter(key string) time.Duration {
 func (l *SharedLimiter) slot(key string) (base string, window int64, overlap float64) {
 	now := l.now().UnixNano()
 	per := int64(l.limit.Per)
-	sum := sha256.Sum256([]byte(key))
-	base = "ratelimit/" + l.name + "/" + hex.EncodeToString(sum[:16]) + "/"
-	return base, now / per, 1 - float64(now%per)/float64(per)
+	return l.base(key), now / per, 1 - float64(now%per)/float64(per)
 }
 
 // count reads the counter of one window; a missing one is zero.
@@ -146,6 +144,43 @@ func (l *SharedLimiter) count(ctx context.Context, base string, window int64) (i
 	return 0, err
 }
 
+// base is the prefix of key's counters.
+func (l *SharedLimiter) base(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return "ratelimit/" + l.name + "/" + hex.EncodeToString(sum[:16]) + "/"
+}
+
+// Refund implements RefundableLimiter: it takes one event off the current
+// window's count, or off the previous window's when the event was counted
+// before the window turned. A store failure loses the refund, which only
+// errs on the strict side.
+func (l *SharedLimiter) Refund(key string) {
+	if l.limit.Unlimited() {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), sharedLimitTimeout)
+	defer cancel()
+	window := l.now().UnixNano() / int64(l.limit.Per)
+	base := l.base(key)
+	for _, w := range []int64{window, window - 1} {
+		err := l.store.Update(ctx, base+strconv.FormatInt(w, 10), 2*l.limit.Per, func(cur []byte, found bool) ([]byte, error) {
+			if !found || len(cur) != 8 || binary.BigEndian.Uint64(cur) == 0 {
+				return nil, errNothingCounted
+			}
+			return binary.BigEndian.AppendUint64(nil, binary.BigEndian.Uint64(cur)-1), nil
+		})
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, errNothingCounted) {
+			l.logger.Warn("refunding a shared rate limit", zap.String("limit", l.name), zap.Error(err))
+			return
+		}
+	}
+}
+
+var errNothingCounted = errors.New("approval: nothing counted in this window")
+
 // NewSharedRateLimiters returns limiters for r whose counts live in st.
 func NewSharedRateLimiters(r RateLimits, st store.Store, now func() time.Time, logger *zap.Logger) *RateLimiters {
 	return &RateLimiters{
@@ -154,5 +189,6 @@ func NewSharedRateLimiters(r RateLimits, st store.Store, now func() time.Time, l
 		RedeemIP:      NewSharedLimiter(r.RedeemPerIP, st, "redeem_per_ip", now, logger),
 		Manager:       NewSharedLimiter(r.MailsPerManager, st, "mails_per_manager", now, logger),
 		OpenIP:        NewSharedLimiter(r.OpenPerIP, st, "open_per_ip", now, logger),
+		CodeFailures:  NewSharedLimiter(r.CodeFailuresPerIdentity, st, "code_failures_per_identity", now, logger),
 	}
 }

@@ -100,3 +100,25 @@ func TestSharedLimiterRetryAfterEndsWhenAllowed(t *testing.T) {
 		}
 	}
 }
+
+func TestSharedLimiterRefundGivesAnEventBackOnEveryInstance(t *testing.T) {
+	st := openMemStore(t)
+	clock := newFakeClock()
+	limit := Limit{Events: 3, Per: time.Hour}
+	a := NewSharedLimiter(limit, st, "code_failures_per_identity", clock.Now, nil)
+	b := NewSharedLimiter(limit, st, "code_failures_per_identity", clock.Now, nil)
+	if got := allowN(a, "kim", 3); got != 3 {
+		t.Fatalf("%d of 3 allowed", got)
+	}
+	b.Refund("kim")
+	if !a.Allow("kim") {
+		t.Fatal("a refund on one instance must make room on another")
+	}
+	if b.Allow("kim") {
+		t.Fatal("a refund gives back one event, not more")
+	}
+	b.Refund("nobody")
+	if got := allowN(a, "nobody", 5); got != 3 {
+		t.Fatalf("a refund of a key never counted changed it: %d of 5 allowed, want 3", got)
+	}
+}

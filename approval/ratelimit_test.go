@@ -74,6 +74,24 @@ func TestLimiterDoesNotCountRefusedEvents(t *testing.T) {
 	}
 }
 
+func TestLimiterRefundGivesAnEventBack(t *testing.T) {
+	l := NewLimiter(Limit{Events: 3, Per: time.Hour}, newFakeClock().Now)
+	if got := allowN(l, "kim", 3); got != 3 {
+		t.Fatalf("%d of a burst of 3 allowed", got)
+	}
+	l.Refund("kim")
+	if !l.Allow("kim") {
+		t.Fatal("after a refund one more event must fit")
+	}
+	if l.Allow("kim") {
+		t.Fatal("a refund gives back one event, not more")
+	}
+	l.Refund("nobody") // never counted: nothing to give back
+	if got := allowN(l, "nobody", 5); got != 3 {
+		t.Fatalf("a refund of an untracked key changed its burst: %d of 5 allowed, want 3", got)
+	}
+}
+
 func TestLimiterKeysAreIndependent(t *testing.T) {
 	l := NewLimiter(Limit{Events: 3, Per: time.Hour}, newFakeClock().Now)
 	if got := allowN(l, "192.0.2.1", 10); got != 3 {
@@ -267,6 +285,7 @@ func TestNewRateLimitersAppliesEachLimit(t *testing.T) {
 		{"redeem per IP", ls.RedeemIP, 30},
 		{"mails per manager (off)", ls.Manager, 1000},
 		{"opens per IP", ls.OpenIP, 30},
+		{"code failures per identity", ls.CodeFailures, 10},
 	} {
 		if got := allowN(tc.l, "k", 1000); got != tc.want {
 			t.Errorf("%s: %d of 1000 events allowed at once, want %d", tc.name, got, tc.want)

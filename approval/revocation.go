@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -13,8 +14,15 @@ import (
 	"github.com/mailauth/caddy-mailauth/store"
 )
 
-// ErrSessionRevoked: the session was ended by logout or an operator.
-var ErrSessionRevoked = errors.New("approval: session revoked")
+// Errors of checking a session against the revocations.
+var (
+	// ErrSessionRevoked: the session was ended by logout or an operator.
+	ErrSessionRevoked = errors.New("approval: session revoked")
+	// ErrRevocationsUnread: the service has not been able to read the
+	// revocations yet, so it cannot tell a revoked session from another
+	// and refuses them all.
+	ErrRevocationsUnread = errors.New("approval: session revocations not read yet")
+)
 
 // Revocations are kept in one store key and in memory, so that checking a
 // session on the authenticated path never touches the store. The instance
@@ -22,9 +30,50 @@ var ErrSessionRevoked = errors.New("approval: session revoked")
 // store's notifier, on which every other instance sharing the store reads
 // the key again (within milliseconds); each also reads it every
 // RevocationRefresh, which bounds the delay when an announcement is lost.
+//
+// A service that cannot read them when it starts fails closed: until the
+// first read succeeds (retried every RevocationRetry), VerifySession
+// refuses every session with ErrRevocationsUnread and RevocationsRead
+// says so, on which the sign-in pages answer 503. Accepting sessions
+// meanwhile would let a revoked one in, for as long as the store is down,
+// on exactly the instance that was restarted or reloaded to deal with the
+// outage. Refusing them costs little: such a service can issue no session
+// either, its cookies are not cleared, and it mostly never happens,
+// because a process reloading its config hands the new service the list
+// the old one kept (Config.Revocations), and a cold start cannot open a
+// store it cannot reach.
 
 // RevocationRefresh is how often revocations made elsewhere are read.
 const RevocationRefresh = 10 * time.Second
+
+// RevocationRetry is how often a service that has never read the
+// revocations tries again.
+const RevocationRetry = time.Second
+
+// Revocations holds the revoked sessions that a service checks in memory;
+// the zero value has read none. See Config.Revocations.
+type Revocations struct{ set atomic.Pointer[revocationSet] }
+
+func (r *Revocations) load() *revocationSet     { return r.set.Load() }
+func (r *Revocations) store(set *revocationSet) { r.set.Store(set) }
+
+// check is VerifySession's look at the revocations: no allocation, no
+// store.
+func (r *Revocations) check(sess *Session) error {
+	set := r.set.Load()
+	if set == nil {
+		return ErrRevocationsUnread
+	}
+	if set.revoked(sess) {
+		return ErrSessionRevoked
+	}
+	return nil
+}
+
+// RevocationsRead reports whether the service has read the revocations at
+// least once (or was handed a list already read), and so can tell revoked
+// sessions from valid ones. Until it has, sign-in should answer 503.
+func (s *Service) RevocationsRead() bool { return s.revoked.load() != nil }
 
 const (
 	revocationsKey   = "revocations"
@@ -73,10 +122,14 @@ func (r *revocationSet) revoked(sess *Session) bool {
 	return ok && sess.IssuedAt <= before
 }
 
-// RevokeSession ends one session everywhere.
+// RevokeSession ends one session everywhere. The entry lasts until the
+// session's absolute expiry, not the idle deadline of the cookie presented:
+// a copy refreshed since then (a stolen cookie in use) expires later, and
+// must stay refused until no copy can be valid any more.
 func (s *Service) RevokeSession(ctx context.Context, sess *Session) error {
 	id := hex.EncodeToString(sess.ID[:])
-	return s.updateRevocations(ctx, func(r *revocations) { r.Sessions[id] = sess.ExpiresAt })
+	until := time.Unix(sess.IssuedAt, 0).Add(s.cfg.SessionLifetime).Unix()
+	return s.updateRevocations(ctx, func(r *revocations) { r.Sessions[id] = max(r.Sessions[id], until) })
 }
 
 // RevokeUser ends every session of user issued until now.
@@ -157,7 +210,7 @@ func (s *Service) setRevocations(r revocations) {
 			set.grants[g] = struct{}{}
 		}
 	}
-	s.revoked.Store(set)
+	s.revoked.store(set)
 }
 
 // loadRevocations reads the store's revocations into memory.
@@ -167,7 +220,7 @@ func (s *Service) loadRevocations(ctx context.Context) error {
 		if !isNotFound(err) {
 			return err
 		}
-		cur := s.revoked.Load()
+		cur := s.revoked.load()
 		if cur == nil || cur.from.empty() {
 			s.setRevocations(revocations{})
 			return nil
@@ -196,41 +249,66 @@ func (s *Service) loadRevocations(ctx context.Context) error {
 	return nil
 }
 
+// revocationReadTimeout bounds one read of the revocations.
+const revocationReadTimeout = 5 * time.Second
+
+// startRevocations reads the revocations and keeps them current. It
+// subscribes to announcements before the first read, so that a revocation
+// made meanwhile elsewhere is not missed.
+func (s *Service) startRevocations() {
+	if s.revoked == nil {
+		s.revoked = new(Revocations)
+	}
+	changed := make(chan struct{}, 1)
+	unsubscribe := s.cfg.Store.Subscribe(revocationsTopic, func([]byte) {
+		select {
+		case changed <- struct{}{}:
+		default:
+		}
+	})
+	ctx, cancel := context.WithTimeout(s.ctx, revocationReadTimeout)
+	s.readRevocations(ctx)
+	cancel()
+	s.background.Add(1)
+	go s.refreshRevocations(changed, unsubscribe)
+}
+
+// readRevocations is loadRevocations with its failure logged.
+func (s *Service) readRevocations(ctx context.Context) {
+	err := s.loadRevocations(ctx)
+	switch {
+	case err == nil:
+	case s.RevocationsRead():
+		s.cfg.Logger.Warn("reading session revocations; keeping the ones read before", zap.Error(err))
+	default:
+		s.cfg.Logger.Error("reading session revocations; until they are read, sessions are refused and sign-in answers 503", zap.Error(err))
+	}
+}
+
 // refreshRevocations keeps the in-memory revocations current until the
-// service closes: at once when another instance announces a change on
-// changed, and every RevocationRefresh regardless. The caller subscribes
-// before starting it, so that no announcement made after NewService
-// returns is missed while this goroutine is not yet running.
+// service closes: at once when another instance announces a change, and
+// every RevocationRefresh regardless (every RevocationRetry while none has
+// been read).
 func (s *Service) refreshRevocations(changed <-chan struct{}, unsubscribe func()) {
 	defer s.background.Done()
 	defer unsubscribe()
-	t := time.NewTicker(RevocationRefresh)
+	t := time.NewTimer(RevocationRefresh)
 	defer t.Stop()
 	for {
+		if !s.RevocationsRead() {
+			t.Reset(RevocationRetry)
+		}
 		select {
 		case <-s.ctx.Done():
 			return
 		case <-t.C:
 		case <-changed:
 		}
-		ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
-		if err := s.loadRevocations(ctx); err != nil {
-			s.cfg.Logger.Warn("reading session revocations", zap.Error(err))
-		}
+		ctx, cancel := context.WithTimeout(s.ctx, revocationReadTimeout)
+		s.readRevocations(ctx)
 		cancel()
+		t.Reset(RevocationRefresh)
 	}
-}
-
-// subscribeRevocations listens for other instances' revocations.
-func (s *Service) subscribeRevocations() (<-chan struct{}, func()) {
-	changed := make(chan struct{}, 1)
-	cancel := s.cfg.Store.Subscribe(revocationsTopic, func([]byte) {
-		select {
-		case changed <- struct{}{}:
-		default:
-		}
-	})
-	return changed, cancel
 }
 
 func isNotFound(err error) bool { return errors.Is(err, store.ErrNotFound) }

@@ -133,7 +133,7 @@ func TestLinkWorksOneSecondBeforeExpiryAndNotOneAfter(t *testing.T) {
 	if _, err := h.svc.ConfirmLink(bg, token, "", testIP, testUA); err != nil {
 		t.Fatalf("at TTL-1s the link must work: %v", err)
 	}
-	if w, _ := h.svc.Watch(bg, st.Pending); w.State != StateApproved {
+	if w, _ := h.svc.Watch(bg, h.site, st.Pending); w.State != StateApproved {
 		t.Fatalf("state %q", w.State)
 	}
 	st2, token2 := h.startKnown()
@@ -141,7 +141,7 @@ func TestLinkWorksOneSecondBeforeExpiryAndNotOneAfter(t *testing.T) {
 	if _, err := h.svc.ConfirmLink(bg, token2, "", testIP, testUA); !errors.Is(err, ErrLoginExpired) {
 		t.Fatalf("at TTL+1s the link must fail as expired, got %v", err)
 	}
-	if w, _ := h.svc.Watch(bg, st2.Pending); w.State != StateExpired {
+	if w, _ := h.svc.Watch(bg, h.site, st2.Pending); w.State != StateExpired {
 		t.Fatalf("at TTL+1s the waiting page must say expired, got %q", w.State)
 	}
 }
@@ -170,5 +170,116 @@ func TestRevocationsLostByTheStoreAreRestoredFromMemory(t *testing.T) {
 	defer fresh.Close()
 	if err := fresh.VerifySession(c.Cookie, &s); !errors.Is(err, ErrSessionRevoked) {
 		t.Fatalf("an instance started afterwards accepts the revoked session (the revocations were not written back): %v", err)
+	}
+}
+
+func TestLogoutRevocationOutlivesTheIdleDeadlineOfTheCookieLoggedOutWith(t *testing.T) {
+	h := newHarness(t)
+	h.svc.cfg.IdleTimeout = time.Hour
+	c := h.signIn()
+	var copied Session
+	h.clock.Advance(35 * time.Minute)
+	if err := h.svc.VerifySession(c.Cookie, &copied); err != nil {
+		t.Fatal(err)
+	}
+	refreshed := h.svc.RefreshSession(&copied)
+	if refreshed == "" {
+		t.Fatal("35 minutes into a 1 h idle timeout a copy in use should be refreshed")
+	}
+	var s Session
+	if err := h.svc.VerifySession(c.Cookie, &s); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.svc.Logout(bg, &s, testApp, testIP, testUA); err != nil {
+		t.Fatal(err)
+	}
+	// Past the logged-out cookie's idle deadline, another revocation
+	// prunes the list.
+	h.clock.Advance(30 * time.Minute)
+	if err := h.svc.RevokeUser(bg, "carol"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.svc.VerifySession(refreshed, &s); !errors.Is(err, ErrSessionRevoked) {
+		t.Fatalf("a copy refreshed before logout, used after the logged-out cookie's idle deadline = %v, want ErrSessionRevoked", err)
+	}
+}
+
+// serviceOn is another service on h's store, as another instance (or the
+// next config of this one) would run, through a faulty wrapper.
+func (h *harness) serviceOn(t *testing.T, fs *faultyStore, revs *Revocations) *Service {
+	t.Helper()
+	cfg := h.svc.cfg
+	cfg.Store, cfg.Revocations = fs, revs
+	svc, err := NewService(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(svc.Close)
+	return svc
+}
+
+func TestRevocationsUnreadAtStartRefuseEverySessionUntilRead(t *testing.T) {
+	h := newHarness(t)
+	revoked, valid := h.signIn(), h.signIn()
+	var s Session
+	if err := h.svc.VerifySession(revoked.Cookie, &s); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.svc.Logout(bg, &s, testApp, testIP, testUA); err != nil {
+		t.Fatal(err)
+	}
+
+	fs := newFaultyStore(h.store)
+	fs.failNext("Get revocations", 1_000_000)
+	svc := h.serviceOn(t, fs, nil)
+	if svc.RevocationsRead() {
+		t.Fatal("a service that could not read the revocations says it has")
+	}
+	for name, c := range map[string]*Completed{"revoked": revoked, "valid": valid} {
+		if err := svc.VerifySession(c.Cookie, &s); !errors.Is(err, ErrRevocationsUnread) {
+			t.Errorf("the %s session before the revocations are read = %v, want ErrRevocationsUnread (fail closed)", name, err)
+		}
+	}
+
+	fs.failNext("Get revocations", 0)
+	deadline := time.Now().Add(5 * RevocationRetry)
+	for !svc.RevocationsRead() {
+		if time.Now().After(deadline) {
+			t.Fatalf("the revocations were not read within %v of the store answering", 5*RevocationRetry)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := svc.VerifySession(revoked.Cookie, &s); !errors.Is(err, ErrSessionRevoked) {
+		t.Errorf("once read, the logged-out session = %v, want ErrSessionRevoked", err)
+	}
+	if err := svc.VerifySession(valid.Cookie, &s); err != nil {
+		t.Errorf("once read, the valid session = %v, want it accepted", err)
+	}
+}
+
+func TestANewConfigStartsFromTheRevocationsTheProcessRead(t *testing.T) {
+	h := newHarness(t)
+	revs := new(Revocations)
+	old := h.serviceOn(t, newFaultyStore(h.store), revs)
+	revoked, valid := h.signIn(), h.signIn()
+	var s Session
+	if err := old.VerifySession(revoked.Cookie, &s); err != nil {
+		t.Fatal(err)
+	}
+	if err := old.RevokeSession(bg, &s); err != nil {
+		t.Fatal(err)
+	}
+	// The store stops answering; the config is reloaded.
+	fs := newFaultyStore(h.store)
+	fs.failNext("Get revocations", 1_000_000)
+	next := h.serviceOn(t, fs, revs)
+	if !next.RevocationsRead() {
+		t.Fatal("a service handed the revocations the process read must not wait for the store")
+	}
+	if err := next.VerifySession(revoked.Cookie, &s); !errors.Is(err, ErrSessionRevoked) {
+		t.Errorf("the revoked session after the reload = %v, want ErrSessionRevoked", err)
+	}
+	if err := next.VerifySession(valid.Cookie, &s); err != nil {
+		t.Errorf("a valid session after the reload = %v, want it accepted", err)
 	}
 }

@@ -15,7 +15,6 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -86,6 +85,12 @@ type Config struct {
 	// RateLimits bound login starts, redemptions and approval mails; the
 	// zero value means no limits (tests), DefaultRateLimits sane ones.
 	RateLimits RateLimits
+	// Revocations is where the service keeps the revoked sessions it
+	// refuses. Services given the same Revocations share what any of them
+	// has read: caddymodule passes one per store, so that a config loaded
+	// while the store cannot be read (a reload during an outage) starts
+	// from the list the config before it kept. Nil: a list of its own.
+	Revocations *Revocations
 	// SharedRateLimits keeps the rate-limit counts in Store, so that every
 	// instance sharing it counts against the same limits. Each limited
 	// event then costs store round trips; an embedded store, which one
@@ -106,7 +111,7 @@ type Service struct {
 	policyEpoch uint32
 	notice      *mailer.Templates
 	limits      *RateLimiters
-	revoked     atomic.Pointer[revocationSet]
+	revoked     *Revocations
 	// background runs the revocation refresh, apart from wg, which
 	// counts dispatches that Wait waits for.
 	background sync.WaitGroup
@@ -139,7 +144,7 @@ func NewService(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, notice: notice, audit: cfg.Audit, now: cfg.Now, rand: cfg.Rand, policyEpoch: policyEpoch(cfg.Policies)}
+	s := &Service{cfg: cfg, notice: notice, audit: cfg.Audit, now: cfg.Now, rand: cfg.Rand, policyEpoch: policyEpoch(cfg.Policies), revoked: cfg.Revocations}
 	if s.audit == nil {
 		s.audit = NewAuditor(nil)
 	}
@@ -160,14 +165,8 @@ func NewService(cfg Config) (*Service, error) {
 		s.cfg.LookupTimeout = 10 * time.Second
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	changed, unsubscribe := s.subscribeRevocations()
-	// Revocations start empty if the store cannot be read now; the refresh
-	// loop fills them in.
-	if err := s.loadRevocations(s.ctx); err != nil {
-		s.cfg.Logger.Warn("reading session revocations", zap.Error(err))
-	}
-	s.background.Add(2)
-	go s.refreshRevocations(changed, unsubscribe)
+	s.startRevocations()
+	s.background.Add(1)
 	go s.sweepGrants()
 	return s, nil
 }
@@ -208,7 +207,9 @@ type Started struct {
 	Pending string
 	// Reference is the support reference.
 	Reference string
-	// ExpiresAt is when the link will stop working.
+	// ExpiresAt is when the waiting page says the login expires
+	// (Site.WaitLifetime after the start), which may be later than the
+	// link; it is the same for every login of the site.
 	ExpiresAt time.Time
 }
 
@@ -247,6 +248,7 @@ func (s *Service) Start(ctx context.Context, req StartRequest) (*Started, error)
 	if err != nil {
 		return nil, err
 	}
+	started.ExpiresAt = req.Site.waitExpiry(l)
 	if err := s.putLogin(ctx, l, req.Site.longestLink+loginGrace); err != nil {
 		return nil, err
 	}
@@ -348,6 +350,7 @@ func (s *Service) dispatch(l *Login, site *Site) {
 		s.audit.Record(EventMailFailed, l, zap.String("reason", "store"), zap.Error(err))
 		return
 	}
+	defer s.keepCodeLockout(ctx, l)
 	s.request(ctx, l, p, site, loginEntry)
 }
 
@@ -448,7 +451,7 @@ func (s *Service) ask(ctx context.Context, l *Login, p *Profile, recipient strin
 		tokens[a] = token
 	}
 	code := ""
-	if p.Type != TypeManager {
+	if p.codeFallback() {
 		var entry store.Entry
 		var err error
 		if code, entry, err = s.newCode(l, ttl); err != nil {
@@ -533,14 +536,19 @@ func (s *Service) renderApprovalMail(l *Login, p *Profile, recipient string, tok
 }
 
 // LoginView is what the waiting page may show about a login.
+// It depends on the site and on nothing the directory said about the
+// user (see waitview.go).
 type LoginView struct {
 	// MatchCode is the number to show for number matching.
 	MatchCode string
 	Reference string
+	// State is the login's state with the site's expiry applied.
 	State     State
 	App       string
 	ReturnURL string
 	CreatedAt time.Time
+	// ExpiresAt is the site's expiry for the login (Site.WaitLifetime
+	// after CreatedAt), not necessarily its link's.
 	ExpiresAt time.Time
 	// StepUp says a signed-in user asks for more access; only then is
 	// Type, the type of the profile asked, set: the user is known, so it
@@ -553,24 +561,26 @@ type LoginView struct {
 }
 
 // Watch returns the state of the login that the pending cookie names, as
-// long as the cookie proves that its holder started it.
-func (s *Service) Watch(ctx context.Context, pending string) (*LoginView, error) {
+// long as the cookie proves that its holder started it, as the waiting
+// page of site may show it.
+func (s *Service) Watch(ctx context.Context, site *Site, pending string) (*LoginView, error) {
 	l, err := s.pendingLogin(ctx, pending)
 	if err != nil {
 		return nil, err
 	}
-	return s.view(l), nil
+	return s.view(l, site), nil
 }
 
-func (s *Service) view(l *Login) *LoginView {
+func (s *Service) view(l *Login, site *Site) *LoginView {
+	expires := site.waitExpiry(l)
 	v := &LoginView{
 		MatchCode:  l.MatchCode,
 		Reference:  l.Reference,
-		State:      l.EffectiveState(s.now()),
+		State:      waitState(l, s.now(), expires),
 		App:        l.App,
 		ReturnURL:  l.ReturnURL,
 		CreatedAt:  l.CreatedAt,
-		ExpiresAt:  l.ExpiresAt,
+		ExpiresAt:  expires,
 		GrantUntil: l.GrantUntil,
 		GrantLabel: l.GrantLabel,
 	}
@@ -750,6 +760,7 @@ func (s *Service) Confirm(ctx context.Context, c Confirmation) (*LinkView, error
 		return nil, ErrLinkInvalid
 	}
 	if err != nil {
+		s.restoreToken(ctx, token, raw, nil)
 		return nil, err
 	}
 	decider := rec.Recipient
@@ -798,6 +809,9 @@ func (s *Service) Confirm(ctx context.Context, c Confirmation) (*LinkView, error
 				v := s.linkView(l, rec)
 				return v, ErrAlreadyDecided
 			}
+		}
+		if redeemFailed(err) {
+			s.restoreToken(ctx, token, raw, l)
 		}
 		return nil, err
 	}
@@ -1008,15 +1022,13 @@ func (s *Service) approvalOf(l *Login, sess *Session) Approval {
 }
 
 // VerifySession checks a session cookie value. It does no store I/O.
-// A revoked session is refused from memory.
+// A revoked session is refused from memory, and every session while the
+// revocations have not been read (ErrRevocationsUnread).
 func (s *Service) VerifySession(value string, sess *Session) error {
 	if err := s.cfg.Codec.Decode(value, s.now(), sess); err != nil {
 		return err
 	}
-	if s.revoked.Load().revoked(sess) {
-		return ErrSessionRevoked
-	}
-	return nil
+	return s.revoked.check(sess)
 }
 
 // RefreshSession slides a session's idle deadline: once less than half of

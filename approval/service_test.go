@@ -95,7 +95,7 @@ func TestStartForUnknownUserQueuesNoMailButAnswersTheSame(t *testing.T) {
 		if want := h.clock.Now().Add(testLinkLife); !st.ExpiresAt.Equal(want) {
 			t.Errorf("%s user: ExpiresAt %v, want %v", name, st.ExpiresAt, want)
 		}
-		v, err := h.svc.Watch(bg, st.Pending)
+		v, err := h.svc.Watch(bg, h.site, st.Pending)
 		if err != nil {
 			t.Fatalf("%s user: Watch = %v, want the pending login", name, err)
 		}
@@ -211,7 +211,7 @@ func TestOpenLinkChangesNothing(t *testing.T) {
 	if _, err := h.store.Get(bg, tokenPrefix+hashSecret(token)); err != nil {
 		t.Errorf("after two OpenLink calls the token is gone from the store (%v); a GET must not burn it", err)
 	}
-	w, err := h.svc.Watch(bg, st.Pending)
+	w, err := h.svc.Watch(bg, h.site, st.Pending)
 	if err != nil || w.State != StatePending {
 		t.Errorf("after OpenLink, Watch = %+v, %v; want still pending", w, err)
 	}
@@ -237,7 +237,7 @@ func TestConfirmLinkApprovesOnce(t *testing.T) {
 	if v.State != StateApproved {
 		t.Errorf("ConfirmLink shows state %q, want %q", v.State, StateApproved)
 	}
-	if w, err := h.svc.Watch(bg, st.Pending); err != nil || w.State != StateApproved {
+	if w, err := h.svc.Watch(bg, h.site, st.Pending); err != nil || w.State != StateApproved {
 		t.Errorf("after ConfirmLink, Watch = %+v, %v; want approved", w, err)
 	}
 	if _, err := h.svc.ConfirmLink(bg, token, "", testIP, testUA); !errors.Is(err, ErrLinkInvalid) {
@@ -316,7 +316,7 @@ func TestCompleteNeedsTheStartingBrowsersSecret(t *testing.T) {
 		if _, err := h.svc.Complete(bg, pending, testIP, nil); !errors.Is(err, ErrLoginNotFound) {
 			t.Errorf("Complete with %s = %v, want ErrLoginNotFound", name, err)
 		}
-		if _, err := h.svc.Watch(bg, pending); !errors.Is(err, ErrLoginNotFound) {
+		if _, err := h.svc.Watch(bg, h.site, pending); !errors.Is(err, ErrLoginNotFound) {
 			t.Errorf("Watch with %s = %v, want ErrLoginNotFound", name, err)
 		}
 	}
@@ -360,7 +360,7 @@ func TestCompleteAfterApprovalIssuesTheSessionOnce(t *testing.T) {
 	if s.ID == [16]byte{} {
 		t.Errorf("session id is all zero, want random")
 	}
-	if w, err := h.svc.Watch(bg, st.Pending); err != nil || w.State != StateCompleted {
+	if w, err := h.svc.Watch(bg, h.site, st.Pending); err != nil || w.State != StateCompleted {
 		t.Errorf("after Complete, Watch = %+v, %v; want completed", w, err)
 	}
 	if _, err := h.svc.Complete(bg, st.Pending, testIP, nil); !errors.Is(err, ErrAlreadyDecided) {
@@ -404,7 +404,7 @@ func TestLinkAfterExpiryFails(t *testing.T) {
 	st, token := h.startKnown()
 	h.clock.Advance(testLinkLife)
 
-	if w, err := h.svc.Watch(bg, st.Pending); err != nil || w.State != StateExpired {
+	if w, err := h.svc.Watch(bg, h.site, st.Pending); err != nil || w.State != StateExpired {
 		t.Errorf("at the link's expiry, Watch = %+v, %v; want expired", w, err)
 	}
 	if v, err := h.svc.OpenLink(bg, token, "", testIP, testUA); err == nil && v.State != StateExpired {
@@ -414,7 +414,7 @@ func TestLinkAfterExpiryFails(t *testing.T) {
 	if !errors.Is(err, ErrLinkInvalid) && !errors.Is(err, ErrLoginExpired) {
 		t.Errorf("ConfirmLink of an expired link = %v, want ErrLinkInvalid or ErrLoginExpired", err)
 	}
-	if w, err := h.svc.Watch(bg, st.Pending); err != nil || w.State != StateExpired {
+	if w, err := h.svc.Watch(bg, h.site, st.Pending); err != nil || w.State != StateExpired {
 		t.Errorf("after a late ConfirmLink, Watch = %+v, %v; want still expired", w, err)
 	}
 	if _, err := h.svc.Complete(bg, st.Pending, testIP, nil); !errors.Is(err, ErrLoginExpired) {
@@ -451,7 +451,7 @@ func TestDispatchAfterExpiryQueuesNoMail(t *testing.T) {
 	if msgs := h.mail.Messages(); len(msgs) != 0 {
 		t.Errorf("a lookup that finished after the link's expiry queued %d mails, want none: a dead link is worse than no mail", len(msgs))
 	}
-	if w, err := h.svc.Watch(bg, st.Pending); err != nil || w.State != StateExpired {
+	if w, err := h.svc.Watch(bg, h.site, st.Pending); err != nil || w.State != StateExpired {
 		t.Errorf("Watch = %+v, %v; want expired", w, err)
 	}
 }
@@ -547,7 +547,7 @@ func TestStartSanitizesReturnURL(t *testing.T) {
 			t.Fatal(err)
 		}
 		h.svc.Wait()
-		w, err := h.svc.Watch(bg, st.Pending)
+		w, err := h.svc.Watch(bg, h.site, st.Pending)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -83,7 +83,7 @@ func (s *Service) CheckStepUp(ctx context.Context, site *Site, sess *Session) (*
 	fresh := *sess
 	fresh.Policies, fresh.PolicyEpoch = policies, s.policyEpoch
 	now := s.now().Unix()
-	if acc, _ := s.authorize(site, &fresh, now, s.revoked.Load()); acc == AccessGranted {
+	if acc, _ := s.authorize(site, &fresh, now, s.revoked.load()); acc == AccessGranted {
 		if v.Refreshed, err = s.cfg.Codec.Encode(&fresh); err != nil {
 			return nil, err
 		}

@@ -140,7 +140,7 @@ func (r *routes) stepUp(sess *Session, reason, approver string) (*Started, strin
 
 func (r *routes) approve(st *Started, token, duration string) {
 	r.t.Helper()
-	v, err := r.svc.Watch(bg, st.Pending)
+	v, err := r.svc.Watch(bg, r.home, st.Pending)
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -197,7 +197,7 @@ func TestStepUpAddsATimeBoxedGrantToTheSameSession(t *testing.T) {
 	r.clock.Advance(10 * time.Minute) // the clock starts at approval, not at request
 	approvedAt := r.clock.Now()
 	r.approve(st, token, "1h")
-	wv, err := r.svc.Watch(bg, st.Pending)
+	wv, err := r.svc.Watch(bg, r.home, st.Pending)
 	if err != nil || !wv.GrantUntil.Equal(approvedAt.Add(time.Hour)) || wv.GrantLabel != "1 hour" {
 		t.Fatalf("the waiting page should say access is granted until %s, got %+v (%v)", approvedAt.Add(time.Hour), wv, err)
 	}

@@ -7,11 +7,12 @@ import (
 )
 
 // WatchChange is Watch for a long poll: while the login is still in the
-// state known, it waits until the state changes, the link expires, or ctx
+// state known, it waits until the state changes, the site's expiry for it
+// passes (never the link's own, which would tell the profile), or ctx
 // ends, and then answers with the state as it is. Changes reach it through
 // the store's Notifier, from any instance sharing the store, so a waiting
 // browser asks once per change (or per timeout) rather than every second.
-func (s *Service) WatchChange(ctx context.Context, pending string, known State) (*LoginView, error) {
+func (s *Service) WatchChange(ctx context.Context, site *Site, pending string, known State) (*LoginView, error) {
 	id, _, _ := strings.Cut(pending, ".")
 	changed := make(chan struct{}, 1)
 	// Subscribe before reading, so a change between the read and the
@@ -23,7 +24,7 @@ func (s *Service) WatchChange(ctx context.Context, pending string, known State) 
 		}
 	})
 	defer cancel()
-	v, err := s.Watch(ctx, pending)
+	v, err := s.Watch(ctx, site, pending)
 	if err != nil || v.State != known {
 		return v, err
 	}
@@ -39,5 +40,5 @@ func (s *Service) WatchChange(ctx context.Context, pending string, known State) 
 	case <-ctx.Done():
 		return v, nil
 	}
-	return s.Watch(context.WithoutCancel(ctx), pending)
+	return s.Watch(context.WithoutCancel(ctx), site, pending)
 }

@@ -23,11 +23,11 @@ func BenchmarkWatch(b *testing.B) {
 		{"unknown", "nobody"},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			svc, pending := watchedLoginFor(b, bc.input)
+			svc, site, pending := watchedLoginFor(b, bc.input)
 			ctx := context.Background()
 			b.ReportAllocs()
 			for b.Loop() {
-				v, err := svc.Watch(ctx, pending)
+				v, err := svc.Watch(ctx, site, pending)
 				if err != nil || v.State != StatePending {
 					b.Fatalf("Watch: %+v, %v", v, err)
 				}
@@ -37,8 +37,9 @@ func BenchmarkWatch(b *testing.B) {
 }
 
 // watchedLoginFor returns a service on an in-memory store with one pending
-// login for input, dispatched, and the login's pending cookie.
-func watchedLoginFor(b *testing.B, input string) (*Service, string) {
+// login for input on a one-profile site, dispatched, the site and the
+// login's pending cookie.
+func watchedLoginFor(b *testing.B, input string) (*Service, *Site, string) {
 	b.Helper()
 	st, err := store.OpenBadger(store.BadgerOptions{InMemory: true}, zap.NewNop())
 	if err != nil {
@@ -63,10 +64,11 @@ func watchedLoginFor(b *testing.B, input string) (*Service, string) {
 		b.Fatal(err)
 	}
 	b.Cleanup(svc.Close)
-	started, err := svc.Start(context.Background(), StartRequest{Site: NewSite(p, nil), Input: input, ReturnURL: "/reports?q=1", App: testApp, ClientIP: testIP, UserAgent: testUA})
+	site := NewSite(p, nil)
+	started, err := svc.Start(context.Background(), StartRequest{Site: site, Input: input, ReturnURL: "/reports?q=1", App: testApp, ClientIP: testIP, UserAgent: testUA})
 	if err != nil {
 		b.Fatal(err)
 	}
 	svc.Wait()
-	return svc, started.Pending
+	return svc, site, started.Pending
 }

@@ -115,6 +115,10 @@ type App struct {
 	stopped   chan struct{}
 	// sites are the sites this config's handlers protect.
 	sites *siteSet
+
+	// revocations are the store's, shared with the other configs of this
+	// process (pooledStore).
+	revocations *approval.Revocations
 }
 
 // siteSet holds sites by ID; handlers add theirs as they provision.
@@ -136,7 +140,15 @@ func (App) CaddyModule() caddy.ModuleInfo {
 // open of the same directory.
 var stores = caddy.NewUsagePool()
 
-type pooledStore struct{ store.Store }
+// pooledStore is an open store and the session revocations read from it,
+// which every config of this process that uses the store shares: a config
+// loaded while the store cannot be read starts from the list the config
+// before it kept, rather than refusing every session until the store
+// answers (see approval.Config.Revocations).
+type pooledStore struct {
+	store.Store
+	revocations *approval.Revocations
+}
 
 func (p pooledStore) Destruct() error { return p.Close() }
 
@@ -219,6 +231,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		RateLimits: a.limits,
 		// Instances sharing a Redis share its limits, too.
 		SharedRateLimits: a.Store != nil && a.Store.Backend == "redis",
+		Revocations:      a.revocations,
 		SessionLifetime:  lifetime,
 		IdleTimeout:      idle,
 		CookieDomain:     a.CookieDomain,
@@ -519,6 +532,10 @@ func (a *App) buildProfiles(servers map[string]mailer.ServerConfig, dirs map[str
 		if err := a.buildGrants(p, c, field); err != nil {
 			return nil, err
 		}
+		if c.DisableCodeFallback && p.Type == approval.TypeManager {
+			return nil, field("code_fallback", "a manager profile never mails a code; code_fallback is for type user")
+		}
+		p.NoCodeFallback = c.DisableCodeFallback
 		for _, a := range p.Approvers {
 			if !validAddress(a) {
 				return nil, field("approvers", "%q is not a mail address", a)
@@ -613,13 +630,13 @@ func (a *App) openBadger(sc *StoreConfig) error {
 		if err != nil {
 			return nil, err
 		}
-		return pooledStore{s}, nil
+		return pooledStore{Store: s, revocations: new(approval.Revocations)}, nil
 	})
 	if err != nil {
 		return fmt.Errorf("mailauth: store: opening %s: %w", dir, err)
 	}
 	a.storeID = id
-	a.store = val.(pooledStore).Store
+	a.store, a.revocations = val.(pooledStore).Store, val.(pooledStore).revocations
 	return nil
 }
 
@@ -653,13 +670,13 @@ func (a *App) openRedis(sc *StoreConfig) error {
 		if err != nil {
 			return nil, err
 		}
-		return pooledStore{s}, nil
+		return pooledStore{Store: s, revocations: new(approval.Revocations)}, nil
 	})
 	if err != nil {
 		return fmt.Errorf("mailauth: store redis: %w", err)
 	}
 	a.storeID = id
-	a.store = val.(pooledStore).Store
+	a.store, a.revocations = val.(pooledStore).Store, val.(pooledStore).revocations
 	return nil
 }
 

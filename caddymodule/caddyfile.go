@@ -37,6 +37,7 @@ func init() {
 //			login_per_identity <n>/<window>
 //			redeem_per_ip <n>/<window>
 //			mails_per_manager <n>/<window>
+//			code_failures_per_identity <n>/<window>
 //		}
 //		mail_server <name> {
 //			host <host>
@@ -92,6 +93,7 @@ func init() {
 //			grant_durations <duration|end_of_day...>
 //			grant_max <duration>
 //			justification optional|required
+//			code_fallback on|off
 //		}
 //		policy <name> {
 //			profile <profile>
@@ -288,6 +290,11 @@ func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 						return nil, d.Errf("profile %q: number_matching: want on or off", name)
 					}
 					p.DisableNumberMatching = d.Val() == "off"
+				case "code_fallback":
+					if !d.NextArg() || d.CountRemainingArgs() > 0 || (d.Val() != "on" && d.Val() != "off") {
+						return nil, d.Errf("profile %q: code_fallback: want on or off", name)
+					}
+					p.DisableCodeFallback = d.Val() == "off"
 				case "escalate_after":
 					dur, err := durationArg(d, "profile "+strconv.Quote(name)+": escalate_after")
 					if err != nil {

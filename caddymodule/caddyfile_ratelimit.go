@@ -9,6 +9,7 @@ import (
 // rateLimitOptions are the options of a rate_limit block.
 var rateLimitOptions = map[string]bool{
 	"login_per_ip": true, "login_per_identity": true, "redeem_per_ip": true, "mails_per_manager": true, "open_per_ip": true,
+	"code_failures_per_identity": true,
 }
 
 // parseRateLimit reads a rate_limit block; the dispenser is on
@@ -20,6 +21,7 @@ var rateLimitOptions = map[string]bool{
 //		redeem_per_ip      <events>/<window>|off
 //		mails_per_manager  <events>/<window>|off
 //		open_per_ip        <events>/<window>|off
+//		code_failures_per_identity <events>/<window>|off
 //	}
 //
 // A limit reads like 20/10m, 5/15m or 20/h. Options left out keep their
@@ -34,7 +36,7 @@ func parseRateLimit(d *caddyfile.Dispenser) (*RateLimitConfig, error) {
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		opt := d.Val()
 		if !rateLimitOptions[opt] {
-			return nil, d.Errf("rate_limit: unknown option %q (login_per_ip, login_per_identity, redeem_per_ip, mails_per_manager, open_per_ip)", opt)
+			return nil, d.Errf("rate_limit: unknown option %q (login_per_ip, login_per_identity, redeem_per_ip, mails_per_manager, open_per_ip, code_failures_per_identity)", opt)
 		}
 		if seen[opt] {
 			return nil, d.Errf("rate_limit: %s: set twice", opt)
@@ -58,6 +60,8 @@ func parseRateLimit(d *caddyfile.Dispenser) (*RateLimitConfig, error) {
 			rl.MailsPerManager = v
 		case "open_per_ip":
 			rl.OpenPerIP = v
+		case "code_failures_per_identity":
+			rl.CodeFailuresPerIdentity = v
 		}
 	}
 	return rl, nil

@@ -30,11 +30,12 @@ func TestCaddyfileRateLimitTakesEveryOption(t *testing.T) {
 		redeem_per_ip off
 		mails_per_manager 10/h
 		open_per_ip 60/10m
+		code_failures_per_identity 6/12h
 	}`)
 	if err != nil {
 		t.Fatalf("a rate_limit block using every option does not parse: %v", err)
 	}
-	want := RateLimitConfig{LoginPerIP: "40/10m", LoginPerIdentity: "3/15m", RedeemPerIP: "off", MailsPerManager: "10/h", OpenPerIP: "60/10m"}
+	want := RateLimitConfig{LoginPerIP: "40/10m", LoginPerIdentity: "3/15m", RedeemPerIP: "off", MailsPerManager: "10/h", OpenPerIP: "60/10m", CodeFailuresPerIdentity: "6/12h"}
 	if *got != want {
 		t.Fatalf("rate_limit parsed to %+v, want %+v (values kept as written)", *got, want)
 	}
@@ -46,7 +47,7 @@ func TestCaddyfileRateLimitLeavesUnsetOptionsEmpty(t *testing.T) {
 		if err != nil {
 			t.Fatalf("%q does not parse: %v", src, err)
 		}
-		if got.LoginPerIP != "" || got.LoginPerIdentity != "" || got.MailsPerManager != "" || got.OpenPerIP != "" {
+		if got.LoginPerIP != "" || got.LoginPerIdentity != "" || got.MailsPerManager != "" || got.OpenPerIP != "" || got.CodeFailuresPerIdentity != "" {
 			t.Fatalf("%q parsed to %+v; options not written must stay empty so that defaults apply", src, *got)
 		}
 	}
@@ -58,7 +59,7 @@ func TestCaddyfileRateLimitErrorsNameOptionAndLine(t *testing.T) {
 		line      int
 		want      string
 	}{
-		{"unknown option", "rate_limit {\n\tlogin_per_user 5/15m\n}", 2, `rate_limit: unknown option "login_per_user" (login_per_ip, login_per_identity, redeem_per_ip, mails_per_manager, open_per_ip)`},
+		{"unknown option", "rate_limit {\n\tlogin_per_user 5/15m\n}", 2, `rate_limit: unknown option "login_per_user" (login_per_ip, login_per_identity, redeem_per_ip, mails_per_manager, open_per_ip, code_failures_per_identity)`},
 		{"set twice", "rate_limit {\n\tlogin_per_ip 20/10m\n\tlogin_per_ip 30/10m\n}", 3, "rate_limit: login_per_ip: set twice"},
 		{"no value", "rate_limit {\n\tredeem_per_ip\n}", 2, "rate_limit: redeem_per_ip: want one limit such as 5/15m, or off"},
 		{"two values", "rate_limit {\n\tredeem_per_ip 5 /15m\n}", 2, "rate_limit: redeem_per_ip: want one limit"},
@@ -89,8 +90,9 @@ func TestRateLimitConfigAppliesDefaults(t *testing.T) {
 		def.LoginPerIdentity != (approval.Limit{Events: 5, Per: 15 * time.Minute}) ||
 		def.RedeemPerIP != (approval.Limit{Events: 30, Per: 10 * time.Minute}) ||
 		def.MailsPerManager != (approval.Limit{Events: 20, Per: time.Hour}) ||
-		def.OpenPerIP != (approval.Limit{Events: 30, Per: 10 * time.Minute}) {
-		t.Fatalf("defaults are %+v; want 20/10m, 5/15m, 30/10m, 20/h and 30/10m as documented on RateLimitConfig", def)
+		def.OpenPerIP != (approval.Limit{Events: 30, Per: 10 * time.Minute}) ||
+		def.CodeFailuresPerIdentity != (approval.Limit{Events: 10, Per: 24 * time.Hour}) {
+		t.Fatalf("defaults are %+v; want 20/10m, 5/15m, 30/10m, 20/h, 30/10m and 10/24h as documented on RateLimitConfig", def)
 	}
 }
 
@@ -121,6 +123,7 @@ func TestRateLimitConfigErrorsNameTheField(t *testing.T) {
 		{RateLimitConfig{RedeemPerIP: "30/0s"}, `rate_limit: redeem_per_ip: "30/0s": the window must be longer than zero`},
 		{RateLimitConfig{MailsPerManager: "20/day"}, `rate_limit: mails_per_manager: "20/day": window "day" is not a duration`},
 		{RateLimitConfig{OpenPerIP: "many/1m"}, `rate_limit: open_per_ip: "many/1m": events "many" is not a whole number`},
+		{RateLimitConfig{CodeFailuresPerIdentity: "ten/24h"}, `rate_limit: code_failures_per_identity: "ten/24h": events "ten" is not a whole number`},
 	} {
 		if _, err := tc.c.limits(); err == nil || !strings.HasPrefix(err.Error(), tc.want) {
 			t.Errorf("limits of %+v: error %v, want one starting %q", tc.c, err, tc.want)

@@ -152,6 +152,7 @@ func TestCaddyfileErrorsNameFieldAndLine(t *testing.T) {
 		{"grant_durations not a duration", "\t\tprofile p {\n\t\t\tgrant_durations 1h later\n\t\t}", "Caddyfile:4 - Error during parsing: profile \"p\": grant_durations: \"later\" is not a positive duration"},
 		{"grant_max", "\t\tprofile p {\n\t\t\tgrant_max forever\n\t\t}", "Caddyfile:4 - Error during parsing: profile \"p\": grant_max:"},
 		{"justification", "\t\tprofile p {\n\t\t\tjustification sometimes\n\t\t}", "Caddyfile:4 - Error during parsing: profile \"p\": justification: want optional or required"},
+		{"code_fallback value", "\t\tprofile p {\n\t\t\tcode_fallback no\n\t\t}", "Caddyfile:4 - Error during parsing: profile \"p\": code_fallback: want on or off"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := adapt(t, globalBlock(tc.opts))
@@ -199,6 +200,7 @@ func TestLoadErrorsNameTheField(t *testing.T) {
 		{"escalation on a user profile", globalBlock(strings.Replace(validOpts, "fallback staff\n", "fallback staff\n\t\t\tescalate_after 5m\n", 1)), `profile "daily": escalate_after: escalation needs type manager`},
 		{"escalation after the link expired", globalBlock(strings.Replace(validOpts, "fallback staff\n", "fallback staff\n\t\t\ttype manager\n\t\t\tescalate_after 20m\n", 1)), `profile "daily": escalate_after: 20m0s must be positive and shorter than link_expiration (15m0s)`},
 		{"unknown policy on a site", strings.Replace(globalBlock(validOpts), "default_profile daily", "default_profile daily\n\t\tpolicies nope", 1), `policies: no policy named "nope"`},
+		{"code_fallback on a manager profile", globalBlock(strings.Replace(validOpts, "fallback staff\n", "fallback staff\n\t\t\ttype manager\n\t\t\tcode_fallback off\n", 1)), `profile "daily": code_fallback: a manager profile never mails a code`},
 		{"missing message_file", globalBlock(strings.Replace(validOpts, "fallback staff", "fallback staff\n\t\t\tmessage_file /nonexistent/mail.txt", 1)), `profile "daily": message_file`},
 		{"grants on a user profile", globalBlock(strings.Replace(validOpts, "fallback staff\n", "fallback staff\n\t\t\tgrant_durations 1h\n", 1)), `profile "daily": grant_durations: only a manager profile gives time-boxed grants`},
 		{"justification on a user profile", globalBlock(strings.Replace(validOpts, "fallback staff\n", "fallback staff\n\t\t\tjustification required\n", 1)), `profile "daily": justification: only a manager profile`},
@@ -255,5 +257,19 @@ func TestCaddyfileProfileGrantOptions(t *testing.T) {
 	}
 	if err := loadJSON(t, globalBlock(strings.Replace(validOpts, "fallback staff\n", "fallback staff\n\t\t\ttype manager\n\t\t\tgrant_durations 30m 2h end_of_day\n\t\t\tgrant_max 4h\n\t\t\tjustification required\n", 1))); err != nil {
 		t.Errorf("a manager profile with grant options was refused: %v", err)
+	}
+}
+
+func TestCaddyfileCodeFallbackOff(t *testing.T) {
+	out, err := adapt(t, globalBlock(strings.Replace(validOpts, "fallback staff\n", "fallback staff\n\t\t\tcode_fallback off\n", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), `"disable_code_fallback":true`) {
+		t.Fatalf("code_fallback off is not in the adapted JSON:\n%s", out)
+	}
+	out, err = adapt(t, globalBlock(strings.Replace(validOpts, "fallback staff\n", "fallback staff\n\t\t\tcode_fallback on\n", 1)))
+	if err != nil || strings.Contains(string(out), "code_fallback") {
+		t.Fatalf("code_fallback on is the default and adapts to nothing: %v\n%s", err, out)
 	}
 }

@@ -195,6 +195,9 @@ func preview(w io.Writer, cfgFile, adapter, profile, out string) error {
 	d.RequestedAt = time.Now().Truncate(time.Minute)
 	d.ExpiresAt = d.RequestedAt.Add(p.LinkExpiration)
 	d.ExpiresIn = mailer.HumanDuration(p.LinkExpiration)
+	if p.Type == approval.TypeManager || p.NoCodeFallback {
+		d.Code = "" // such a profile's mail carries none
+	}
 	subject, text, html, err := p.Templates.Render(d)
 	if err != nil {
 		return fmt.Errorf("profile %q: %w", profile, err)

@@ -147,7 +147,8 @@ type ProfileConfig struct {
 	// order; the first that knows the user wins. Required.
 	Fallback []string `json:"fallback,omitempty"`
 	// NotifyFailedLogin mails the user's manager a short notice when a
-	// login is denied or expires undecided. Repeats for the same user
+	// login is denied, expires undecided, is rate limited or is stopped
+	// by five wrong codes. Repeats for the same user
 	// within 15 minutes are grouped into the next notice. Default: off.
 	NotifyFailedLogin bool `json:"notify_failed_login,omitempty"`
 	// EscalateAfter, on a manager profile, also sends a request that the
@@ -177,6 +178,13 @@ type ProfileConfig struct {
 	// who asks for more access (a step-up) must give a reason, which the
 	// approver sees: "optional" or "required". Default: optional.
 	Justification string `json:"justification,omitempty"`
+	// DisableCodeFallback leaves the six-digit code out of a user
+	// profile's mail (the link alone signs in), and the code box off the
+	// waiting page of sites where no profile mails one. A code can be read
+	// out to a phisher who started the login with the user's address;
+	// turn it off where users can always open the link. Manager profiles
+	// never mail a code. Default: false (user profiles mail a code).
+	DisableCodeFallback bool `json:"disable_code_fallback,omitempty"`
 }
 
 // PolicyConfig chooses a profile for the users whose attribute matches.

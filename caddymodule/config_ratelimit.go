@@ -34,6 +34,12 @@ type RateLimitConfig struct {
 	// as invalid without a store read until the budget refills.
 	// Default: "30/10m".
 	OpenPerIP string `json:"open_per_ip,omitempty"`
+	// CodeFailuresPerIdentity limits wrong one-time codes per identity
+	// (the name or address as typed, lower-cased) across all its logins;
+	// past it, codes are refused for that identity and the waiting page
+	// says to use the link, which still works. Names that do not exist
+	// are counted the same way. Default: "10/24h".
+	CodeFailuresPerIdentity string `json:"code_failures_per_identity,omitempty"`
 }
 
 // limits returns c as the approval service takes it, with defaults for
@@ -53,6 +59,7 @@ func (c *RateLimitConfig) limits() (approval.RateLimits, error) {
 		{"redeem_per_ip", c.RedeemPerIP, &r.RedeemPerIP},
 		{"mails_per_manager", c.MailsPerManager, &r.MailsPerManager},
 		{"open_per_ip", c.OpenPerIP, &r.OpenPerIP},
+		{"code_failures_per_identity", c.CodeFailuresPerIdentity, &r.CodeFailuresPerIdentity},
 	} {
 		if f.val == "" {
 			continue

@@ -16,9 +16,24 @@ import (
 	"github.com/mailauth/caddy-mailauth/approval"
 )
 
+// signInClosed answers 503 while the service has not read the session
+// revocations (approval.Service.RevocationsRead): it refuses every session
+// until then, so it must not send anyone through a sign-in whose session
+// it would refuse, nor claim a logout it could not record. It reports
+// whether it answered.
+func (h *Handler) signInClosed(w http.ResponseWriter) (bool, error) {
+	if h.app.service.RevocationsRead() {
+		return false, nil
+	}
+	return true, h.unavailable(w, "Sign-in is unavailable", "Sign-in is unavailable right now. Please try again in a minute.")
+}
+
 // loginForm shows the sign-in form, or sends a browser that is already
 // signed in straight on.
 func (h *Handler) loginForm(w http.ResponseWriter, r *http.Request) error {
+	if closed, err := h.signInClosed(w); closed {
+		return err
+	}
 	ret := approval.SafeReturnTarget(r.URL.Query().Get("return"), h.app.CookieDomain)
 	if v, ok := cookieValue(r.Header, h.sessionCookie); ok {
 		var s approval.Session
@@ -33,6 +48,9 @@ func (h *Handler) loginForm(w http.ResponseWriter, r *http.Request) error {
 // loginStart starts a login and sends the browser to the waiting page. The
 // answer is the same whether or not the user exists.
 func (h *Handler) loginStart(w http.ResponseWriter, r *http.Request) error {
+	if closed, err := h.signInClosed(w); closed {
+		return err
+	}
 	if err := r.ParseForm(); err != nil {
 		return caddyhttp.Error(http.StatusBadRequest, err)
 	}
@@ -79,17 +97,21 @@ func (h *Handler) wait(w http.ResponseWriter, r *http.Request) error {
 	}
 	pending, _ := cookieValue(r.Header, pendingCookie)
 	d := pageData{Title: "Check your email", App: v.App, Return: v.ReturnURL, Login: v, Now: time.Now(), Users: h.users, Managers: h.managers, Matching: h.matching, CSRF: h.app.csrfToken(pending)}
+	d.LinkMayExpireSooner, d.Codes = h.site.LinkLifetimesDiffer(), h.site.CodeFallback()
 	if v.StepUp {
 		// A step-up's user is known, so its page is worded for the one
-		// profile it asked, not for every profile of the site.
+		// profile it asked, not for every profile of the site, and its
+		// expiry is the link's own.
 		d.Users, d.Managers = v.Type != approval.TypeManager, v.Type == approval.TypeManager
-		d.Matching = true
+		d.Matching, d.Codes, d.LinkMayExpireSooner = true, d.Codes && d.Users, false
 	}
 	switch r.URL.Query().Get("code") {
 	case "wrong":
 		d.Error = "That code is not right. Check the mail and try again."
 	case "locked":
 		d.Error = "Too many wrong codes: this sign-in request is closed."
+	case "paused":
+		d.Error = "Too many wrong codes have been typed for this name lately, so codes are switched off for it for now. Open the link in the mail instead: it still works."
 	}
 	if !h.users {
 		d.Title = "Waiting for approval"
@@ -148,7 +170,7 @@ func (h *Handler) watchChange(r *http.Request, known approval.State) (*approval.
 	defer cancel()
 	stop := context.AfterFunc(h.stopping, cancel)
 	defer stop()
-	return h.app.service.WatchChange(ctx, p, known)
+	return h.app.service.WatchChange(ctx, h.site, p, known)
 }
 
 func (h *Handler) watch(r *http.Request) (*approval.LoginView, error) {
@@ -156,7 +178,7 @@ func (h *Handler) watch(r *http.Request) (*approval.LoginView, error) {
 	if !ok {
 		return nil, approval.ErrLoginNotFound
 	}
-	return h.app.service.Watch(r.Context(), p)
+	return h.app.service.Watch(r.Context(), h.site, p)
 }
 
 // verifyOpen is the link landing page. It shows what the link approves and
@@ -221,6 +243,9 @@ func (h *Handler) linkError(w http.ResponseWriter, err error) error {
 
 // complete hands the session to the browser that started the login.
 func (h *Handler) complete(w http.ResponseWriter, r *http.Request) error {
+	if closed, err := h.signInClosed(w); closed {
+		return err
+	}
 	p, ok := cookieValue(r.Header, pendingCookie)
 	if !ok {
 		http.Redirect(w, r, prefix+"login", http.StatusSeeOther)
@@ -257,6 +282,9 @@ func (h *Handler) complete(w http.ResponseWriter, r *http.Request) error {
 
 // logout ends the session in this browser.
 func (h *Handler) logout(w http.ResponseWriter, r *http.Request) error {
+	if closed, err := h.signInClosed(w); closed {
+		return err
+	}
 	if v, ok := cookieValue(r.Header, h.sessionCookie); ok {
 		if err := r.ParseForm(); err != nil || !h.app.csrfOK(r, v) {
 			return caddyhttp.Error(http.StatusForbidden, errors.New("mailauth: form token missing or wrong"))
@@ -281,6 +309,9 @@ func clearCookie(w http.ResponseWriter, name, path, domain string) {
 // code redeems the one-time code typed into the waiting page; on success
 // the browser gets its session at once.
 func (h *Handler) code(w http.ResponseWriter, r *http.Request) error {
+	if closed, err := h.signInClosed(w); closed {
+		return err
+	}
 	if err := r.ParseForm(); err != nil {
 		return caddyhttp.Error(http.StatusBadRequest, err)
 	}
@@ -299,6 +330,9 @@ func (h *Handler) code(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	case errors.Is(err, approval.ErrCodeLocked):
 		http.Redirect(w, r, prefix+"wait?code=locked", http.StatusSeeOther)
+		return nil
+	case errors.Is(err, approval.ErrCodesPaused):
+		http.Redirect(w, r, prefix+"wait?code=paused", http.StatusSeeOther)
 		return nil
 	case errors.Is(err, approval.ErrLoginNotFound):
 		http.Redirect(w, r, prefix+"login", http.StatusSeeOther)

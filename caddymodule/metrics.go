@@ -26,7 +26,7 @@ var (
 	loginOutcomes  = []string{"approved", "denied", "completed"}
 	mailOutcomes   = []string{"sent", "failed", "retry", "abandoned"}
 	lookupOutcomes = []string{"found", "not_found", "error"}
-	limitNames     = []string{"login_per_ip", "login_per_identity", "redeem_per_ip", "mails_per_manager", "open_per_ip"}
+	limitNames     = []string{"login_per_ip", "login_per_identity", "redeem_per_ip", "mails_per_manager", "open_per_ip", "code_failures_per_identity"}
 	profileTypes   = []string{string(approval.TypeUser), string(approval.TypeManager)}
 )
 

@@ -64,6 +64,13 @@ type pageData struct {
 	Users, Managers bool
 	// Matching says whether the waiting page shows the number to match.
 	Matching bool
+	// Codes says whether the waiting page offers the box for the mailed
+	// code (approval.Site.CodeFallback).
+	Codes bool
+	// LinkMayExpireSooner says that the site's profiles differ in link
+	// lifetime, so the waiting page's expiry, the same for every login of
+	// the site, is the longest of them, not every link's.
+	LinkMayExpireSooner bool
 	// Nonce lets the page's own script run under the CSP; it is new for
 	// every response.
 	Nonce string

@@ -217,3 +217,24 @@ func TestHumanDuration(t *testing.T) {
 		}
 	}
 }
+
+func TestDefaultMailWarnsNeverToTellTheCode(t *testing.T) {
+	d := requestData()
+	d.Code = "482913"
+	_, text, html, err := mustDefaults(t).Render(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for part, body := range map[string]string{"text": text, "html": html} {
+		if !strings.Contains(body, "482913") || !strings.Contains(body, "Never tell this code to anyone; we will never ask for it.") {
+			t.Errorf("the %s part should carry the code and say plainly never to tell it:\n%s", part, body)
+		}
+	}
+	d.Code = ""
+	_, text, html, _ = mustDefaults(t).Render(d)
+	for part, body := range map[string]string{"text": text, "html": html} {
+		if strings.Contains(body, "Never tell this code") {
+			t.Errorf("a mail without a code should not warn about one (%s part)", part)
+		}
+	}
+}
