@@ -36,8 +36,9 @@ const (
 
 // defaultIdentityHeaders are request headers that apps commonly trust as
 // the signed-in user. A client could send them itself, so they are
-// removed from every request before it goes on; the site then sets its own
-// with header_up from the placeholders.
+// removed from every request before it goes on, in every spelling that
+// an app could read as the same name (see headerSet); the site then sets
+// its own with header_up from the placeholders.
 var defaultIdentityHeaders = []string{
 	"X-Remote-User", "X-Remote-Email", "X-Remote-Name", "X-Remote-Groups",
 	"Remote-User", "Remote-Email", "Remote-Name", "Remote-Groups",
@@ -60,16 +61,20 @@ type Handler struct {
 	Policies []string `json:"policies,omitempty"`
 	// StripHeaders are request headers removed from every request before
 	// it reaches the next handler, so a client cannot claim an identity by
-	// sending them itself. Default: the common identity headers
+	// sending them itself. A name also removes every spelling that differs
+	// only in case or in which of '-', '_' and '.' separates its words
+	// (X_Remote_User, x-remote_user, X.Remote.User), since CGI, FastCGI and
+	// PHP turn them all into the same variable (HTTP_X_REMOTE_USER). Default: the common identity headers
 	// (X-Remote-User, Remote-User, X-Forwarded-User, X-Auth-Request-User and
-	// their Email, Name and Groups companions). Headers set with header_up
-	// from {http.auth.user.*} are set after this, by the proxy.
+	// their Email, Name and Groups companions). Setting it replaces the
+	// default list. Headers set with header_up from {http.auth.user.*} are
+	// set after this, by the proxy.
 	StripHeaders []string `json:"strip_headers,omitempty"`
 
 	// sessionCookie is the session cookie's name, prefixed by whether it
 	// is shared across subdomains.
 	sessionCookie string
-	stripHeaders  []string
+	strip         headerSet
 	app           *App
 	site          *approval.Site
 	// users and managers say who approves logins on this site, and
@@ -117,14 +122,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.app.CookieDomain != "" {
 		h.sessionCookie = sharedSessionCookie
 	}
-	h.stripHeaders = h.StripHeaders
-	if len(h.stripHeaders) == 0 {
-		h.stripHeaders = defaultIdentityHeaders
-	}
-	for i, name := range h.stripHeaders {
-		// Canonical once here, so the request path deletes map keys
-		// without canonicalising (and allocating) on every request.
-		h.stripHeaders[i] = http.CanonicalHeaderKey(name)
+	if len(h.StripHeaders) > 0 {
+		h.strip = newHeaderSet(h.StripHeaders)
+	} else {
+		h.strip = newHeaderSet(defaultIdentityHeaders)
 	}
 	h.users, h.managers = h.site.Approvers()
 	h.matching = h.site.NumberMatching()
@@ -136,9 +137,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 // ServeHTTP serves the endpoints, or checks the session and passes on.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	for _, name := range h.stripHeaders {
-		delete(r.Header, name)
-	}
+	h.strip.removeFrom(r.Header)
 	if strings.HasPrefix(r.URL.Path, prefix) {
 		return h.serveEndpoint(w, r)
 	}

@@ -43,7 +43,7 @@ func testHandler(tb testing.TB) (*Handler, string) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return &Handler{DefaultProfile: "daily", app: &App{service: svc}, logger: zap.NewNop(), csrf: http.NewCrossOriginProtection(), sessionCookie: hostSessionCookie}, cookie
+	return &Handler{DefaultProfile: "daily", app: &App{service: svc}, logger: zap.NewNop(), csrf: http.NewCrossOriginProtection(), sessionCookie: hostSessionCookie, strip: newHeaderSet(defaultIdentityHeaders)}, cookie
 }
 
 func request(method, target string, hdr http.Header) (*http.Request, *caddy.Replacer) {
@@ -152,6 +152,36 @@ func BenchmarkAuthenticatedRequest(b *testing.B) {
 	}
 }
 
+// BenchmarkAuthenticatedBrowserRequest is BenchmarkAuthenticatedRequest
+// with the headers a browser sends on a page load, since removing
+// client-sent identity headers looks at every header of the request.
+func BenchmarkAuthenticatedBrowserRequest(b *testing.B) {
+	h, cookie := testHandler(b)
+	r, _ := request(http.MethodGet, "/app", http.Header{
+		"User-Agent":                {"Mozilla/5.0 (X11; Linux x86_64; rv:140.0) Gecko/20100101 Firefox/140.0"},
+		"Accept":                    {"text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"},
+		"Accept-Language":           {"en-GB,en;q=0.5"},
+		"Accept-Encoding":           {"gzip, deflate, br, zstd"},
+		"Referer":                   {"https://apps.example.test/"},
+		"Connection":                {"keep-alive"},
+		"Cookie":                    {"_ga=GA1.1.1; __Host-mailauth_session=" + cookie},
+		"Upgrade-Insecure-Requests": {"1"},
+		"Sec-Fetch-Dest":            {"document"},
+		"Sec-Fetch-Mode":            {"navigate"},
+		"Sec-Fetch-Site":            {"same-origin"},
+		"Sec-Fetch-User":            {"?1"},
+		"Priority":                  {"u=0, i"},
+	})
+	w := httptest.NewRecorder()
+	next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := h.ServeHTTP(w, r, next); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 func BenchmarkNextHandlerOnly(b *testing.B) {
 	r, _ := request(http.MethodGet, "/app", nil)
 	w := httptest.NewRecorder()
@@ -161,5 +191,78 @@ func BenchmarkNextHandlerOnly(b *testing.B) {
 		if err := next.ServeHTTP(w, r); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestIdentityHeadersAreStrippedInEverySpelling: a client-sent identity
+// header is removed whatever its case and whether it uses '-', '_' or
+// '.', since CGI and FastCGI read X_Remote_User and X-Remote-User as the
+// same HTTP_X_REMOTE_USER (and PHP X.Remote.User too); names that are
+// merely similar stay.
+func TestIdentityHeadersAreStrippedInEverySpelling(t *testing.T) {
+	h, cookie := testHandler(t)
+	spoofed := []string{
+		"X-Remote-User", "X_Remote_User", "X_remote_user", "X-Remote_user", "x-remote_user",
+		"X-REMOTE-USER", "x_rEmOtE-uSeR", "Remote_User", "X_Forwarded_Groups", "x-auth-request_preferred-username",
+		"X.Remote.User", "x.remote_user",
+	}
+	kept := []string{"X-Remote-Users", "X-Remote-Use", "XRemoteUser", "X--Remote-User", "Accept-Language"}
+	hdr := http.Header{"Cookie": {"__Host-mailauth_session=" + cookie}}
+	for _, k := range append(spoofed, kept...) {
+		hdr[k] = []string{"admin"} // raw keys: exactly as a client may spell them
+	}
+	r, _ := request(http.MethodGet, "/app", hdr)
+	var seen http.Header
+	err := h.ServeHTTP(httptest.NewRecorder(), r, caddyhttp.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) error {
+		seen = r.Header.Clone()
+		return nil
+	}))
+	if err != nil || seen == nil {
+		t.Fatalf("a valid session should reach the next handler (err=%v)", err)
+	}
+	for _, k := range spoofed {
+		if _, ok := seen[k]; ok {
+			t.Errorf("%q reached the next handler; it reads as X-Remote-User's family to CGI and must be removed", k)
+		}
+	}
+	for _, k := range kept {
+		if _, ok := seen[k]; !ok {
+			t.Errorf("%q was removed, but no app reads it as an identity header", k)
+		}
+	}
+}
+
+// TestStripHeadersMatchTheirOtherSpellings: a configured name written
+// with '_' also removes its '-', '.' and mixed-case spellings.
+func TestStripHeadersMatchTheirOtherSpellings(t *testing.T) {
+	s := newHeaderSet([]string{"X_Tenant_ID", "x-tenant-id", ""})
+	if len(s.names) != 1 {
+		t.Errorf("the set holds %q; want one normalised name for two spellings of it and none for the empty one", s.names)
+	}
+	for _, k := range []string{"X-Tenant-Id", "X_tenant_id", "x-tenant_ID", "X_TENANT_ID", "X.Tenant.Id"} {
+		if !s.has(k) {
+			t.Errorf("%q is not matched by strip_headers X_Tenant_ID", k)
+		}
+	}
+	for _, k := range []string{"X-Tenant", "X-Tenant-Ids", "X-TenantId", ""} {
+		if s.has(k) {
+			t.Errorf("%q is matched by strip_headers X_Tenant_ID, which names another header", k)
+		}
+	}
+}
+
+// TestStrippingIdentityHeadersAllocatesNothing: the check runs on every
+// request, so looking through a browser's headers must not allocate.
+func TestStrippingIdentityHeadersAllocatesNothing(t *testing.T) {
+	s := newHeaderSet(defaultIdentityHeaders)
+	hdr := http.Header{}
+	for _, k := range []string{"User-Agent", "Accept", "Accept-Language", "Accept-Encoding", "Referer", "Connection", "Cookie", "Upgrade-Insecure-Requests", "Sec-Fetch-Dest", "Sec-Fetch-Mode", "Sec-Fetch-Site", "Sec-Fetch-User", "Priority", "X-Remote-Username"} {
+		hdr[k] = []string{"x"}
+	}
+	if n := testing.AllocsPerRun(100, func() { s.removeFrom(hdr) }); n != 0 {
+		t.Errorf("removing identity headers from a browser request allocates %v times; want none", n)
+	}
+	if len(hdr) != 14 {
+		t.Errorf("a browser's own headers were removed: %d of 14 left", len(hdr))
 	}
 }

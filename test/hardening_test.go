@@ -1,6 +1,7 @@
 package test
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -69,6 +70,127 @@ func TestClientSentIdentityHeadersNeverReachTheApp(t *testing.T) {
 	if !strings.Contains(r.Body, `user="alice"`) || strings.Contains(r.Body, "admin") {
 		t.Fatalf("the upstream must see alice and no client-sent identity:\n%s", r.Body)
 	}
+}
+
+// TestIdentityHeaderSpellingsNeverReachTheApp: CGI and FastCGI read
+// X_Remote_User, x-remote_user and X-REMOTE-USER all as
+// HTTP_X_REMOTE_USER (PHP reads X.Remote.User so too), and Caddy passes
+// each on under its own name once a server lets such names through
+// (expected_underscore_headers, expected_dot_headers), so a signed-in
+// client that sends them must not get any of them past mailauth: the app
+// sees the one X-Remote-User the site sets. The same holds for a name
+// configured in strip_headers, written with '_', whose '-' spelling Caddy
+// always passes on.
+func TestIdentityHeaderSpellingsNeverReachTheApp(t *testing.T) {
+	spoofed := []string{
+		"X_Remote_User", "x-remote_user", "X-REMOTE-USER", "x_remote_user", "X-Remote-User",
+		"X_Remote_Email", "Remote_User", "remote-user", "X-Forwarded_User", "X_AUTH_REQUEST_USER",
+		"x-webauth_user", "X_Forwarded_Preferred_Username", "X.Remote.User",
+	}
+	var underscored, dotted []string
+	for _, n := range spoofed {
+		if strings.Contains(n, "_") {
+			underscored = append(underscored, n)
+		} else if strings.Contains(n, ".") {
+			dotted = append(dotted, n)
+		}
+	}
+	caddyfile := strings.Replace(defaultCaddyfile, "\tauto_https off\n", "\tauto_https off\n\tservers {\n\t\texpected_underscore_headers "+strings.Join(underscored, " ")+"\n\t\texpected_dot_headers "+strings.Join(dotted, " ")+"\n\t}\n", 1)
+	e := newEnvWithApp(t, caddyfile, http.HandlerFunc(echoHeaders))
+	b := newBrowser(t)
+	confirmAndComplete(t, e, b, startLogin(t, e, b, "alice", "alice@example.test"))
+
+	lines := appHeaders(t, e, b, spoofed, "admin")
+	for _, l := range lines {
+		if l.value == "admin" {
+			t.Errorf("the app received the client's %s: admin", l.name)
+		}
+	}
+	var users []headerLine
+	for _, l := range lines {
+		if cgiName(l.name) == "HTTP_X_REMOTE_USER" {
+			users = append(users, l)
+		}
+	}
+	if len(users) != 1 || users[0].value != "alice" {
+		t.Errorf("the app must see one HTTP_X_REMOTE_USER, alice, set by header_up; it saw %v", users)
+	}
+
+	// strip_headers is a JSON option: reload the running config with it.
+	var cfg map[string]any
+	e.adminJSON(t, http.MethodGet, "/config/", &cfg)
+	if n := setOnHandlers(cfg, "mailauth", "strip_headers", []string{"X_Tenant_ID", "X-Remote-User"}); n != 1 {
+		t.Fatalf("found %d mailauth handlers in the running config, want 1", n)
+	}
+	body, _ := json.Marshal(cfg)
+	req, _ := http.NewRequest(http.MethodPost, fmt.Sprintf("http://127.0.0.1:%d/load", e.AdminPort), strings.NewReader(string(body)))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("loading the config with strip_headers: %d", resp.StatusCode)
+	}
+	for _, l := range appHeaders(t, e, b, []string{"X-Tenant-Id", "x_tenant_id", "X_TENANT-ID", "X-Tenant_Id"}, "evil") {
+		if cgiName(l.name) == "HTTP_X_TENANT_ID" || l.value == "evil" {
+			t.Errorf("strip_headers X_Tenant_ID let the client's %s: %s reach the app", l.name, l.value)
+		}
+	}
+}
+
+// headerLine is one header the app received.
+type headerLine struct{ name, value string }
+
+// appHeaders requests the app as b, sending each of names (spelled
+// exactly so on the wire) with value, and returns the headers the app
+// received.
+func appHeaders(t *testing.T, e *env, b *browser, names []string, value string) []headerLine {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, e.URL("/app"), nil)
+	for _, n := range names {
+		req.Header[n] = []string{value}
+	}
+	r := b.do(req)
+	if r.Status != http.StatusOK {
+		t.Fatalf("the app with a session: got %d:\n%s", r.Status, r.Body)
+	}
+	var out []headerLine
+	for _, l := range strings.Split(strings.TrimSpace(r.Body), "\n") {
+		name, v, ok := strings.Cut(l, ": ")
+		if !ok {
+			t.Fatalf("the app answered %q, not a header line", l)
+		}
+		out = append(out, headerLine{name, v})
+	}
+	return out
+}
+
+// cgiName is the variable CGI and FastCGI make of a header name.
+func cgiName(header string) string {
+	return "HTTP_" + strings.ToUpper(strings.ReplaceAll(header, "-", "_"))
+}
+
+// setOnHandlers sets key to v in every HTTP handler of a JSON config
+// whose "handler" is name, and returns how many it changed.
+func setOnHandlers(cfg any, name, key string, v any) int {
+	n := 0
+	switch c := cfg.(type) {
+	case map[string]any:
+		if c["handler"] == name {
+			c[key] = v
+			n++
+		}
+		for _, child := range c {
+			n += setOnHandlers(child, name, key, v)
+		}
+	case []any:
+		for _, child := range c {
+			n += setOnHandlers(child, name, key, v)
+		}
+	}
+	return n
 }
 
 // TestSessionCookieTamperingIsRefused: flipped bits, a cut prefix, a
