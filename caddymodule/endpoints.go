@@ -57,7 +57,7 @@ func (h *Handler) loginStart(w http.ResponseWriter, r *http.Request) error {
 	http.SetCookie(w, &http.Cookie{
 		Name:     pendingCookie,
 		Value:    started.Pending,
-		Path:     prefix,
+		Path:     "/", // as "__Host-" requires; see pendingCookie
 		Expires:  started.ExpiresAt.Add(time.Hour),
 		Secure:   true,
 		HttpOnly: true,
@@ -224,17 +224,17 @@ func (h *Handler) complete(w http.ResponseWriter, r *http.Request) error {
 		http.Redirect(w, r, prefix+"wait", http.StatusSeeOther)
 		return nil
 	case errors.Is(err, approval.ErrDenied):
-		clearCookie(w, pendingCookie, prefix, "")
+		clearCookie(w, pendingCookie, "/", "")
 		return h.render(w, http.StatusForbidden, "denied.html", pageData{Title: "Sign-in denied"})
 	case errors.Is(err, approval.ErrLoginNotFound), errors.Is(err, approval.ErrAlreadyDecided), errors.Is(err, approval.ErrLoginExpired):
-		clearCookie(w, pendingCookie, prefix, "")
+		clearCookie(w, pendingCookie, "/", "")
 		http.Redirect(w, r, prefix+"login", http.StatusSeeOther)
 		return nil
 	case err != nil:
 		h.logger.Error("completing a login", zap.Error(err))
 		return h.unavailable(w, "Try again", "Sign-in could not be completed right now. Please reload this page in a minute.")
 	}
-	clearCookie(w, pendingCookie, prefix, "")
+	clearCookie(w, pendingCookie, "/", "")
 	h.setSessionCookie(w, c.Cookie, c.Session.ExpiresAt)
 	http.Redirect(w, r, c.ReturnURL, http.StatusSeeOther)
 	return nil

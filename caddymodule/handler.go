@@ -22,15 +22,31 @@ func init() {
 }
 
 // Cookie names. The browser enforces what the prefixes promise: a
-// "__Host-" cookie is Secure, host-only and for Path=/, so no subdomain can
-// set or shadow it; "__Secure-" cookies are Secure. The session cookie is
-// "__Host-" unless cookie_domain shares it across subdomains. The pending
-// cookie is scoped to the endpoint prefix, so the protected app never sees
-// it, which "__Host-" (Path=/ only) would not allow.
+// "__Host-" cookie is Secure, host-only and for Path=/, so no other host,
+// not even a sibling subdomain, can set or shadow it; a "__Secure-" cookie
+// is only Secure, and a sibling can set one for the parent domain. The
+// session cookie is "__Host-" unless cookie_domain shares it across
+// subdomains.
+//
+// The pending cookie is always "__Host-": it names the login this browser
+// may collect, and a sibling that planted one could tie the browser to a
+// login the sibling started. A request to the endpoints that carries it
+// twice is refused rather than served by either. Path=/, which "__Host-"
+// requires, also sends it to the app's paths, where it has no business:
+// it is a secret of the sign-in endpoints, and an app (or its logs) that
+// held it while the browser had a login in progress could collect that
+// login's session itself. So it is removed from the Cookie header before
+// a request goes on, which costs a search of the header on requests
+// without it and an allocation only on those with it. (The session
+// cookie goes on as it always has: the app already acts as the user.)
+//
+// The "__Secure-mailauth_pending" cookie of earlier versions is no longer
+// read: it was only good for a login in progress, so after an upgrade a
+// browser that was waiting is asked to sign in again.
 const (
 	hostSessionCookie   = "__Host-mailauth_session"
 	sharedSessionCookie = "__Secure-mailauth_session"
-	pendingCookie       = "__Secure-mailauth_pending"
+	pendingCookie       = "__Host-mailauth_pending"
 	prefix              = "/.mailauth/"
 )
 
@@ -150,6 +166,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 			repl.Set("http.auth.user.id", s.User)
 			repl.Set("http.auth.user.email", s.Email)
+			removeCookie(r.Header, pendingCookie)
 			return next.ServeHTTP(w, r)
 		} else if c := h.logger.Check(zapcore.DebugLevel, "session cookie refused"); c != nil {
 			c.Write(zap.Error(err))
@@ -179,6 +196,21 @@ func (h *Handler) serveEndpoint(w http.ResponseWriter, r *http.Request) error {
 		r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
 	}
 	route := strings.TrimPrefix(r.URL.Path, prefix)
+	switch route {
+	case "wait", "status", "code", "complete":
+		// These act on the login the pending cookie names; with two,
+		// one may have been planted, and picking either could serve the
+		// planter's login.
+		if cookieCount(r.Header, pendingCookie) > 1 {
+			h.logger.Warn("refused a request carrying two pending cookies", zap.String("path", r.URL.Path), zap.String("client_ip", clientIP(r)))
+			return h.render(w, http.StatusBadRequest, "message.html", pageData{
+				Title:     "Sign-in cannot continue",
+				Message:   "This browser sent two sign-in cookies for this site, so it is not clear which sign-in is its own, and nothing was done. Clear this site's cookies in your browser, then sign in again.",
+				Action:    "Sign in",
+				ActionURL: prefix + "login",
+			})
+		}
+	}
 	switch {
 	case route == "login" && isGet(r):
 		return h.loginForm(w, r)
@@ -255,13 +287,15 @@ func siteHost(r *http.Request) string {
 
 // cookieValue finds a cookie in the request headers without allocating,
 // unlike http.Request.Cookie, which parses every cookie on every request.
+// It returns the first pair of that name; the endpoints that must not pick
+// one of two check cookieCount first.
 func cookieValue(h http.Header, name string) (string, bool) {
 	for _, line := range h["Cookie"] {
 		for len(line) > 0 {
 			var part string
 			part, line, _ = strings.Cut(line, ";")
 			part = strings.TrimLeft(part, " \t")
-			if len(part) > len(name) && part[len(name)] == '=' && part[:len(name)] == name {
+			if isCookiePair(part, name) {
 				v := strings.TrimRight(part[len(name)+1:], " \t")
 				if len(v) > 1 && v[0] == '"' && v[len(v)-1] == '"' {
 					v = v[1 : len(v)-1]
@@ -271,6 +305,74 @@ func cookieValue(h http.Header, name string) (string, bool) {
 		}
 	}
 	return "", false
+}
+
+// isCookiePair reports whether part (one pair of a Cookie header, leading
+// blanks trimmed) is a pair of the named cookie.
+func isCookiePair(part, name string) bool {
+	return len(part) > len(name) && part[len(name)] == '=' && part[:len(name)] == name
+}
+
+// cookieCount counts the pairs of the named cookie in the request headers,
+// in one Cookie header or several.
+func cookieCount(h http.Header, name string) int {
+	n := 0
+	for _, line := range h["Cookie"] {
+		for len(line) > 0 {
+			var part string
+			part, line, _ = strings.Cut(line, ";")
+			if isCookiePair(strings.TrimLeft(part, " \t"), name) {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// removeCookie deletes every pair of the named cookie from the request's
+// Cookie headers, and a header left empty. A header without the name is
+// kept as it is, so a request without the cookie costs a search and no
+// allocation.
+func removeCookie(h http.Header, name string) {
+	lines := h["Cookie"]
+	found := false
+	for _, line := range lines {
+		if strings.Contains(line, name) {
+			found = true
+			break
+		}
+	}
+	if !found {
+		return
+	}
+	kept := make([]string, 0, len(lines))
+	for _, line := range lines {
+		if !strings.Contains(line, name) {
+			kept = append(kept, line)
+			continue
+		}
+		var b strings.Builder
+		for len(line) > 0 {
+			var part string
+			part, line, _ = strings.Cut(line, ";")
+			part = strings.Trim(part, " \t")
+			if part == "" || isCookiePair(part, name) {
+				continue
+			}
+			if b.Len() > 0 {
+				b.WriteString("; ")
+			}
+			b.WriteString(part)
+		}
+		if b.Len() > 0 {
+			kept = append(kept, b.String())
+		}
+	}
+	if len(kept) == 0 {
+		delete(h, "Cookie")
+		return
+	}
+	h["Cookie"] = kept
 }
 
 // Cleanup ends the long polls of an unloaded config, in case its server

@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -264,5 +266,82 @@ func TestStrippingIdentityHeadersAllocatesNothing(t *testing.T) {
 	}
 	if len(hdr) != 14 {
 		t.Errorf("a browser's own headers were removed: %d of 14 left", len(hdr))
+	}
+}
+
+// TestTwoPendingCookiesAreRefused: an endpoint that acts on the login
+// the pending cookie names refuses a request that carries two, in one
+// Cookie header or in two, instead of serving the first.
+func TestTwoPendingCookiesAreRefused(t *testing.T) {
+	h, pending := waitingHandler(t)
+	planted := "planted." + strings.Repeat("A", 43)
+	for _, cookies := range [][]string{
+		{pendingCookie + "=" + planted + "; " + pendingCookie + "=" + pending},
+		{pendingCookie + "=" + pending, "a=1; " + pendingCookie + "=" + planted},
+	} {
+		for _, ep := range []struct{ method, path string }{
+			{http.MethodGet, "/.mailauth/wait"},
+			{http.MethodGet, "/.mailauth/status"},
+			{http.MethodPost, "/.mailauth/code"},
+			{http.MethodPost, "/.mailauth/complete"},
+		} {
+			r, _ := request(ep.method, ep.path, http.Header{"Cookie": cookies, "Content-Type": {"application/x-www-form-urlencoded"}})
+			w := httptest.NewRecorder()
+			if err := h.ServeHTTP(w, r, nil); err != nil || w.Code != http.StatusBadRequest || !strings.Contains(w.Body.String(), "two sign-in cookies") {
+				t.Errorf("%s %s with Cookie %q: got %d (err %v), want the 400 page about two sign-in cookies", ep.method, ep.path, cookies, w.Code, err)
+			}
+		}
+	}
+	r, _ := request(http.MethodGet, "/.mailauth/status", http.Header{"Cookie": {"a=1; " + pendingCookie + "=" + pending}})
+	w := httptest.NewRecorder()
+	if err := h.ServeHTTP(w, r, nil); err != nil || w.Code != http.StatusOK {
+		t.Errorf("status with one pending cookie: got %d (err %v), want 200", w.Code, err)
+	}
+}
+
+// TestPendingCookieIsRemovedBeforeTheApp: the pending cookie is sent to
+// every path, but only the sign-in endpoints may read it; the app gets
+// the other cookies untouched.
+func TestPendingCookieIsRemovedBeforeTheApp(t *testing.T) {
+	h, session := testHandler(t)
+	for _, tc := range []struct {
+		in, want []string
+	}{
+		{[]string{"__Host-mailauth_session=" + session + "; " + pendingCookie + "=p.x; theme=dark"}, []string{"__Host-mailauth_session=" + session + "; theme=dark"}},
+		{[]string{pendingCookie + "=p.x", "__Host-mailauth_session=" + session}, []string{"__Host-mailauth_session=" + session}},
+		{[]string{"theme=dark;" + pendingCookie + "=p.x;" + pendingCookie + "=p.y", "__Host-mailauth_session=" + session}, []string{"theme=dark", "__Host-mailauth_session=" + session}},
+		{[]string{"__Host-mailauth_session=" + session + "; x" + pendingCookie + "=keep"}, []string{"__Host-mailauth_session=" + session + "; x" + pendingCookie + "=keep"}},
+	} {
+		r, _ := request(http.MethodGet, "/app", http.Header{"Cookie": tc.in})
+		var got []string
+		err := h.ServeHTTP(httptest.NewRecorder(), r, caddyhttp.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) error {
+			got = r.Header["Cookie"]
+			return nil
+		}))
+		if err != nil || !slices.Equal(got, tc.want) {
+			t.Errorf("Cookie %q reached the app as %q (err %v), want %q", tc.in, got, err, tc.want)
+		}
+	}
+	hdr := http.Header{"Cookie": {"_ga=GA1.1.1; __Host-mailauth_session=" + session}}
+	if n := testing.AllocsPerRun(100, func() { removeCookie(hdr, pendingCookie) }); n != 0 {
+		t.Errorf("looking for a pending cookie that is not there allocates %v times; want none", n)
+	}
+}
+
+func TestCookieCount(t *testing.T) {
+	for _, tc := range []struct {
+		header []string
+		want   int
+	}{
+		{nil, 0},
+		{[]string{"a=1; b=2"}, 0},
+		{[]string{"__Host-mailauth_pending=a"}, 1},
+		{[]string{"__Host-mailauth_pending=a; __Host-mailauth_pending=b"}, 2},
+		{[]string{"__Host-mailauth_pending=a", "x=1;__Host-mailauth_pending="}, 2},
+		{[]string{"x__Host-mailauth_pending=a; __Host-mailauth_pendingx=b; __Secure-mailauth_pending=c"}, 0},
+	} {
+		if got := cookieCount(http.Header{"Cookie": tc.header}, "__Host-mailauth_pending"); got != tc.want {
+			t.Errorf("cookieCount(%q) = %d, want %d", tc.header, got, tc.want)
+		}
 	}
 }

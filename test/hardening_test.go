@@ -3,6 +3,7 @@ package test
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -191,6 +192,92 @@ func setOnHandlers(cfg any, name, key string, v any) int {
 		}
 	}
 	return n
+}
+
+// TestPendingCookieIsHostOnlyAndAPlantedSecondIsRefused: the pending
+// cookie is "__Host-" (Secure, Path=/, no Domain), so no sibling host can
+// set it; a request to the sign-in endpoints that carries two anyway, in
+// one Cookie header or in two, is refused with a page saying so rather
+// than served for either; the browser with its one cookie still signs in;
+// and the app never receives the pending cookie, although Path=/ sends it
+// there.
+func TestPendingCookieIsHostOnlyAndAPlantedSecondIsRefused(t *testing.T) {
+	e := newEnvWithApp(t, defaultCaddyfile, http.HandlerFunc(echoHeaders))
+	b, attacker := newBrowser(t), newBrowser(t)
+	r := b.post(e.URL("/.mailauth/login"), url.Values{"identity": {"alice"}, "return": {"/app"}})
+	var set *http.Cookie
+	var raw string
+	for _, line := range r.Header.Values("Set-Cookie") {
+		if c, err := http.ParseSetCookie(line); err == nil && c.Name == "__Host-mailauth_pending" {
+			set, raw = c, line
+		}
+	}
+	if set == nil {
+		t.Fatalf("the login POST set no __Host-mailauth_pending cookie: %q", r.Header.Values("Set-Cookie"))
+	}
+	if set.Path != "/" || !set.Secure || !set.HttpOnly || set.Domain != "" || strings.Contains(strings.ToLower(raw), "domain=") {
+		t.Errorf("the pending cookie must be Secure, HttpOnly, Path=/ and without Domain, as __Host- requires; got %q", raw)
+	}
+	link := linkIn(t, e.mail.WaitForMessage(t, "alice@example.test", 15*time.Second).Text)
+	attacker.post(e.URL("/.mailauth/login"), url.Values{"identity": {"bob"}})
+	planted := attacker.cookie(e.URL("/"), "__Host-mailauth_pending")
+	if planted == "" {
+		t.Fatal("the second login set no pending cookie")
+	}
+
+	mine := "__Host-mailauth_pending=" + set.Value
+	theirs := "__Host-mailauth_pending=" + planted
+	for _, cookies := range [][]string{{theirs + "; " + mine}, {mine, "theme=dark; " + theirs}} {
+		for _, ep := range []struct{ method, path string }{
+			{http.MethodGet, "/.mailauth/wait"},
+			{http.MethodGet, "/.mailauth/status"},
+			{http.MethodPost, "/.mailauth/code"},
+			{http.MethodPost, "/.mailauth/complete"},
+		} {
+			code, body := withCookies(t, ep.method, e.URL(ep.path), cookies)
+			if code != http.StatusBadRequest || !strings.Contains(body, "two sign-in cookies") {
+				t.Errorf("%s %s with Cookie %q: got %d, want 400 with the page about two sign-in cookies:\n%s", ep.method, ep.path, cookies, code, body)
+			}
+		}
+	}
+
+	confirmAndComplete(t, e, b, link)
+	// A second login in the signed-in browser: it now holds a session and
+	// a pending cookie, and Path=/ sends both to the app.
+	if r := b.post(e.URL("/.mailauth/login"), url.Values{"identity": {"alice"}}); r.Status != http.StatusSeeOther {
+		t.Fatalf("a second login POST: got %d", r.Status)
+	}
+	if b.cookie(e.URL("/app"), "__Host-mailauth_pending") == "" {
+		t.Fatal("the browser holds no pending cookie for the app's paths, so this test shows nothing")
+	}
+	var cookie []string
+	for _, l := range appHeaders(t, e, b, nil, "") {
+		if l.name == "Cookie" {
+			cookie = append(cookie, l.value)
+		}
+	}
+	if got := strings.Join(cookie, "; "); strings.Contains(got, "mailauth_pending") || !strings.Contains(got, "__Host-mailauth_session=") {
+		t.Errorf("the app must get the session cookie and never the pending one; it got Cookie %q", got)
+	}
+}
+
+// withCookies sends a request with exactly these Cookie headers and no
+// cookie jar, and returns the status and body.
+func withCookies(t *testing.T, method, u string, cookies []string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, u, strings.NewReader(""))
+	req.Header["Cookie"] = cookies
+	req.Header.Set("Accept", "text/html")
+	if method == http.MethodPost {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
 }
 
 // TestSessionCookieTamperingIsRefused: flipped bits, a cut prefix, a
