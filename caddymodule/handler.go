@@ -36,9 +36,10 @@ func init() {
 // it is a secret of the sign-in endpoints, and an app (or its logs) that
 // held it while the browser had a login in progress could collect that
 // login's session itself. So it is removed from the Cookie header before
-// a request goes on, which costs a search of the header on requests
-// without it and an allocation only on those with it. (The session
-// cookie goes on as it always has: the app already acts as the user.)
+// a request goes on; the search for it is part of the one pass that finds
+// the session cookie, and only a request that has it pays for the
+// rewrite. (The session cookie goes on as it always has: the app already
+// acts as the user.)
 //
 // The "__Secure-mailauth_pending" cookie of earlier versions is no longer
 // read: it was only good for a login in progress, so after an upgrade a
@@ -157,7 +158,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if strings.HasPrefix(r.URL.Path, prefix) {
 		return h.serveEndpoint(w, r)
 	}
-	if v, ok := cookieValue(r.Header, h.sessionCookie); ok {
+	if v, ok, pending := cookieValueAnd(r.Header, h.sessionCookie, pendingCookie); ok {
 		var s approval.Session
 		if err := h.app.service.VerifySession(v, &s); err == nil {
 			if fresh := h.app.service.RefreshSession(&s); fresh != "" {
@@ -166,7 +167,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 			repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 			repl.Set("http.auth.user.id", s.User)
 			repl.Set("http.auth.user.email", s.Email)
-			removeCookie(r.Header, pendingCookie)
+			if pending {
+				removeCookie(r.Header, pendingCookie)
+			}
 			return next.ServeHTTP(w, r)
 		} else if c := h.logger.Check(zapcore.DebugLevel, "session cookie refused"); c != nil {
 			c.Write(zap.Error(err))
@@ -290,21 +293,37 @@ func siteHost(r *http.Request) string {
 // It returns the first pair of that name; the endpoints that must not pick
 // one of two check cookieCount first.
 func cookieValue(h http.Header, name string) (string, bool) {
+	v, ok, _ := cookieValueAnd(h, name, "")
+	return v, ok
+}
+
+// cookieValueAnd is cookieValue that also reports, from the same pass
+// over the headers, whether there is a pair of the cookie named other
+// (none when other is empty), so that the authenticated path learns
+// whether to remove the pending cookie without a second search.
+func cookieValueAnd(h http.Header, name, other string) (v string, ok, hasOther bool) {
+	found := false
 	for _, line := range h["Cookie"] {
 		for len(line) > 0 {
 			var part string
 			part, line, _ = strings.Cut(line, ";")
 			part = strings.TrimLeft(part, " \t")
-			if isCookiePair(part, name) {
-				v := strings.TrimRight(part[len(name)+1:], " \t")
+			switch {
+			case !found && isCookiePair(part, name):
+				found = true
+				v = strings.TrimRight(part[len(name)+1:], " \t")
 				if len(v) > 1 && v[0] == '"' && v[len(v)-1] == '"' {
 					v = v[1 : len(v)-1]
 				}
-				return v, v != ""
+			case other != "" && isCookiePair(part, other):
+				hasOther = true
+			}
+			if found && (hasOther || other == "") {
+				return v, v != "", hasOther
 			}
 		}
 	}
-	return "", false
+	return v, v != "", hasOther
 }
 
 // isCookiePair reports whether part (one pair of a Cookie header, leading
@@ -330,9 +349,9 @@ func cookieCount(h http.Header, name string) int {
 }
 
 // removeCookie deletes every pair of the named cookie from the request's
-// Cookie headers, and a header left empty. A header without the name is
-// kept as it is, so a request without the cookie costs a search and no
-// allocation.
+// Cookie headers, and a header left empty; a header without the name is
+// kept as it is. It allocates, so the authenticated path calls it only
+// when cookieValueAnd saw the cookie.
 func removeCookie(h http.Header, name string) {
 	lines := h["Cookie"]
 	found := false

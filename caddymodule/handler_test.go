@@ -137,6 +137,28 @@ func TestCookieValue(t *testing.T) {
 	}
 }
 
+// TestCookieValueAndSeesTheOtherCookieInTheSamePass: the session lookup
+// of the authenticated path also tells whether a pending cookie is there,
+// wherever it sits, and still takes the first session pair.
+func TestCookieValueAndSeesTheOtherCookieInTheSamePass(t *testing.T) {
+	for _, tc := range []struct {
+		header       []string
+		want         string
+		ok, hasOther bool
+	}{
+		{[]string{"a=1; __Host-mailauth_session=abc"}, "abc", true, false},
+		{[]string{"__Host-mailauth_session=abc; __Host-mailauth_pending=p"}, "abc", true, true},
+		{[]string{"__Host-mailauth_pending=p", "__Host-mailauth_session=abc; __Host-mailauth_session=def"}, "abc", true, true},
+		{[]string{"__Host-mailauth_pending=p"}, "", false, true},
+		{[]string{"__Host-mailauth_session=abc; x__Host-mailauth_pending=p"}, "abc", true, false},
+	} {
+		v, ok, other := cookieValueAnd(http.Header{"Cookie": tc.header}, "__Host-mailauth_session", "__Host-mailauth_pending")
+		if v != tc.want || ok != tc.ok || other != tc.hasOther {
+			t.Errorf("cookieValueAnd(%q) = %q, %v, %v; want %q, %v, %v", tc.header, v, ok, other, tc.want, tc.ok, tc.hasOther)
+		}
+	}
+}
+
 // BenchmarkAuthenticatedRequest is the cost mailauth adds to every request
 // of a signed-in user: find the cookie, verify it, set the placeholders and
 // call the next handler. BenchmarkNextHandlerOnly is the same request
