@@ -29,6 +29,7 @@ import (
 
 	"github.com/mailauth/caddy-mailauth/approval"
 	"github.com/mailauth/caddy-mailauth/directory"
+	"github.com/mailauth/caddy-mailauth/internal/loopback"
 	"github.com/mailauth/caddy-mailauth/mailer"
 	"github.com/mailauth/caddy-mailauth/store"
 )
@@ -266,6 +267,12 @@ func (a *App) build() (map[string]mailer.ServerConfig, error) {
 	if err != nil {
 		return nil, err
 	}
+	for name, sc := range servers {
+		if sc.InsecureTLSOK && !loopback.Host(sc.Host) {
+			a.logger.Warn("mail_server may send sign-in links in clear text (insecure_tls_ok)",
+				zap.String("mail_server", name), zap.String("host", sc.Host), zap.String("tls", string(sc.TLS)))
+		}
+	}
 	if a.dirs, err = a.directories(repl); err != nil {
 		return nil, err
 	}
@@ -453,6 +460,9 @@ func (a *App) buildProfiles(servers map[string]mailer.ServerConfig, dirs map[str
 		u, err := url.Parse(c.Server)
 		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
 			return nil, field("server", "%q must be an http or https URL with a host and no path, such as https://apps.example.com", c.Server)
+		}
+		if u.Scheme == "http" && !loopback.Host(u.Hostname()) {
+			return nil, field("server", "%q sends sign-in links in clear text; use https:// (http:// is allowed only for loopback hosts such as localhost)", c.Server)
 		}
 		p.Server = u.Scheme + "://" + u.Host
 		p.LinkExpiration = time.Duration(c.LinkExpiration)

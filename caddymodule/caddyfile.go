@@ -43,6 +43,7 @@ func init() {
 //			host <host>
 //			port <port>
 //			tls starttls|implicit|opportunistic|none
+//			insecure_tls_ok
 //			tls_ca <pem file>
 //			username <user>
 //			password <password>

@@ -15,6 +15,7 @@ import (
 //		host <host>
 //		port <port>
 //		tls starttls|implicit|opportunistic|none
+//		insecure_tls_ok
 //		tls_ca <pem file>
 //		username <user>
 //		password <password>
@@ -27,10 +28,12 @@ import (
 // Errors name the server, the field and the line. The block is checked
 // with the same rules as at load (mailer.ServerConfig.Validate), so that a
 // mistake such as `tls none` for a remote host points at its line.
+// insecure_tls_ok takes no value: it accepts opportunistic or none for a
+// host that is not loopback.
 // mailServerOptions are the options of a mail_server block. Certificate
 // checks cannot be skipped, so no option turns them off.
 var mailServerOptions = map[string]bool{
-	"host": true, "port": true, "tls": true, "tls_ca": true, "username": true,
+	"host": true, "port": true, "tls": true, "insecure_tls_ok": true, "tls_ca": true, "username": true,
 	"password": true, "auth": true, "from": true, "helo": true, "timeout": true,
 }
 
@@ -46,12 +49,19 @@ func parseMailServer(d *caddyfile.Dispenser) (*MailServerConfig, error) {
 	for d.NextBlock(nesting) {
 		f := d.Val()
 		if !mailServerOptions[f] {
-			return nil, errf(d, "unknown option %q (host, port, tls, tls_ca, username, password, auth, from, helo, timeout)", f)
+			return nil, errf(d, "unknown option %q (host, port, tls, insecure_tls_ok, tls_ca, username, password, auth, from, helo, timeout)", f)
 		}
 		if _, dup := lines[f]; dup {
 			return nil, errf(d, "%s: set twice", f)
 		}
 		lines[f] = *d
+		if f == "insecure_tls_ok" {
+			if d.NextArg() {
+				return nil, errf(d, "insecure_tls_ok: takes no value")
+			}
+			ms.InsecureTLSOK = true
+			continue
+		}
 		if f == "timeout" {
 			dur, err := durationArg(d, "mail_server "+strconv.Quote(name)+": timeout")
 			if err != nil {

@@ -60,7 +60,10 @@ func TestCaddyfileMailServerErrorsNameServerFieldAndLine(t *testing.T) {
 		{"unknown tls mode", "\t\t\thost h\n\t\t\ttls ssl\n\t\t\tfrom gw@example.test\n", "Caddyfile:5 - Error during parsing: mail_server \"m\": tls: \"ssl\" is not one of starttls, implicit, opportunistic, none"},
 		{"unknown auth", "\t\t\thost h\n\t\t\tusername u\n\t\t\tpassword p\n\t\t\tauth xoauth2\n\t\t\tfrom gw@example.test\n", "Caddyfile:7 - Error during parsing: mail_server \"m\": auth: \"xoauth2\" is not one of plain, login, cram-md5, auto"},
 		{"auth without username", "\t\t\thost h\n\t\t\tauth plain\n\t\t\tfrom gw@example.test\n", "Caddyfile:5 - Error during parsing: mail_server \"m\": auth: plain needs a username"},
-		{"tls none for a remote host points at the tls line", "\t\t\thost smtp.example.test\n\t\t\ttls none\n\t\t\tfrom gw@example.test\n", "Caddyfile:5 - Error during parsing: mail_server \"m\": tls: none sends sign-in links in clear text"},
+		{"tls none for a remote host points at the tls line", "\t\t\thost smtp.example.test\n\t\t\ttls none\n\t\t\tfrom gw@example.test\n", "Caddyfile:5 - Error during parsing: mail_server \"m\": tls: none sends sign-in links in clear text to \"smtp.example.test\"; use starttls or implicit, or set insecure_tls_ok"},
+		{"tls opportunistic for a remote host points at the tls line", "\t\t\thost smtp.example.test\n\t\t\ttls opportunistic\n\t\t\tfrom gw@example.test\n", "Caddyfile:5 - Error during parsing: mail_server \"m\": tls: opportunistic sends sign-in links in clear text to \"smtp.example.test\" whenever STARTTLS is not offered"},
+		{"insecure_tls_ok with starttls points at its line", "\t\t\thost smtp.example.test\n\t\t\tinsecure_tls_ok\n\t\t\tfrom gw@example.test\n", "Caddyfile:5 - Error during parsing: mail_server \"m\": insecure_tls_ok: has no effect with tls starttls, which always encrypts; remove it"},
+		{"insecure_tls_ok with a value", "\t\t\thost smtp.example.test\n\t\t\ttls none\n\t\t\tinsecure_tls_ok yes\n\t\t\tfrom gw@example.test\n", "Caddyfile:6 - Error during parsing: mail_server \"m\": insecure_tls_ok: takes no value"},
 		{"helo with a space", "\t\t\thost h\n\t\t\thelo \"gw example\"\n\t\t\tfrom gw@example.test\n", "Caddyfile:5 - Error during parsing: mail_server \"m\": helo:"},
 		{"password without username", "\t\t\thost h\n\t\t\tpassword p\n\t\t\tfrom gw@example.test\n", "mail_server \"m\": username: is required when a password is set"},
 		{"skip-verify is no option", "\t\t\thost h\n\t\t\ttls_insecure_skip_verify\n\t\t\tfrom gw@example.test\n", "Caddyfile:5 - Error during parsing: mail_server \"m\": unknown option \"tls_insecure_skip_verify\""},
@@ -72,6 +75,16 @@ func TestCaddyfileMailServerErrorsNameServerFieldAndLine(t *testing.T) {
 			_, err := adapt(t, globalBlock(mailServerOpts(tc.body)))
 			wantParseError(t, err, tc.want)
 		})
+	}
+}
+
+func TestCaddyfileInsecureTLSOKAdaptsToItsJSONField(t *testing.T) {
+	out, err := adapt(t, globalBlock(mailServerOpts("\t\t\thost relay.corp.example\n\t\t\ttls opportunistic\n\t\t\tinsecure_tls_ok\n\t\t\tfrom gw@example.test\n")))
+	if err != nil {
+		t.Fatalf("tls opportunistic with insecure_tls_ok does not adapt: %v", err)
+	}
+	if !strings.Contains(string(out), `"tls":"opportunistic","insecure_tls_ok":true`) {
+		t.Fatalf("insecure_tls_ok is not in the adapted mail_server:\n%s", out)
 	}
 }
 
@@ -114,6 +127,8 @@ func TestLoadErrorsForMailServersNameTheField(t *testing.T) {
 		{"tls_ca without a certificate", MailServerConfig{Host: "h.example.test", From: "a@example.test", TLSCA: notPEM}, `mailauth: mail_server "relay": tls_ca: ` + notPEM + ` holds no PEM certificate`},
 		{"password placeholder that expands to nothing", MailServerConfig{Host: "h.example.test", From: "a@example.test", Username: "u", Password: "{env.MAILAUTH_TEST_UNSET}"}, `mailauth: mail_server "relay": password: is empty while username "u" is set`},
 		{"tls none off loopback", MailServerConfig{Host: "h.example.test", From: "a@example.test", TLS: "none"}, `mailauth: mail_server "relay": tls: none sends sign-in links in clear text`},
+		{"tls opportunistic off loopback", MailServerConfig{Host: "h.example.test", From: "a@example.test", TLS: "opportunistic"}, `mailauth: mail_server "relay": tls: opportunistic sends sign-in links in clear text to "h.example.test"`},
+		{"insecure_tls_ok with implicit tls", MailServerConfig{Host: "h.example.test", From: "a@example.test", TLS: "implicit", InsecureTLSOK: true}, `mailauth: mail_server "relay": insecure_tls_ok: has no effect with tls implicit`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			app := &App{MailServers: map[string]*MailServerConfig{"relay": &tc.cfg}}

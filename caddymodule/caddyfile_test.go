@@ -207,11 +207,43 @@ func TestLoadErrorsNameTheField(t *testing.T) {
 		{"grant_max over the session lifetime", globalBlock(strings.Replace(validOpts, "fallback staff\n", "fallback staff\n\t\t\ttype manager\n\t\t\tgrant_max 12h\n", 1)), `profile "daily": grant_max: 12h0m0s must be positive and at most session_lifetime (8h0m0s)`},
 		{"grant duration over grant_max", globalBlock(strings.Replace(validOpts, "fallback staff\n", "fallback staff\n\t\t\ttype manager\n\t\t\tgrant_max 2h\n\t\t\tgrant_durations 1h 4h\n", 1)), `profile "daily": grant_durations: 4h is longer than grant_max (2h0m0s)`},
 		{"grant duration twice", globalBlock(strings.Replace(validOpts, "fallback staff\n", "fallback staff\n\t\t\ttype manager\n\t\t\tgrant_durations 1h 60m\n", 1)), `profile "daily": grant_durations: 60m is listed twice`},
+		{"http server off loopback", globalBlock(strings.Replace(validOpts, "https://apps.example.test", "http://apps.example.com", 1)), `mailauth: profile "daily": server: "http://apps.example.com" sends sign-in links in clear text; use https:// (http:// is allowed only for loopback hosts such as localhost)`},
+		{"http server on a name that merely starts with localhost", globalBlock(strings.Replace(validOpts, "https://apps.example.test", "http://localhost.example.com:8080", 1)), `profile "daily": server: "http://localhost.example.com:8080" sends sign-in links in clear text`},
+		{"plain ldap off loopback", globalBlock(validOpts + "\n\t\tdirectory corp ldap {\n\t\t\turl ldap://dc1.example.com\n\t\t\tbase_dn dc=example,dc=com\n\t\t}"), `mailauth: directory "corp": url: "ldap://dc1.example.com" sends the bind password and every lookup in clear text; use ldaps://dc1.example.com or set start_tls (plain ldap:// is allowed only for loopback hosts such as localhost)`},
+		{"tls opportunistic off loopback", globalBlock(strings.Replace(strings.Replace(validOpts, "host 127.0.0.1", "host smtp.example.com", 1), "tls none", "tls opportunistic", 1)), `mail_server "m": tls: opportunistic sends sign-in links in clear text to "smtp.example.com" whenever STARTTLS is not offered, and anyone on the path can remove the offer; use starttls or implicit, or set insecure_tls_ok`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := loadJSON(t, tc.src)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("want an error containing %q, got %v", tc.want, err)
+			}
+		})
+	}
+}
+
+// TestClearTextLoadsForLoopbackHostsAndWithTheOptIn: http:// links,
+// plain LDAP and unencrypted mail are fine for hosts that can only be
+// this machine, written as localhost, a name under .localhost, 127.x or
+// ::1; and tls none or opportunistic to a remote relay loads with
+// insecure_tls_ok.
+func TestClearTextLoadsForLoopbackHostsAndWithTheOptIn(t *testing.T) {
+	for _, tc := range []struct{ name, from, to string }{
+		{"http server on localhost", "https://apps.example.test", "http://localhost:8080"},
+		{"http server under .localhost", "https://apps.example.test", "http://home.localhost"},
+		{"http server on 127.0.0.1", "https://apps.example.test", "http://127.0.0.1:9000"},
+		{"http server on ::1", "https://apps.example.test", "http://[::1]:8080"},
+		{"opportunistic tls to a name under .localhost", "host 127.0.0.1\n\t\t\tport 1025\n\t\t\ttls none", "host relay.localhost\n\t\t\tport 1025\n\t\t\ttls opportunistic"},
+		{"tls none to a remote relay with insecure_tls_ok", "host 127.0.0.1\n\t\t\tport 1025\n\t\t\ttls none", "host relay.corp.example\n\t\t\tport 25\n\t\t\ttls none\n\t\t\tinsecure_tls_ok"},
+		{"opportunistic tls to a remote relay with insecure_tls_ok", "host 127.0.0.1\n\t\t\tport 1025\n\t\t\ttls none", "host relay.corp.example\n\t\t\ttls opportunistic\n\t\t\tinsecure_tls_ok"},
+		{"plain ldap to 127.0.0.1", "\t\tprofile daily {", "\t\tdirectory corp ldap {\n\t\t\turl ldap://127.0.0.1:389\n\t\t\tbase_dn dc=example,dc=com\n\t\t}\n\t\tprofile daily {"},
+		{"plain ldap with start_tls", "\t\tprofile daily {", "\t\tdirectory corp ldap {\n\t\t\turl ldap://dc1.example.com\n\t\t\tstart_tls\n\t\t\tbase_dn dc=example,dc=com\n\t\t}\n\t\tprofile daily {"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if !strings.Contains(validOpts, tc.from) {
+				t.Fatalf("the base config has no %q to replace", tc.from)
+			}
+			if err := loadJSON(t, globalBlock(strings.Replace(validOpts, tc.from, tc.to, 1))); err != nil {
+				t.Fatalf("refused: %v", err)
 			}
 		})
 	}

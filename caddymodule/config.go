@@ -54,7 +54,9 @@ type DirectoryConfig struct {
 	Users []*LocalUserConfig `json:"users,omitempty"`
 
 	// URL is the LDAP server, ldap://host[:port] or ldaps://host[:port].
-	// Required for ldap.
+	// Required for ldap. ldap:// to a host that is not loopback
+	// (localhost, a name under .localhost, 127.0.0.0/8 or ::1) needs
+	// StartTLS, or the bind password and lookups go in clear text.
 	URL string `json:"url,omitempty"`
 	// BindDN is the service account that searches; empty binds
 	// anonymously.
@@ -122,6 +124,9 @@ type ProfileConfig struct {
 	// Server is the base URL of links in mail, such as
 	// "https://apps.example.com". Required. Links are never built from a
 	// request's Host header, so a forged header cannot redirect them.
+	// http:// is refused unless the host is loopback (localhost, a name
+	// under .localhost, 127.0.0.0/8 or ::1), since the links would travel
+	// in clear text.
 	Server string `json:"server,omitempty"`
 	// Subject is the mail subject, a text/template. Default: "Sign in to
 	// {{.App}}".

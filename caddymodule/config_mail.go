@@ -21,10 +21,18 @@ type MailServerConfig struct {
 	// TLS is how the connection is secured: "starttls" (mandatory
 	// STARTTLS, the default), "implicit" (TLS from the first byte, usually
 	// port 465), "opportunistic" (STARTTLS when the server offers it, plain
-	// text otherwise) or "none", which is refused unless the host is a
-	// loopback address. TLS 1.2 is the minimum version, and the server's
-	// certificate is always verified.
+	// text otherwise) or "none" (plain text). Opportunistic and none are
+	// refused for a host that is not loopback (localhost, a name under
+	// .localhost, 127.0.0.0/8 or ::1) unless InsecureTLSOK is set. TLS 1.2
+	// is the minimum version, and the server's certificate is always
+	// verified.
 	TLS string `json:"tls,omitempty"`
+	// InsecureTLSOK accepts tls "opportunistic" or "none" for a host that
+	// is not loopback, where mail (with its sign-in links) may then cross
+	// the network in clear text: only for a relay reached over a network
+	// trusted end to end. It is refused with "starttls" and "implicit".
+	// Default: false.
+	InsecureTLSOK bool `json:"insecure_tls_ok,omitempty"`
 	// TLSCA is a PEM file of CA certificates that the server's certificate
 	// must chain to, for a relay with a private CA. It is read when the
 	// config loads. Default: the system's roots. There is no option to
@@ -56,16 +64,17 @@ type MailServerConfig struct {
 // given (expanded or not) and no CA pool: the caller loads TLSCA.
 func (c *MailServerConfig) serverConfig(name, username, password string) mailer.ServerConfig {
 	return mailer.ServerConfig{
-		Name:     name,
-		Host:     c.Host,
-		Port:     c.Port,
-		TLS:      mailer.TLSMode(c.TLS),
-		Username: username,
-		Password: password,
-		Auth:     mailer.AuthMechanism(c.Auth),
-		HELO:     c.HELO,
-		From:     c.From,
-		Timeout:  time.Duration(c.Timeout),
+		Name:          name,
+		Host:          c.Host,
+		Port:          c.Port,
+		TLS:           mailer.TLSMode(c.TLS),
+		InsecureTLSOK: c.InsecureTLSOK,
+		Username:      username,
+		Password:      password,
+		Auth:          mailer.AuthMechanism(c.Auth),
+		HELO:          c.HELO,
+		From:          c.From,
+		Timeout:       time.Duration(c.Timeout),
 	}
 }
 

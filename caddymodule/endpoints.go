@@ -258,23 +258,23 @@ func (h *Handler) complete(w http.ResponseWriter, r *http.Request) error {
 	c, err := h.app.service.Complete(r.Context(), p, clientIP(r), current)
 	switch {
 	case errors.Is(err, approval.ErrStepUpSession):
-		clearCookie(w, pendingCookie, prefix, "")
+		clearCookie(w, pendingCookie, "/", "")
 		return h.render(w, http.StatusForbidden, "message.html", pageData{Title: "Sign in again", Message: "Access was approved for a session this browser no longer holds (you signed out meanwhile, or it was another browser). Sign in and ask again.", Action: "Sign in", ActionURL: prefix + "login"})
 	case errors.Is(err, approval.ErrNotApproved):
 		http.Redirect(w, r, prefix+"wait", http.StatusSeeOther)
 		return nil
 	case errors.Is(err, approval.ErrDenied):
-		clearCookie(w, pendingCookie, prefix, "")
+		clearCookie(w, pendingCookie, "/", "")
 		return h.render(w, http.StatusForbidden, "denied.html", pageData{Title: "Sign-in denied"})
 	case errors.Is(err, approval.ErrLoginNotFound), errors.Is(err, approval.ErrAlreadyDecided), errors.Is(err, approval.ErrLoginExpired):
-		clearCookie(w, pendingCookie, prefix, "")
+		clearCookie(w, pendingCookie, "/", "")
 		http.Redirect(w, r, prefix+"login", http.StatusSeeOther)
 		return nil
 	case err != nil:
 		h.logger.Error("completing a login", zap.Error(err))
 		return h.unavailable(w, "Try again", "Sign-in could not be completed right now. Please reload this page in a minute.")
 	}
-	clearCookie(w, pendingCookie, prefix, "")
+	clearCookie(w, pendingCookie, "/", "")
 	h.setSessionCookie(w, c.Cookie, c.Session.ExpiresAt)
 	http.Redirect(w, r, c.ReturnURL, http.StatusSeeOther)
 	return nil

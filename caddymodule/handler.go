@@ -23,22 +23,40 @@ func init() {
 }
 
 // Cookie names. The browser enforces what the prefixes promise: a
-// "__Host-" cookie is Secure, host-only and for Path=/, so no subdomain can
-// set or shadow it; "__Secure-" cookies are Secure. The session cookie is
-// "__Host-" unless cookie_domain shares it across subdomains. The pending
-// cookie is scoped to the endpoint prefix, so the protected app never sees
-// it, which "__Host-" (Path=/ only) would not allow.
+// "__Host-" cookie is Secure, host-only and for Path=/, so no other host,
+// not even a sibling subdomain, can set or shadow it; a "__Secure-" cookie
+// is only Secure, and a sibling can set one for the parent domain. The
+// session cookie is "__Host-" unless cookie_domain shares it across
+// subdomains.
+//
+// The pending cookie is always "__Host-": it names the login this browser
+// may collect, and a sibling that planted one could tie the browser to a
+// login the sibling started. A request to the endpoints that carries it
+// twice is refused rather than served by either. Path=/, which "__Host-"
+// requires, also sends it to the app's paths, where it has no business:
+// it is a secret of the sign-in endpoints, and an app (or its logs) that
+// held it while the browser had a login in progress could collect that
+// login's session itself. So it is removed from the Cookie header before
+// a request goes on; the search for it is part of the one pass that finds
+// the session cookie, and only a request that has it pays for the
+// rewrite. (The session cookie goes on as it always has: the app already
+// acts as the user.)
+//
+// The "__Secure-mailauth_pending" cookie of earlier versions is no longer
+// read: it was only good for a login in progress, so after an upgrade a
+// browser that was waiting is asked to sign in again.
 const (
 	hostSessionCookie   = "__Host-mailauth_session"
 	sharedSessionCookie = "__Secure-mailauth_session"
-	pendingCookie       = "__Secure-mailauth_pending"
+	pendingCookie       = "__Host-mailauth_pending"
 	prefix              = "/.mailauth/"
 )
 
 // defaultIdentityHeaders are request headers that apps commonly trust as
 // the signed-in user. A client could send them itself, so they are
-// removed from every request before it goes on; the site then sets its own
-// with header_up from the placeholders.
+// removed from every request before it goes on, in every spelling that
+// an app could read as the same name (see headerSet); the site then sets
+// its own with header_up from the placeholders.
 var defaultIdentityHeaders = []string{
 	"X-Remote-User", "X-Remote-Email", "X-Remote-Name", "X-Remote-Groups",
 	"Remote-User", "Remote-Email", "Remote-Name", "Remote-Groups",
@@ -61,16 +79,21 @@ type Handler struct {
 	Policies []string `json:"policies,omitempty"`
 	// StripHeaders are request headers removed from every request before
 	// it reaches the next handler, so a client cannot claim an identity by
-	// sending them itself. Default: the common identity headers
-	// (X-Remote-User, Remote-User, X-Forwarded-User, X-Auth-Request-User and
-	// their Email, Name and Groups companions). Headers set with header_up
-	// from {http.auth.user.*} are set after this, by the proxy.
+	// sending them itself. A name also removes every spelling that differs
+	// only in case or in which of '-', '_' and '.' separates its words
+	// (X_Remote_User, x-remote_user, X.Remote.User), since CGI, FastCGI and
+	// PHP turn them all into the same variable (HTTP_X_REMOTE_USER).
+	// Default: the common identity headers (X-Remote-User, Remote-User,
+	// X-Forwarded-User, X-Auth-Request-User and their Email, Name and
+	// Groups companions). Setting it replaces the default list. Headers set
+	// with header_up from {http.auth.user.*} are set after this, by the
+	// proxy.
 	StripHeaders []string `json:"strip_headers,omitempty"`
 
 	// sessionCookie is the session cookie's name, prefixed by whether it
 	// is shared across subdomains.
 	sessionCookie string
-	stripHeaders  []string
+	strip         headerSet
 	app           *App
 	site          *approval.Site
 	// users and managers say who approves logins on this site, and
@@ -118,14 +141,10 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.app.CookieDomain != "" {
 		h.sessionCookie = sharedSessionCookie
 	}
-	h.stripHeaders = h.StripHeaders
-	if len(h.stripHeaders) == 0 {
-		h.stripHeaders = defaultIdentityHeaders
-	}
-	for i, name := range h.stripHeaders {
-		// Canonical once here, so the request path deletes map keys
-		// without canonicalising (and allocating) on every request.
-		h.stripHeaders[i] = http.CanonicalHeaderKey(name)
+	if len(h.StripHeaders) > 0 {
+		h.strip = newHeaderSet(h.StripHeaders)
+	} else {
+		h.strip = newHeaderSet(defaultIdentityHeaders)
 	}
 	h.users, h.managers = h.site.Approvers()
 	h.matching = h.site.NumberMatching()
@@ -137,13 +156,11 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 
 // ServeHTTP serves the endpoints, or checks the session and passes on.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
-	for _, name := range h.stripHeaders {
-		delete(r.Header, name)
-	}
+	h.strip.removeFrom(r.Header)
 	if strings.HasPrefix(r.URL.Path, prefix) {
 		return h.serveEndpoint(w, r)
 	}
-	if v, ok := cookieValue(r.Header, h.sessionCookie); ok {
+	if v, ok, pending := cookieValueAnd(r.Header, h.sessionCookie, pendingCookie); ok {
 		var a approval.Authenticated
 		err := h.app.service.Authenticate(h.site, v, &a)
 		switch {
@@ -159,6 +176,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 				// Only routes that a manager's grant opened pay for these.
 				repl.Set("http.auth.user.approver", ap.Approver)
 				repl.Set("http.auth.user.grant_until", time.Unix(ap.Until, 0).UTC().Format(time.RFC3339))
+			}
+			if pending {
+				removeCookie(r.Header, pendingCookie)
 			}
 			return next.ServeHTTP(w, r)
 		case err == nil:
@@ -194,6 +214,21 @@ func (h *Handler) serveEndpoint(w http.ResponseWriter, r *http.Request) error {
 		r.Body = http.MaxBytesReader(w, r.Body, 16<<10)
 	}
 	route := strings.TrimPrefix(r.URL.Path, prefix)
+	switch route {
+	case "wait", "status", "code", "complete":
+		// These act on the login the pending cookie names; with two,
+		// one may have been planted, and picking either could serve the
+		// planter's login.
+		if cookieCount(r.Header, pendingCookie) > 1 {
+			h.logger.Warn("refused a request carrying two pending cookies", zap.String("path", r.URL.Path), zap.String("client_ip", clientIP(r)))
+			return h.render(w, http.StatusBadRequest, "message.html", pageData{
+				Title:     "Sign-in cannot continue",
+				Message:   "This browser sent two sign-in cookies for this site, so it is not clear which sign-in is its own, and nothing was done. Clear this site's cookies in your browser, then sign in again.",
+				Action:    "Sign in",
+				ActionURL: prefix + "login",
+			})
+		}
+	}
 	switch {
 	case route == "login" && isGet(r):
 		return h.loginForm(w, r)
@@ -276,26 +311,6 @@ func siteHost(r *http.Request) string {
 		return "this site"
 	}
 	return host
-}
-
-// cookieValue finds a cookie in the request headers without allocating,
-// unlike http.Request.Cookie, which parses every cookie on every request.
-func cookieValue(h http.Header, name string) (string, bool) {
-	for _, line := range h["Cookie"] {
-		for len(line) > 0 {
-			var part string
-			part, line, _ = strings.Cut(line, ";")
-			part = strings.TrimLeft(part, " \t")
-			if len(part) > len(name) && part[len(name)] == '=' && part[:len(name)] == name {
-				v := strings.TrimRight(part[len(name)+1:], " \t")
-				if len(v) > 1 && v[0] == '"' && v[len(v)-1] == '"' {
-					v = v[1 : len(v)-1]
-				}
-				return v, v != ""
-			}
-		}
-	}
-	return "", false
 }
 
 // Cleanup ends the long polls of an unloaded config, in case its server

@@ -226,7 +226,7 @@ func (h *Handler) setPendingCookie(w http.ResponseWriter, started *approval.Star
 	http.SetCookie(w, &http.Cookie{
 		Name:     pendingCookie,
 		Value:    started.Pending,
-		Path:     prefix,
+		Path:     "/", // as "__Host-" requires; see pendingCookie
 		Expires:  started.ExpiresAt.Add(time.Hour),
 		Secure:   true,
 		HttpOnly: true,

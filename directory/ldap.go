@@ -16,6 +16,8 @@ import (
 
 	"github.com/go-ldap/ldap/v3"
 	"go.uber.org/zap"
+
+	"github.com/mailauth/caddy-mailauth/internal/loopback"
 )
 
 // LDAPConfig configures an LDAP directory. The zero value of every field but
@@ -23,6 +25,8 @@ import (
 type LDAPConfig struct {
 	// URL is the server, ldap://host[:port] or ldaps://host[:port]. The
 	// host name is also the name the server's certificate must carry.
+	// ldap:// without StartTLS is refused unless the host is loopback
+	// (localhost, a name under .localhost, 127.0.0.0/8 or ::1).
 	URL string
 	// BindDN is the service account that searches; empty means anonymous.
 	BindDN string
@@ -126,6 +130,13 @@ func NewLDAP(name string, cfg LDAPConfig, logger *zap.Logger) (*LDAP, error) {
 	if cfg.StartTLS && u.Scheme == "ldaps" {
 		return nil, fail("start_tls", "not allowed with an ldaps:// url, which is TLS already")
 	}
+	if u.Scheme == "ldap" && !cfg.StartTLS && !loopback.Host(u.Hostname()) {
+		host := u.Hostname()
+		if strings.Contains(host, ":") {
+			host = "[" + host + "]"
+		}
+		return nil, fail("url", "%q sends the bind password and every lookup in clear text; use ldaps://%s or set start_tls (plain ldap:// is allowed only for loopback hosts such as localhost)", cfg.URL, host)
+	}
 
 	if cfg.BindDN != "" {
 		if _, err := ldap.ParseDN(cfg.BindDN); err != nil {
@@ -192,11 +203,6 @@ func NewLDAP(name string, cfg LDAPConfig, logger *zap.Logger) (*LDAP, error) {
 		return nil, fail("pool_size", "must not be negative, got %d", cfg.PoolSize)
 	case cfg.PoolSize == 0:
 		cfg.PoolSize = DefaultLDAPPoolSize
-	}
-
-	if u.Scheme == "ldap" && !cfg.StartTLS {
-		logger.Warn("ldap connection is not encrypted; use ldaps:// or start_tls",
-			zap.String("directory", name), zap.String("url", cfg.URL))
 	}
 
 	d := &LDAP{

@@ -599,6 +599,9 @@ func TestNewLDAPRejectsInvalidConfigNamingTheField(t *testing.T) {
 		{"url with a DN path", func(c *LDAPConfig) { c.URL = "ldap://h/dc=example,dc=com" }, "url: "},
 		{"unparsable url", func(c *LDAPConfig) { c.URL = "ldap://h:port" }, "url: "},
 		{"start_tls on ldaps", func(c *LDAPConfig) { c.StartTLS = true }, "start_tls: "},
+		{"plain ldap to a remote host", func(c *LDAPConfig) { c.URL = "ldap://ldap.example.com:389" }, `url: "ldap://ldap.example.com:389" sends the bind password and every lookup in clear text; use ldaps://ldap.example.com or set start_tls (plain ldap:// is allowed only for loopback hosts such as localhost)`},
+		{"plain ldap to a private ip", func(c *LDAPConfig) { c.URL = "ldap://10.0.0.5" }, "url: "},
+		{"plain ldap to a name that merely starts with localhost", func(c *LDAPConfig) { c.URL = "ldap://localhost.example.com" }, "url: "},
 		{"bind_dn without password", func(c *LDAPConfig) { c.BindPassword = "" }, "bind_password: required with bind_dn"},
 		{"password without bind_dn", func(c *LDAPConfig) { c.BindDN = "" }, "bind_dn: required with bind_password"},
 		{"bad bind_dn", func(c *LDAPConfig) { c.BindDN = "not a dn" }, "bind_dn: "},
@@ -631,6 +634,30 @@ func TestNewLDAPRejectsInvalidConfigNamingTheField(t *testing.T) {
 	}
 	if _, err := NewLDAP("corp", valid(), nil); err != nil {
 		t.Errorf("the valid base config was rejected: %v", err)
+	}
+}
+
+// TestNewLDAPAcceptsPlainLDAPOnlyWithStartTLSOrToLoopback: ldap:// is
+// fine once StartTLS protects it, and without it for the loopback hosts
+// that only this machine can answer.
+func TestNewLDAPAcceptsPlainLDAPOnlyWithStartTLSOrToLoopback(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		url      string
+		startTLS bool
+	}{
+		{"ldap://ldap.example.com", true},
+		{"ldap://127.0.0.1:389", false},
+		{"ldap://localhost", false},
+		{"ldap://dir.localhost:3389", false},
+		{"ldap://[::1]:389", false},
+	} {
+		d, err := NewLDAP("corp", LDAPConfig{URL: tc.url, StartTLS: tc.startTLS, BaseDN: "dc=example,dc=com"}, nil)
+		if err != nil {
+			t.Errorf("NewLDAP(%s, start_tls %v) refused it: %v", tc.url, tc.startTLS, err)
+			continue
+		}
+		d.Close()
 	}
 }
 

@@ -223,7 +223,7 @@ func helo(cfg ServerConfig) string {
 // connection.
 func tlsStep(cfg ServerConfig, state *tls.ConnectionState) ProbeStep {
 	if state == nil || !state.HandshakeComplete {
-		why := "tls none: plain text, allowed for a loopback host only"
+		why := "tls none: plain text, allowed for a loopback host or with insecure_tls_ok"
 		if cfg.TLS == TLSOpportunistic {
 			why = "tls opportunistic: the server offers no STARTTLS, so mail goes in plain text"
 		}

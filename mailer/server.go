@@ -14,6 +14,8 @@ import (
 	"time"
 
 	gomail "github.com/wneessen/go-mail"
+
+	"github.com/mailauth/caddy-mailauth/internal/loopback"
 )
 
 // TLSMode says how the connection to a mail server is protected.
@@ -27,10 +29,12 @@ const (
 	TLSImplicit TLSMode = "implicit"
 	// TLSOpportunistic upgrades with STARTTLS when the server offers it and
 	// sends in plain text when it does not. Someone on the path can strip
-	// the offer, so prefer TLSStartTLS wherever the server supports it.
+	// the offer, so it is accepted only for a loopback host or with
+	// ServerConfig.InsecureTLSOK; prefer TLSStartTLS.
 	TLSOpportunistic TLSMode = "opportunistic"
-	// TLSNone sends in plain text. It is only accepted for a loopback host,
-	// because the mail carries sign-in links.
+	// TLSNone sends in plain text. Because the mail carries sign-in links,
+	// it is accepted only for a loopback host or with
+	// ServerConfig.InsecureTLSOK.
 	TLSNone TLSMode = "none"
 )
 
@@ -94,6 +98,12 @@ type ServerConfig struct {
 	Port int
 	// TLS is the connection security; the default is TLSStartTLS.
 	TLS TLSMode
+	// InsecureTLSOK accepts TLSOpportunistic and TLSNone for a host that
+	// is not loopback, although mail through it, sign-in links and all,
+	// may then cross the network in clear text: for a relay reached over
+	// a network that is trusted end to end. It is refused with the modes
+	// that always encrypt. The default is false.
+	InsecureTLSOK bool
 	// Username and Password enable SMTP AUTH when Username is set.
 	Username string
 	Password string
@@ -154,8 +164,13 @@ func (c ServerConfig) Validate() error {
 	if _, ok := defaultPorts[c.TLS]; !ok {
 		return fail("tls", "%q is not one of starttls, implicit, opportunistic, none", c.TLS)
 	}
-	if c.TLS == TLSNone && !isLoopback(c.Host) {
-		return fail("tls", "none sends sign-in links in clear text, so it is only allowed for localhost or a loopback IP, not %q", c.Host)
+	switch {
+	case c.TLS == TLSNone && !c.InsecureTLSOK && !loopback.Host(c.Host):
+		return fail("tls", "none sends sign-in links in clear text to %q; use starttls or implicit, or set insecure_tls_ok if every network between here and that host is trusted (none is allowed without it only for loopback hosts such as localhost)", c.Host)
+	case c.TLS == TLSOpportunistic && !c.InsecureTLSOK && !loopback.Host(c.Host):
+		return fail("tls", "opportunistic sends sign-in links in clear text to %q whenever STARTTLS is not offered, and anyone on the path can remove the offer; use starttls or implicit, or set insecure_tls_ok if every network between here and that host is trusted (opportunistic is allowed without it only for loopback hosts such as localhost)", c.Host)
+	case c.InsecureTLSOK && c.TLS != TLSNone && c.TLS != TLSOpportunistic:
+		return fail("insecure_tls_ok", "has no effect with tls %s, which always encrypts; remove it", c.TLS)
 	}
 	if c.Port < 1 || c.Port > 65535 {
 		return fail("port", "%d is out of range 1-65535", c.Port)
@@ -189,15 +204,6 @@ func (c ServerConfig) Validate() error {
 		return fail("timeout", "%s is negative", c.Timeout)
 	}
 	return nil
-}
-
-// isLoopback reports whether host can only reach this machine.
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // fromDomain parses a From value and returns the domain of its address.

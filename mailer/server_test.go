@@ -39,7 +39,15 @@ func TestServerConfigValidate(t *testing.T) {
 		{"password without username", func(c *ServerConfig) { c.Password = "secret" }, "username"},
 		{"username with empty password", func(c *ServerConfig) { c.Username = "gw" }, "password"},
 		{"negative timeout", func(c *ServerConfig) { c.Timeout = -time.Second }, "timeout"},
-		{"opportunistic tls on a remote host", func(c *ServerConfig) { c.TLS = TLSOpportunistic }, ""},
+		{"opportunistic tls on a remote host", func(c *ServerConfig) { c.TLS = TLSOpportunistic }, "tls"},
+		{"opportunistic tls on a private ip", func(c *ServerConfig) { c.Host, c.TLS = "10.0.0.25", TLSOpportunistic }, "tls"},
+		{"opportunistic tls on localhost", func(c *ServerConfig) { c.Host, c.TLS = "localhost", TLSOpportunistic }, ""},
+		{"opportunistic tls on a name under localhost", func(c *ServerConfig) { c.Host, c.TLS = "relay.localhost", TLSOpportunistic }, ""},
+		{"opportunistic tls on a remote host with insecure_tls_ok", func(c *ServerConfig) { c.TLS, c.InsecureTLSOK = TLSOpportunistic, true }, ""},
+		{"tls none on a remote host with insecure_tls_ok", func(c *ServerConfig) { c.TLS, c.InsecureTLSOK = TLSNone, true }, ""},
+		{"tls none on a name under localhost", func(c *ServerConfig) { c.Host, c.TLS = "home.localhost", TLSNone }, ""},
+		{"insecure_tls_ok with starttls", func(c *ServerConfig) { c.InsecureTLSOK = true }, "insecure_tls_ok"},
+		{"insecure_tls_ok with implicit tls", func(c *ServerConfig) { c.TLS, c.InsecureTLSOK = TLSImplicit, true }, "insecure_tls_ok"},
 		{"named auth mechanism", func(c *ServerConfig) { c.Username, c.Password, c.Auth = "gw", "secret", AuthCRAMMD5 }, ""},
 		{"helo name", func(c *ServerConfig) { c.HELO = "gateway.example.com" }, ""},
 		{"unknown auth mechanism", func(c *ServerConfig) { c.Username, c.Password, c.Auth = "gw", "secret", "xoauth2" }, "auth"},
@@ -61,6 +69,23 @@ func TestServerConfigValidate(t *testing.T) {
 				t.Fatalf("error %q does not name server primary and field %q", err, c.wantField)
 			}
 		})
+	}
+}
+
+// TestClearTextRefusalsSayTheFix: refusing tls none or opportunistic
+// for a remote host names the host and the two ways out.
+func TestClearTextRefusalsSayTheFix(t *testing.T) {
+	for _, mode := range []TLSMode{TLSNone, TLSOpportunistic} {
+		err := ServerConfig{Name: "relay", Host: "smtp.example.com", TLS: mode, From: "gw@example.com"}.Validate()
+		var ce *ConfigError
+		if !errors.As(err, &ce) || ce.Field != "tls" {
+			t.Fatalf("tls %s to smtp.example.com: error %v, want a ConfigError on tls", mode, err)
+		}
+		for _, want := range []string{string(mode) + " sends sign-in links in clear text to \"smtp.example.com\"", "use starttls or implicit", "set insecure_tls_ok", "only for loopback hosts such as localhost"} {
+			if !strings.Contains(ce.Reason, want) {
+				t.Errorf("tls %s: reason %q does not say %q", mode, ce.Reason, want)
+			}
+		}
 	}
 }
 

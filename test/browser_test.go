@@ -104,12 +104,12 @@ func TestBrowserWaitingPageMovesOnByItself(t *testing.T) {
 	})
 	screenshot(t, tab1, "wait")
 
-	pending1 := cookieNamed(t, tab1, "tab 1", site+"/.mailauth/wait", "__Secure-mailauth_pending")
+	pending1 := cookieNamed(t, tab1, "tab 1", site+"/.mailauth/wait", "__Host-mailauth_pending")
 	if pending1 == nil {
 		t.Fatal("tab 1 has no mailauth_pending cookie after starting the login")
 	}
-	if !pending1.Secure || !pending1.HTTPOnly || pending1.Path != "/.mailauth/" {
-		t.Errorf("pending cookie in tab 1 should be Secure, HttpOnly and scoped to /.mailauth/; got secure=%v httponly=%v path=%q", pending1.Secure, pending1.HTTPOnly, pending1.Path)
+	if !pending1.Secure || !pending1.HTTPOnly || pending1.Path != "/" || strings.HasPrefix(pending1.Domain, ".") {
+		t.Errorf("pending cookie in tab 1 should be Secure, HttpOnly, host-only and for Path=/ (__Host-); got secure=%v httponly=%v path=%q domain=%q", pending1.Secure, pending1.HTTPOnly, pending1.Path, pending1.Domain)
 	}
 
 	// 2. The mail.
@@ -124,7 +124,7 @@ func TestBrowserWaitingPageMovesOnByItself(t *testing.T) {
 	if c1, c2 := chromedp.FromContext(tab1).BrowserContextID, chromedp.FromContext(tab2).BrowserContextID; c1 == c2 {
 		t.Fatalf("tab 1 and tab 2 share the browser context %q; they must be separate devices", c1)
 	}
-	if c := cookieNamed(t, tab2, "tab 2", site+"/.mailauth/wait", "__Secure-mailauth_pending"); c != nil {
+	if c := cookieNamed(t, tab2, "tab 2", site+"/.mailauth/wait", "__Host-mailauth_pending"); c != nil {
 		t.Fatal("tab 2 sees tab 1's pending cookie: the two browser contexts share a cookie store")
 	}
 
@@ -161,12 +161,12 @@ func TestBrowserWaitingPageMovesOnByItself(t *testing.T) {
 	if c := cookieNamed(t, tab1, "tab 1", appURL, "__Host-mailauth_session"); c == nil {
 		t.Error("tab 1 reached the app but holds no mailauth_session cookie")
 	}
-	if c := cookieNamed(t, tab1, "tab 1", site+"/.mailauth/wait", "__Secure-mailauth_pending"); c != nil {
+	if c := cookieNamed(t, tab1, "tab 1", site+"/.mailauth/wait", "__Host-mailauth_pending"); c != nil {
 		t.Error("the pending cookie should be cleared once the login is completed")
 	}
 
 	// The device that confirmed never gets the session.
-	for _, name := range []string{"__Host-mailauth_session", "__Secure-mailauth_pending"} {
+	for _, name := range []string{"__Host-mailauth_session", "__Host-mailauth_pending"} {
 		if c := cookieNamed(t, tab2, "tab 2", site+"/.mailauth/wait", name); c != nil {
 			t.Errorf("tab 2, which only confirmed the link, holds a %s cookie", name)
 		}

@@ -1,7 +1,9 @@
 package test
 
 import (
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -56,6 +58,213 @@ func TestClientSentIdentityHeadersNeverReachTheApp(t *testing.T) {
 	if !strings.Contains(r.Body, `user="alice"`) || strings.Contains(r.Body, "admin") {
 		t.Fatalf("the upstream must see alice and no client-sent identity:\n%s", r.Body)
 	}
+}
+
+// TestIdentityHeaderSpellingsNeverReachTheApp: CGI and FastCGI read
+// X_Remote_User, x-remote_user and X-REMOTE-USER all as
+// HTTP_X_REMOTE_USER (PHP reads X.Remote.User so too), and Caddy passes
+// each on under its own name once a server lets such names through
+// (expected_underscore_headers, expected_dot_headers), so a signed-in
+// client that sends them must not get any of them past mailauth: the app
+// sees the one X-Remote-User the site sets. The same holds for a name
+// configured in strip_headers, written with '_', whose '-' spelling Caddy
+// always passes on.
+func TestIdentityHeaderSpellingsNeverReachTheApp(t *testing.T) {
+	spoofed := []string{
+		"X_Remote_User", "x-remote_user", "X-REMOTE-USER", "x_remote_user", "X-Remote-User",
+		"X_Remote_Email", "Remote_User", "remote-user", "X-Forwarded_User", "X_AUTH_REQUEST_USER",
+		"x-webauth_user", "X_Forwarded_Preferred_Username", "X.Remote.User",
+	}
+	var underscored, dotted []string
+	for _, n := range spoofed {
+		if strings.Contains(n, "_") {
+			underscored = append(underscored, n)
+		} else if strings.Contains(n, ".") {
+			dotted = append(dotted, n)
+		}
+	}
+	caddyfile := strings.Replace(defaultCaddyfile, "\tauto_https off\n", "\tauto_https off\n\tservers {\n\t\texpected_underscore_headers "+strings.Join(underscored, " ")+"\n\t\texpected_dot_headers "+strings.Join(dotted, " ")+"\n\t}\n", 1)
+	e := newEnvWithApp(t, caddyfile, http.HandlerFunc(echoHeaders))
+	b := newBrowser(t)
+	confirmAndComplete(t, e, b, startLogin(t, e, b, "alice", "alice@example.test"))
+
+	lines := appHeaders(t, e, b, spoofed, "admin")
+	for _, l := range lines {
+		if l.value == "admin" {
+			t.Errorf("the app received the client's %s: admin", l.name)
+		}
+	}
+	var users []headerLine
+	for _, l := range lines {
+		if cgiName(l.name) == "HTTP_X_REMOTE_USER" {
+			users = append(users, l)
+		}
+	}
+	if len(users) != 1 || users[0].value != "alice" {
+		t.Errorf("the app must see one HTTP_X_REMOTE_USER, alice, set by header_up; it saw %v", users)
+	}
+
+	// strip_headers is a JSON option: reload the running config with it.
+	var cfg map[string]any
+	e.adminJSON(t, http.MethodGet, "/config/", &cfg)
+	if n := setOnHandlers(cfg, "mailauth", "strip_headers", []string{"X_Tenant_ID", "X-Remote-User"}); n != 1 {
+		t.Fatalf("found %d mailauth handlers in the running config, want 1", n)
+	}
+	body, _ := json.Marshal(cfg)
+	req, _ := http.NewRequest(http.MethodPost, fmt.Sprintf("http://127.0.0.1:%d/load", e.AdminPort), strings.NewReader(string(body)))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("loading the config with strip_headers: %d", resp.StatusCode)
+	}
+	for _, l := range appHeaders(t, e, b, []string{"X-Tenant-Id", "x_tenant_id", "X_TENANT-ID", "X-Tenant_Id"}, "evil") {
+		if cgiName(l.name) == "HTTP_X_TENANT_ID" || l.value == "evil" {
+			t.Errorf("strip_headers X_Tenant_ID let the client's %s: %s reach the app", l.name, l.value)
+		}
+	}
+}
+
+// headerLine is one header the app received.
+type headerLine struct{ name, value string }
+
+// appHeaders requests the app as b, sending each of names (spelled
+// exactly so on the wire) with value, and returns the headers the app
+// received.
+func appHeaders(t *testing.T, e *env, b *browser, names []string, value string) []headerLine {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, e.URL("/app"), nil)
+	for _, n := range names {
+		req.Header[n] = []string{value}
+	}
+	r := b.do(req)
+	if r.Status != http.StatusOK {
+		t.Fatalf("the app with a session: got %d:\n%s", r.Status, r.Body)
+	}
+	var out []headerLine
+	for _, l := range strings.Split(strings.TrimSpace(r.Body), "\n") {
+		name, v, ok := strings.Cut(l, ": ")
+		if !ok {
+			t.Fatalf("the app answered %q, not a header line", l)
+		}
+		out = append(out, headerLine{name, v})
+	}
+	return out
+}
+
+// cgiName is the variable CGI and FastCGI make of a header name.
+func cgiName(header string) string {
+	return "HTTP_" + strings.ToUpper(strings.ReplaceAll(header, "-", "_"))
+}
+
+// setOnHandlers sets key to v in every HTTP handler of a JSON config
+// whose "handler" is name, and returns how many it changed.
+func setOnHandlers(cfg any, name, key string, v any) int {
+	n := 0
+	switch c := cfg.(type) {
+	case map[string]any:
+		if c["handler"] == name {
+			c[key] = v
+			n++
+		}
+		for _, child := range c {
+			n += setOnHandlers(child, name, key, v)
+		}
+	case []any:
+		for _, child := range c {
+			n += setOnHandlers(child, name, key, v)
+		}
+	}
+	return n
+}
+
+// TestPendingCookieIsHostOnlyAndAPlantedSecondIsRefused: the pending
+// cookie is "__Host-" (Secure, Path=/, no Domain), so no sibling host can
+// set it; a request to the sign-in endpoints that carries two anyway, in
+// one Cookie header or in two, is refused with a page saying so rather
+// than served for either; the browser with its one cookie still signs in;
+// and the app never receives the pending cookie, although Path=/ sends it
+// there.
+func TestPendingCookieIsHostOnlyAndAPlantedSecondIsRefused(t *testing.T) {
+	e := newEnvWithApp(t, defaultCaddyfile, http.HandlerFunc(echoHeaders))
+	b, attacker := newBrowser(t), newBrowser(t)
+	r := b.post(e.URL("/.mailauth/login"), url.Values{"identity": {"alice"}, "return": {"/app"}})
+	var set *http.Cookie
+	var raw string
+	for _, line := range r.Header.Values("Set-Cookie") {
+		if c, err := http.ParseSetCookie(line); err == nil && c.Name == "__Host-mailauth_pending" {
+			set, raw = c, line
+		}
+	}
+	if set == nil {
+		t.Fatalf("the login POST set no __Host-mailauth_pending cookie: %q", r.Header.Values("Set-Cookie"))
+	}
+	if set.Path != "/" || !set.Secure || !set.HttpOnly || set.Domain != "" || strings.Contains(strings.ToLower(raw), "domain=") {
+		t.Errorf("the pending cookie must be Secure, HttpOnly, Path=/ and without Domain, as __Host- requires; got %q", raw)
+	}
+	link := linkIn(t, e.mail.WaitForMessage(t, "alice@example.test", 15*time.Second).Text)
+	attacker.post(e.URL("/.mailauth/login"), url.Values{"identity": {"bob"}})
+	planted := attacker.cookie(e.URL("/"), "__Host-mailauth_pending")
+	if planted == "" {
+		t.Fatal("the second login set no pending cookie")
+	}
+
+	mine := "__Host-mailauth_pending=" + set.Value
+	theirs := "__Host-mailauth_pending=" + planted
+	for _, cookies := range [][]string{{theirs + "; " + mine}, {mine, "theme=dark; " + theirs}} {
+		for _, ep := range []struct{ method, path string }{
+			{http.MethodGet, "/.mailauth/wait"},
+			{http.MethodGet, "/.mailauth/status"},
+			{http.MethodPost, "/.mailauth/code"},
+			{http.MethodPost, "/.mailauth/complete"},
+		} {
+			code, body := withCookies(t, ep.method, e.URL(ep.path), cookies)
+			if code != http.StatusBadRequest || !strings.Contains(body, "two sign-in cookies") {
+				t.Errorf("%s %s with Cookie %q: got %d, want 400 with the page about two sign-in cookies:\n%s", ep.method, ep.path, cookies, code, body)
+			}
+		}
+	}
+
+	confirmAndComplete(t, e, b, link)
+	// A second login in the signed-in browser: it now holds a session and
+	// a pending cookie, and Path=/ sends both to the app.
+	if r := b.post(e.URL("/.mailauth/login"), url.Values{"identity": {"alice"}}); r.Status != http.StatusSeeOther {
+		t.Fatalf("a second login POST: got %d", r.Status)
+	}
+	if b.cookie(e.URL("/app"), "__Host-mailauth_pending") == "" {
+		t.Fatal("the browser holds no pending cookie for the app's paths, so this test shows nothing")
+	}
+	var cookie []string
+	for _, l := range appHeaders(t, e, b, nil, "") {
+		if l.name == "Cookie" {
+			cookie = append(cookie, l.value)
+		}
+	}
+	if got := strings.Join(cookie, "; "); strings.Contains(got, "mailauth_pending") || !strings.Contains(got, "__Host-mailauth_session=") {
+		t.Errorf("the app must get the session cookie and never the pending one; it got Cookie %q", got)
+	}
+}
+
+// withCookies sends a request with exactly these Cookie headers and no
+// cookie jar, and returns the status and body.
+func withCookies(t *testing.T, method, u string, cookies []string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, u, strings.NewReader(""))
+	req.Header["Cookie"] = cookies
+	req.Header.Set("Accept", "text/html")
+	if method == http.MethodPost {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	resp, err := http.DefaultTransport.RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
 }
 
 // TestSessionCookieTamperingIsRefused: flipped bits, a cut prefix, a

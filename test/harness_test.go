@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/cookiejar"
@@ -15,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -137,8 +139,14 @@ http://:%[1]d {
 // string as defaultCaddyfile).
 func newEnv(t *testing.T, caddyfile string) *env {
 	t.Helper()
+	return newEnvWithApp(t, caddyfile, http.HandlerFunc(echoIdentity))
+}
+
+// newEnvWithApp is newEnv with app as the upstream.
+func newEnvWithApp(t *testing.T, caddyfile string, app http.Handler) *env {
+	t.Helper()
 	e := &env{t: t, mail: mailpit.Start(t)}
-	e.upstream = newUpstream(t)
+	e.upstream = newUpstream(t, app)
 	e.Port, e.AdminPort = freePort(t), freePort(t)
 	e.StoreDir = filepath.Join(t.TempDir(), "store")
 	e.Caddyfile = fmt.Sprintf(caddyfile, e.Port, e.AdminPort, e.mail.SMTPPort, e.StoreDir, strings.TrimPrefix(e.upstream.URL, "http://"))
@@ -146,14 +154,28 @@ func newEnv(t *testing.T, caddyfile string) *env {
 	return e
 }
 
-// newUpstream is the app behind Caddy: it echoes the identity headers it
-// is given.
-func newUpstream(t *testing.T) *httptest.Server {
-	u := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		fmt.Fprintf(w, "upstream saw user=%q email=%q path=%s\n", r.Header.Get("X-Remote-User"), r.Header.Get("X-Remote-Email"), r.URL.Path)
-	}))
+// newUpstream runs app as the upstream of a test Caddy.
+func newUpstream(t *testing.T, app http.Handler) *httptest.Server {
+	u := httptest.NewServer(app)
 	t.Cleanup(u.Close)
 	return u
+}
+
+// echoIdentity is the app behind Caddy: it echoes the identity headers it
+// is given.
+func echoIdentity(w http.ResponseWriter, r *http.Request) {
+	fmt.Fprintf(w, "upstream saw user=%q email=%q path=%s\n", r.Header.Get("X-Remote-User"), r.Header.Get("X-Remote-Email"), r.URL.Path)
+}
+
+// echoHeaders is an app that answers with every request header it was
+// given, one "Name: value" line each, so a test sees all that Caddy
+// passed on, under whatever names.
+func echoHeaders(w http.ResponseWriter, r *http.Request) {
+	for _, k := range slices.Sorted(maps.Keys(r.Header)) {
+		for _, v := range r.Header[k] {
+			fmt.Fprintf(w, "%s: %s\n", k, v)
+		}
+	}
 }
 
 // startCaddy runs `caddy run` on the given Caddyfile and waits until the

@@ -124,3 +124,54 @@ func TestValidateWarnsAboutShortLinks(t *testing.T) {
 		t.Fatalf("caddy validate should refuse an unknown fallback directory, naming the field and line:\n%s", out)
 	}
 }
+
+// TestValidateRefusesClearTextToRemoteHosts: `caddy validate` exits
+// non-zero on a setting that would send sign-in links, or an LDAP bind,
+// in clear text to a host that is not loopback, and says which field and
+// how to fix it.
+func TestValidateRefusesClearTextToRemoteHosts(t *testing.T) {
+	bin, err := caddyBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	base := fmt.Sprintf(defaultCaddyfile, freePort(t), freePort(t), 2525, dir+"/store", "127.0.0.1:9")
+	for _, tc := range []struct {
+		name, from, to string
+		want           []string
+	}{
+		{"http profile server", "server http://localhost:", "server http://apps.example.com:", []string{
+			`profile \"daily\": server: \"http://apps.example.com:`, `sends sign-in links in clear text; use https:// (http:// is allowed only for loopback hosts such as localhost)`,
+		}},
+		{"tls opportunistic", "host 127.0.0.1\n\t\t\tport 2525\n\t\t\ttls none", "host smtp.example.com\n\t\t\tport 2525\n\t\t\ttls opportunistic", []string{
+			`mail_server \"local\": tls: opportunistic sends sign-in links in clear text to \"smtp.example.com\"`, "use starttls or implicit, or set insecure_tls_ok", "Caddyfile:10",
+		}},
+		{"tls none", "host 127.0.0.1", "host smtp.example.com", []string{
+			`mail_server \"local\": tls: none sends sign-in links in clear text to \"smtp.example.com\"`, "use starttls or implicit, or set insecure_tls_ok", "Caddyfile:10",
+		}},
+		{"plain ldap", "\t\tprofile daily {", "\t\tdirectory corp ldap {\n\t\t\turl ldap://dc1.example.com\n\t\t\tbase_dn dc=example,dc=com\n\t\t}\n\t\tprofile daily {", []string{
+			`directory \"corp\": url: \"ldap://dc1.example.com\" sends the bind password and every lookup in clear text; use ldaps://dc1.example.com or set start_tls`,
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if !strings.Contains(base, tc.from) {
+				t.Fatalf("the Caddyfile has no %q to change", tc.from)
+			}
+			path := dir + "/Caddyfile"
+			if err := writeFile(path, strings.Replace(base, tc.from, tc.to, 1)); err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command(bin, "validate", "--config", path, "--adapter", "caddyfile")
+			cmd.Env = append(cmd.Environ(), "HOME="+dir, "XDG_DATA_HOME="+dir+"/data", "XDG_CONFIG_HOME="+dir+"/config")
+			out, err := cmd.CombinedOutput()
+			if err == nil {
+				t.Fatalf("caddy validate accepted it:\n%s", out)
+			}
+			for _, want := range tc.want {
+				if !strings.Contains(string(out), want) {
+					t.Errorf("caddy validate does not say %s:\n%s", want, out)
+				}
+			}
+		})
+	}
+}

@@ -2,6 +2,8 @@ package test
 
 import (
 	"bufio"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -12,8 +14,8 @@ import (
 )
 
 // debugLoggingCaddyfile is defaultCaddyfile with every Caddy logger at
-// DEBUG and an access log that deletes the token query parameter, as
-// Caddyfile.example shows operators.
+// DEBUG and an access log that deletes the token and pair query
+// parameters, as Caddyfile.example shows operators.
 var debugLoggingCaddyfile = strings.NewReplacer(
 	"\tadmin 127.0.0.1:%[2]d\n", "\tdebug\n\tadmin 127.0.0.1:%[2]d\n",
 	"\tbind 127.0.0.1\n", `	bind 127.0.0.1
@@ -22,6 +24,7 @@ var debugLoggingCaddyfile = strings.NewReplacer(
 		format filter {
 			request>uri query {
 				delete token
+				delete pair
 			}
 		}
 	}
@@ -80,9 +83,10 @@ var subresourcePattern = regexp.MustCompile(`(?:href|src)="(/[^"]*)"`)
 
 // TestNoSecretReachesTheLogsAtDebugLevel runs a whole User Approval login
 // through a Caddy that logs everything at DEBUG, with the access log filter
-// of Caddyfile.example, and checks that neither the link token, the pending
-// cookie nor the session cookie appears anywhere in Caddy's output, while
-// the access log did record the GET of the link.
+// of Caddyfile.example, and checks that neither the link token, the
+// other token of a pair, the pending cookie nor the session cookie appears
+// anywhere in Caddy's output, while the access log did record the GET of
+// the link.
 func TestNoSecretReachesTheLogsAtDebugLevel(t *testing.T) {
 	e := newEnv(t, debugLoggingCaddyfile)
 	laptop, phone := newBrowser(t), newBrowser(t)
@@ -99,8 +103,14 @@ func TestNoSecretReachesTheLogsAtDebugLevel(t *testing.T) {
 
 	// The phone opens the link as a browser does: the page, then what the
 	// page loads, sending the page's URL (and so the token) as Referer
-	// unless the page's Referrer-Policy forbids it.
-	landing := e.onSite(link)
+	// unless the page's Referrer-Policy forbids it. The link carries a pair
+	// parameter as a manager's Approve and Deny links do (the other token
+	// of the pair); this login has none, so the value is only for the
+	// filter to delete.
+	var raw [32]byte
+	rand.Read(raw[:])
+	pair := base64.RawURLEncoding.EncodeToString(raw[:])
+	landing := e.onSite(link) + "&pair=" + pair
 	r := phone.get(landing)
 	if r.Status != http.StatusOK {
 		t.Fatalf("GET of the link: got %d:\n%s", r.Status, r.Body)
@@ -161,11 +171,11 @@ func TestNoSecretReachesTheLogsAtDebugLevel(t *testing.T) {
 	if verifyGET == nil {
 		t.Fatalf("the access log has no line for GET /.mailauth/verify, so it cannot show that the token is filtered; access lines: %+v", lines)
 	}
-	if u, err := url.ParseRequestURI(verifyGET.Request.URI); err != nil || u.Path != "/.mailauth/verify" || u.Query().Has("token") {
-		t.Errorf("the access log recorded the link as %q; want /.mailauth/verify without its token parameter", verifyGET.Request.URI)
+	if u, err := url.ParseRequestURI(verifyGET.Request.URI); err != nil || u.Path != "/.mailauth/verify" || u.Query().Has("token") || u.Query().Has("pair") {
+		t.Errorf("the access log recorded the link as %q; want /.mailauth/verify without its token and pair parameters", verifyGET.Request.URI)
 	}
 
-	secrets := map[string][]string{"link token": {token}, "pending cookie": pending, "session cookie": session}
+	secrets := map[string][]string{"link token": {token}, "pair token": {pair}, "pending cookie": pending, "session cookie": session}
 	for what, values := range secrets {
 		for _, v := range values {
 			if v == "" {

@@ -32,7 +32,7 @@ func newShared(t *testing.T, caddyfile string, n int) *shared {
 	}
 	s := &shared{redis: redisserver.Start(t), mail: mailpit.Start(t)}
 	s.caddyfile = strings.Replace(caddyfile, "store badger %[4]s", "store redis %[4]s", 1)
-	s.upstream = strings.TrimPrefix(newUpstream(t).URL, "http://")
+	s.upstream = strings.TrimPrefix(newUpstream(t, http.HandlerFunc(echoIdentity)).URL, "http://")
 	for range n {
 		s.add(t)
 	}

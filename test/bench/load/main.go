@@ -315,7 +315,7 @@ func mintSession(site string, mp *mailpit) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	pending := cookieIn(resp, "__Secure-mailauth_pending")
+	pending := cookieIn(resp, "__Host-mailauth_pending")
 	if resp.StatusCode != http.StatusSeeOther || pending == "" {
 		return "", fmt.Errorf("login POST: %s, pending cookie %q", resp.Status, pending)
 	}
@@ -334,7 +334,7 @@ func mintSession(site string, mp *mailpit) (string, error) {
 	} else if resp.StatusCode != http.StatusOK {
 		return "", fmt.Errorf("confirm POST: %s", resp.Status)
 	}
-	if resp, err = post("/.mailauth/complete", url.Values{"csrf": {csrf}}, "__Secure-mailauth_pending="+pending); err != nil {
+	if resp, err = post("/.mailauth/complete", url.Values{"csrf": {csrf}}, "__Host-mailauth_pending="+pending); err != nil {
 		return "", err
 	}
 	session := cookieIn(resp, "__Host-mailauth_session")
@@ -364,7 +364,7 @@ var (
 // the form token its complete form carries.
 func waitingPage(client *http.Client, site, pending string) (match, csrf string, err error) {
 	req, _ := http.NewRequest(http.MethodGet, site+"/.mailauth/wait", nil)
-	req.Header.Set("Cookie", "__Secure-mailauth_pending="+pending)
+	req.Header.Set("Cookie", "__Host-mailauth_pending="+pending)
 	resp, err := client.Do(req)
 	if err != nil {
 		return "", "", err

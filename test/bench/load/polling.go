@@ -131,7 +131,7 @@ func waitingLogins(site string, n int) ([]string, error) {
 			return nil, err
 		}
 		resp.Body.Close()
-		if cookies[i] = cookieIn(resp, "__Secure-mailauth_pending"); cookies[i] == "" {
+		if cookies[i] = cookieIn(resp, "__Host-mailauth_pending"); cookies[i] == "" {
 			return nil, fmt.Errorf("poller %d: login POST gave %s and no pending cookie", i, resp.Status)
 		}
 	}
@@ -329,7 +329,7 @@ func (p *pollRecorder) result(m pollMark, gross, idle, secs float64) *pollResult
 // reports whether the request got that answer.
 func (p *pollRecorder) poll(ctx context.Context, cl *http.Client, u, cookie string) bool {
 	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
-	req.Header.Set("Cookie", "__Secure-mailauth_pending="+cookie)
+	req.Header.Set("Cookie", "__Host-mailauth_pending="+cookie)
 	start := time.Now()
 	resp, err := cl.Do(req)
 	if err != nil {
