@@ -39,7 +39,8 @@ bench:
 	$(BENCH_LOAD) -commands "make bench;$(BENCH_GO) > $(BIN)/bench-go.txt;$(BENCH_LOAD)"
 
 ## run: the demo: Caddy on http://localhost:8080 and mailpit on :8025.
-run: build setup
+run: build
+	bash test/setup.sh --demo
 	bash test/demo/run.sh $(BIN)/caddy
 
 clean:

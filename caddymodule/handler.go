@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -194,8 +195,24 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		http.Redirect(w, r, prefix+"login?return="+url.QueryEscape(r.URL.RequestURI()), http.StatusFound)
 		return nil
 	}
-	w.Header().Set("WWW-Authenticate", `MailAuth realm="`+siteHost(r)+`"`)
-	return caddyhttp.Error(http.StatusUnauthorized, errors.New("mailauth: no valid session"))
+	return h.unauthorized(w, r)
+}
+
+// unauthorized answers a client that cannot follow a redirect to a login
+// page (a script, an API client) with a 401 that says where a person
+// signs in, rather than an empty body.
+func (h *Handler) unauthorized(w http.ResponseWriter, r *http.Request) error {
+	login := prefix + "login?return=" + url.QueryEscape(r.URL.RequestURI())
+	hdr := w.Header()
+	hdr.Set("WWW-Authenticate", `MailAuth realm="`+siteHost(r)+`"`)
+	hdr.Set("Content-Type", "application/json")
+	hdr.Set("Cache-Control", "no-store")
+	w.WriteHeader(http.StatusUnauthorized)
+	return json.NewEncoder(w).Encode(map[string]string{
+		"error":   "unauthenticated",
+		"message": "This route needs a mailauth session: sign in with a browser at login, then send its session cookie.",
+		"login":   login,
+	})
 }
 
 func (h *Handler) serveEndpoint(w http.ResponseWriter, r *http.Request) error {

@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -110,6 +111,15 @@ func TestMissingOrForgedSessionIsRefused(t *testing.T) {
 			}
 			if status != tc.status || w.Header().Get("Location") != tc.loc {
 				t.Fatalf("got %d Location=%q, want %d %q", status, w.Header().Get("Location"), tc.status, tc.loc)
+			}
+			if tc.status == http.StatusUnauthorized {
+				var body struct{ Error, Login string }
+				if err := json.Unmarshal(w.Body.Bytes(), &body); err != nil || body.Error != "unauthenticated" || body.Login != "/.mailauth/login?return=%2Fapp%3Fq%3D1" {
+					t.Fatalf("a 401 should say in JSON where to sign in, got %q (%v)", w.Body.String(), err)
+				}
+				if w.Header().Get("WWW-Authenticate") == "" {
+					t.Fatal("a 401 without WWW-Authenticate")
+				}
 			}
 		})
 	}

@@ -7,7 +7,12 @@ set -euo pipefail
 
 MAILPIT_VERSION=v1.33.1
 
+# --demo installs only what `make run` needs: mailpit.
+demo=false
+[ "${1:-}" = "--demo" ] && demo=true
+
 need_apt=()
+if ! $demo; then
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 # OpenLDAP for the directory tests (test/slapd starts its own slapd on free
 # ports; the system one that the package may start on :389 is not used).
@@ -17,6 +22,7 @@ command -v ldapsearch >/dev/null 2>&1 || need_apt+=(ldap-utils)
 # redis-server on a free port; the system one the package may start on :6379
 # is not used).
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
 	echo "setup: installing ${need_apt[*]} from Debian"
 	if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
@@ -32,5 +38,9 @@ if ! go version -m "$gobin/mailpit" 2>/dev/null | grep -Eq "^[[:space:]]+mod[[:s
 	echo "setup: building mailpit ${MAILPIT_VERSION} (once; it is kept in $gobin)"
 	# Built outside this module so its dependencies stay out of our go.mod.
 	(cd "$(mktemp -d)" && GOFLAGS=-buildvcs=false go install "github.com/axllent/mailpit@${MAILPIT_VERSION}")
+fi
+if $demo; then
+	echo "setup: ok for the demo (mailpit ${MAILPIT_VERSION} in $gobin)"
+	exit 0
 fi
 echo "setup: ok ($(chromium --version 2>/dev/null), $(/usr/sbin/slapd -VV 2>&1 | grep -o 'slapd [0-9.]*' | head -n1), $(redis-server --version | grep -o 'v=[0-9.]*' | sed 's/^v=/redis-server /'), mailpit ${MAILPIT_VERSION} in $gobin)"

@@ -25,8 +25,8 @@ func TestUserApprovalAcrossTwoDevices(t *testing.T) {
 	api := newBrowser(t)
 	req, _ := http.NewRequest(http.MethodGet, e.URL("/reports/q3"), nil)
 	req.Header.Set("Accept", "application/json")
-	if r := api.do(req); r.Status != http.StatusUnauthorized {
-		t.Fatalf("an API client without a session should get 401, got %d", r.Status)
+	if r := api.do(req); r.Status != http.StatusUnauthorized || !strings.Contains(r.Body, `"login":"/.mailauth/login?return=%2Freports%2Fq3"`) || r.Header.Get("Content-Type") != "application/json" {
+		t.Fatalf("an API client without a session should get a 401 whose JSON says where to sign in, got %d %q:\n%s", r.Status, r.Header.Get("Content-Type"), r.Body)
 	}
 
 	r = laptop.get(e.URL(r.Location))

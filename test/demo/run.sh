@@ -20,8 +20,10 @@ cat <<MSG
 
   caddy-mailauth demo
   -------------------
-  App:      http://localhost:$DEMO_PORT/   (sign in as "alice" or "bob@demo.test")
-  Mailbox:  http://localhost:$mail_ui/     (the sign-in mail arrives here)
+  App:      http://localhost:$DEMO_PORT/   (sign in as "alice" or "bob@demo.test": your own link;
+                                          "carol": a contractor, her sponsor alice approves)
+  Finance:  http://localhost:$DEMO_PORT/finance/ (the manager's approval, asked for once signed in)
+  Mailbox:  http://localhost:$mail_ui/     (every mail arrives here, the managers' too)
   Stop:     Ctrl-C
 
 MSG
