@@ -113,7 +113,7 @@ func (s *Service) authorize(site *Site, sess *Session, now int64, revoked *revoc
 func (s *Site) profileFor(sess *Session) *Profile {
 	p := s.Default
 	for _, pol := range s.Policies {
-		if sess.HasPolicy(pol.Name) {
+		if sess.hasPolicy(pol) {
 			p = pol.Profile
 			break
 		}
@@ -128,19 +128,29 @@ func (s *Site) profileFor(sess *Session) *Profile {
 // or nil; see Authenticate.
 func (s *Site) ProfileFor(sess *Session) *Profile { return s.profileFor(sess) }
 
-// matchedPolicies names the configured policies that match id, joined as
-// Session.Policies holds them.
+// matchedPolicies says which configured policies match id, as
+// Session.Policies holds it.
 func (s *Service) matchedPolicies(id *directory.Identity) string {
-	var b strings.Builder
+	var matched []int
 	for _, p := range s.cfg.Policies {
 		if p.Match(id) {
-			if b.Len() > 0 {
-				b.WriteString(policySep)
-			}
-			b.WriteString(p.Name)
+			matched = append(matched, p.index)
 		}
 	}
-	return b.String()
+	return policyBits(matched)
+}
+
+// setPolicies numbers the configured policies in name order, the order
+// policyEpoch digests, and keeps them with their epoch. Instances with the
+// same policies number them alike, so a session's bit set means the same
+// on each.
+func (s *Service) setPolicies(policies []*Policy) {
+	sorted := slices.Clone(policies)
+	slices.SortFunc(sorted, func(a, b *Policy) int { return strings.Compare(a.Name, b.Name) })
+	for i, p := range sorted {
+		p.index = i + 1
+	}
+	s.cfg.Policies, s.policyEpoch = sorted, policyEpoch(sorted)
 }
 
 // policyEpoch digests what policy memberships depend on: every policy's

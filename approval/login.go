@@ -63,8 +63,8 @@ type Login struct {
 	Decider   string    `json:"decider,omitempty"`
 	// Directory is the directory the identity came from, once known.
 	Directory string `json:"directory,omitempty"`
-	// Policies are the policies that matched the identity (joined as in
-	// Session.Policies), evaluated when the user was looked up.
+	// Policies says which policies matched the identity when the user was
+	// looked up, as Session.Policies holds it.
 	Policies string `json:"policies,omitempty"`
 	// StepUpOf is the hex id of the session this login adds an approval
 	// to: a signed-in user asking for more. Empty for a sign-in.

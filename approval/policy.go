@@ -24,6 +24,9 @@ type Policy struct {
 	Values []string
 
 	matchers []valueMatcher
+	// index numbers the policy among the service's, from 1, for sessions'
+	// policy bit sets; 0 until a service numbers it.
+	index int
 }
 
 type valueMatcher struct {

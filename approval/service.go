@@ -144,7 +144,8 @@ func NewService(cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Service{cfg: cfg, notice: notice, audit: cfg.Audit, now: cfg.Now, rand: cfg.Rand, policyEpoch: policyEpoch(cfg.Policies), revoked: cfg.Revocations}
+	s := &Service{cfg: cfg, notice: notice, audit: cfg.Audit, now: cfg.Now, rand: cfg.Rand, revoked: cfg.Revocations}
+	s.setPolicies(cfg.Policies)
 	if s.audit == nil {
 		s.audit = NewAuditor(nil)
 	}

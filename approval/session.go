@@ -39,10 +39,13 @@ type Session struct {
 	// Directory is the directory the identity came from: two directories
 	// may both know an "alice", and they are different people.
 	Directory string
-	// Policies are the names of the policies that matched the identity
-	// when it was last looked up, joined by policySep, and PolicyEpoch the
-	// digest of the policy configuration they were evaluated under. They
-	// let a site choose the user's profile without a directory lookup.
+	// Policies says which of the configured policies matched the identity
+	// when it was last looked up: a bit set in hexadecimal, bit i for the
+	// i-th policy in name order (see Service.setPolicies). PolicyEpoch is
+	// the digest of the policy configuration it was evaluated under, which
+	// fixes that order. Together they let a site choose the user's profile
+	// without a directory lookup, in a few bytes of cookie however long
+	// the names.
 	Policies    string
 	PolicyEpoch uint32
 	// IssuedAt and ExpiresAt are Unix seconds. ExpiresAt slides with the
@@ -94,10 +97,6 @@ func ParseGrantID(s string) (GrantID, bool) {
 // one that ends first.
 const MaxApprovals = 6
 
-// policySep joins policy names in Session.Policies; Caddyfile names
-// cannot contain it.
-const policySep = "\n"
-
 // Approvals returns the session's approvals. The slice shares the
 // session's storage.
 func (s *Session) Approvals() []Approval { return s.approvals[:s.n] }
@@ -130,17 +129,40 @@ func (s *Session) AddApproval(a Approval, now int64) {
 	s.approvals[victim] = a
 }
 
-// HasPolicy reports whether the named policy matched the identity.
-func (s *Session) HasPolicy(name string) bool {
-	rest := s.Policies
-	for rest != "" {
-		var p string
-		p, rest, _ = strings.Cut(rest, policySep)
-		if p == name {
-			return true
-		}
+// hasPolicy reports whether policy p matched the identity. A policy the
+// service did not number (index 0) never does.
+func (s *Session) hasPolicy(p *Policy) bool {
+	i := p.index - 1
+	if i < 0 || i/4 >= len(s.Policies) {
+		return false
 	}
-	return false
+	n := s.Policies[i/4]
+	switch {
+	case n >= '0' && n <= '9':
+		n -= '0'
+	case n >= 'a' && n <= 'f':
+		n -= 'a' - 10
+	default:
+		return false
+	}
+	return n&(1<<(i%4)) != 0
+}
+
+// policyBits writes the set of 1-based policy indexes as Session.Policies
+// holds it.
+func policyBits(indexes []int) string {
+	top := 0
+	for _, i := range indexes {
+		top = max(top, i)
+	}
+	b := make([]byte, (top+3)/4)
+	for _, i := range indexes {
+		b[(i-1)/4] |= 1 << ((i - 1) % 4)
+	}
+	for j, v := range b {
+		b[j] = "0123456789abcdef"[v]
+	}
+	return string(b)
 }
 
 // Profile is the profile of the session's first approval, for audit lines

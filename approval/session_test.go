@@ -33,7 +33,7 @@ func testSession() *Session {
 // memberships: the longest cookie a usual session carries.
 func steppedUpSession() *Session {
 	s := testSession()
-	s.Policies, s.PolicyEpoch = "executives"+policySep+"finance", 0xdeadbeef
+	s.Policies, s.PolicyEpoch = policyBits([]int{1, 6}), 0xdeadbeef
 	s.AddApproval(Approval{Profile: "sensitive", Type: TypeManager, Approver: "dave@example.com", At: sessionNow.Unix(), Until: sessionNow.Add(time.Hour).Unix(), Grant: GrantID{9, 8, 7, 6, 5, 4, 3, 2}}, sessionNow.Unix())
 	return s
 }
@@ -476,12 +476,22 @@ func TestAddApprovalReplacesTheSameProfileThenTheFirstToEnd(t *testing.T) {
 	}
 }
 
-func TestSessionHasPolicyMatchesWholeNames(t *testing.T) {
-	s := &Session{Policies: "executives" + policySep + "finance"}
-	for name, want := range map[string]bool{"executives": true, "finance": true, "exec": false, "fin": false, "": false, "executives\nfinance": false} {
-		if got := s.HasPolicy(name); got != want {
-			t.Errorf("HasPolicy(%q) = %v, want %v", name, got, want)
+func TestSessionPolicyBitsSayWhichPoliciesMatched(t *testing.T) {
+	s := &Session{Policies: policyBits([]int{1, 6, 12})}
+	if s.Policies != "128" {
+		t.Errorf("policies 1, 6 and 12 are written %q, want \"128\" (bits 0, 5 and 11 in hex nibbles)", s.Policies)
+	}
+	for i := range 20 {
+		want := i == 1 || i == 6 || i == 12
+		if got := s.hasPolicy(&Policy{index: i}); got != want {
+			t.Errorf("policy %d: hasPolicy = %v, want %v", i, got, want)
 		}
+	}
+	if (&Session{Policies: "zz"}).hasPolicy(&Policy{index: 1}) {
+		t.Error("a malformed bit set matched a policy")
+	}
+	if policyBits(nil) != "" {
+		t.Errorf("no policy is written %q, want empty", policyBits(nil))
 	}
 }
 

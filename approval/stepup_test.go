@@ -549,12 +549,11 @@ func TestAHybridSitePicksTheProfileByTheSessionsPolicies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.svc.cfg.Policies = []*Policy{execs}
-	r.svc.policyEpoch = policyEpoch(r.svc.cfg.Policies)
+	r.svc.setPolicies([]*Policy{execs})
 	hybrid := NewSite(r.daily, []*Policy{execs})
 
 	alice, aliceCookie := r.signIn("alice", aliceEmail)
-	if !alice.HasPolicy("executives") {
+	if !alice.hasPolicy(execs) {
 		t.Fatalf("alice's session should record that the executives policy matched her, holds %q", alice.Policies)
 	}
 	if got := r.access(hybrid, aliceCookie); got != AccessStepUp {
@@ -573,8 +572,7 @@ func TestAHybridSitePicksTheProfileByTheSessionsPolicies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.svc.cfg.Policies = []*Policy{execs2}
-	r.svc.policyEpoch = policyEpoch(r.svc.cfg.Policies)
+	r.svc.setPolicies([]*Policy{execs2})
 	hybrid2 := NewSite(r.daily, []*Policy{execs2})
 	if got := r.access(hybrid2, bobCookie); got != AccessStale {
 		t.Fatalf("bob's memberships predate the change: %v, want AccessStale", got)
@@ -592,8 +590,8 @@ func TestAHybridSitePicksTheProfileByTheSessionsPolicies(t *testing.T) {
 	}
 	// A change that leaves bob out again: his session satisfies the site,
 	// and the check hands back a refreshed cookie instead of a request.
-	r.svc.cfg.Policies = []*Policy{execs}
-	r.svc.policyEpoch = policyEpoch(r.svc.cfg.Policies) + 1 // another epoch, same meaning
+	r.svc.setPolicies([]*Policy{execs})
+	r.svc.policyEpoch++ // another epoch, same meaning
 	if v, err := r.svc.CheckStepUp(bg, hybrid, &a.Session); err != nil || v.Refreshed == "" {
 		t.Fatalf("a session that satisfies the site once looked up again should be refreshed: %+v, %v", v, err)
 	} else if got := r.access(hybrid, v.Refreshed); got != AccessGranted {
