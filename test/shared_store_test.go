@@ -257,3 +257,114 @@ func TestSharedStoreRateLimitsCountAcrossInstances(t *testing.T) {
 		t.Errorf("%d mails for 3 logins under a limit of 2 across both instances; want 2", n)
 	}
 }
+
+// sharedRoutesCaddyfile is the sensitive-routes deployment with local
+// users, for several instances on one Redis: carol's sponsor is dave.
+const sharedRoutesCaddyfile = `{
+	admin 127.0.0.1:%[2]d
+	auto_https off
+	mailauth {
+		store badger %[4]s
+		mail_server local {
+			host 127.0.0.1
+			port %[3]d
+			tls none
+			from "Access Gateway <gateway@example.test>"
+		}
+		directory staff local {
+			user carol {
+				name "Carol Example"
+				email carol@example.test
+				sponsor dave@example.test
+			}
+		}
+		profile daily {
+			server http://localhost:%[1]d
+			fallback staff
+		}
+		profile sensitive {
+			type manager
+			server http://localhost:%[1]d
+			fallback staff
+		}
+	}
+}
+
+http://:%[1]d {
+	bind 127.0.0.1
+	route /finance/* {
+		mailauth {
+			default_profile sensitive
+		}
+		reverse_proxy %[5]s {
+			header_up X-Remote-User {http.auth.user.id}
+		}
+	}
+	route {
+		mailauth {
+			default_profile daily
+		}
+		reverse_proxy %[5]s {
+			header_up X-Remote-User {http.auth.user.id}
+		}
+	}
+}
+`
+
+// TestAGrantEndedOnOneInstanceIsRefusedOnTheOthers: carol steps up on A,
+// dave approves on B, her grant opens /finance on both; an operator ends
+// it through B's admin API and A refuses it within two seconds, through
+// the revocation announcements, while her own approval keeps working.
+func TestAGrantEndedOnOneInstanceIsRefusedOnTheOthers(t *testing.T) {
+	s := newShared(t, sharedRoutesCaddyfile, 2)
+	a, b := s.nodes[0], s.nodes[1]
+	carol := newBrowser(t)
+	link := startLogin(t, a, carol, "carol", "carol@example.test")
+	s.mail.DeleteAll(t)
+	confirmAndComplete(t, a, carol, link)
+
+	r := carol.get(a.URL("/finance/ledger"))
+	if r.Status != http.StatusFound || !strings.HasPrefix(r.Location, "/.mailauth/stepup?") {
+		t.Fatalf("carol's own approval must not open /finance: %d %q", r.Status, r.Location)
+	}
+	step := carol.get(a.URL(r.Location))
+	csrf, site := formToken.FindStringSubmatch(step.Body), stepUpFields.FindStringSubmatch(step.Body)
+	if csrf == nil || site == nil {
+		t.Fatalf("no step-up form on A:\n%s", step.Body)
+	}
+	if r := carol.post(a.URL("/.mailauth/stepup"), url.Values{"csrf": {csrf[1]}, "site": {site[1]}, "return": {"/finance/ledger"}}); r.Status != http.StatusSeeOther {
+		t.Fatalf("requesting access on A: %d\n%s", r.Status, r.Body)
+	}
+	links := decisionLink.FindAllString(s.mail.WaitForMessage(t, "dave@example.test", 15*time.Second).Text, -1)
+	if len(links) != 2 {
+		t.Fatal("dave's mail has no Approve and Deny links")
+	}
+	if r := newBrowser(t).post(b.URL("/.mailauth/verify"), url.Values{"token": {tokenOf(links[0])}, "match": {matchOn(t, a, carol)}}); r.Status != http.StatusOK {
+		t.Fatalf("dave approving on B: %d\n%s", r.Status, r.Body)
+	}
+	if r := complete(t, a, carol); r.Status != http.StatusSeeOther || r.Location != "/finance/ledger" {
+		t.Fatalf("collecting the grant on A: %d %q", r.Status, r.Location)
+	}
+	for i, e := range s.nodes {
+		if body := carol.get(e.URL("/finance/ledger")).Body; !strings.Contains(body, `user="carol"`) {
+			t.Fatalf("instance %c: the grant should open /finance: %s", 'A'+i, body)
+		}
+	}
+	var listed struct {
+		Grants []struct{ ID string } `json:"grants"`
+	}
+	a.adminJSON(t, http.MethodGet, "/mailauth/grants?user=carol", &listed)
+	if len(listed.Grants) != 1 {
+		t.Fatalf("A should list the grant B recorded: %+v", listed)
+	}
+	var ended map[string]any
+	b.adminJSON(t, http.MethodDelete, "/mailauth/grants/"+listed.Grants[0].ID, &ended)
+	deadline := time.Now().Add(2 * time.Second)
+	for carol.get(a.URL("/finance/ledger")).Status != http.StatusFound {
+		if time.Now().After(deadline) {
+			t.Fatal("A still opens /finance with the grant 2 s after B ended it")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	s.reachesApp(t, carol, "carol")
+}
