@@ -190,7 +190,11 @@ func (o *Outbox) Enqueue(ctx context.Context, m *Message) error {
 	if payload, err = o.seal(m.ID, payload); err != nil {
 		return fmt.Errorf("mailer: outbox: sealing message %s: %w", m.ID, err)
 	}
-	if err := o.q.Enqueue(ctx, m.ID, payload, m.NotBefore, ttl); err != nil {
+	prio := store.PriorityHigh
+	if m.Notice {
+		prio = store.PriorityLow
+	}
+	if err := o.q.Enqueue(ctx, m.ID, payload, m.NotBefore, ttl, prio); err != nil {
 		return fmt.Errorf("mailer: outbox: queueing message %s: %w", m.ID, err)
 	}
 	select {

@@ -12,6 +12,8 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/mailauth/caddy-mailauth/store"
 )
 
 const secretLink = "https://apps.example.com/.mailauth/verify?token=s3cr3t-token"
@@ -250,7 +252,7 @@ func TestOutboxAbandonsWhenTheNextRetryWouldComeAfterExpiry(t *testing.T) {
 
 func TestOutboxAcksPayloadThatDoesNotDecode(t *testing.T) {
 	h := newHarness(t, &fakeSender{})
-	if err := h.q.Enqueue(context.Background(), "junk", []byte("{not json"), time.Time{}, 0); err != nil {
+	if err := h.q.Enqueue(context.Background(), "junk", []byte("{not json"), time.Time{}, 0, store.PriorityHigh); err != nil {
 		t.Fatal(err)
 	}
 	run(t, h.o)
