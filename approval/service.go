@@ -1082,6 +1082,11 @@ func (s *Service) MailEvent(ev mailer.Event) {
 		// A scheduled mail that no longer matters; BeforeSend, which
 		// decided that, has nothing to report.
 		return
+	case mailer.EventDeferred:
+		// Held back by the servers' rates in a burst: nothing was tried,
+		// and one record per held mail would flood the trail. Metrics
+		// count them; the server's backoff is logged once.
+		return
 	case mailer.EventSent:
 		kind = EventMailSent
 	case mailer.EventRetry:

@@ -115,8 +115,9 @@ type Outbox struct {
 	// is MailDelay. Guarded by failingMu.
 	waiting map[string]waitEntry
 	// resume is when the Pacer said it can take a message again; zero
-	// when it can now.
-	resume time.Time
+	// when it can now. lastPeek is when peek last ran. Both are Run's.
+	resume   time.Time
+	lastPeek time.Time
 
 	// Tuning, unexported so that tests can shrink it.
 	now            func() time.Time
@@ -271,6 +272,10 @@ func (o *Outbox) round(ctx context.Context) int {
 		c, next := p.Capacity(time.Now())
 		if c <= 0 {
 			o.resume = next
+			if time.Since(o.lastPeek) >= o.poll {
+				o.lastPeek = time.Now()
+				o.peek(ctx)
+			}
 			return 0
 		}
 		n = min(n, c)
@@ -288,6 +293,42 @@ func (o *Outbox) round(ctx context.Context) int {
 	}
 	wg.Wait()
 	return len(items)
+}
+
+// peek looks at the head of the queue while the Pacer can take nothing:
+// the oldest due message is claimed and put straight back where it was,
+// unsent, so that MailDelay knows how long the backlog has been waiting
+// though none of it is claimed for sending. Run calls it at most once a
+// poll interval.
+func (o *Outbox) peek(ctx context.Context) {
+	items, err := o.q.Claim(ctx, o.now(), 1, o.lease)
+	if err != nil {
+		return
+	}
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bookkeepingTimeout)
+	defer cancel()
+	for _, item := range items {
+		var m Message
+		payload, err := o.open(item.ID, item.Payload)
+		if err == nil {
+			err = json.Unmarshal(payload, &m)
+		}
+		due := item.EnqueuedAt
+		if err == nil {
+			due = maxTime(due, m.NotBefore)
+			if !m.Notice {
+				o.track(m.ID, due)
+				// Counted until a later peek or claim takes it again.
+				o.failingMu.Lock()
+				o.waiting[m.ID] = waitEntry{since: o.waiting[m.ID].since, until: o.now().Add(3 * o.poll)}
+				o.failingMu.Unlock()
+			}
+		}
+		// Back to its own due time, so that it keeps its place at the head.
+		if err := o.q.Postpone(bctx, item.ID, due); err != nil {
+			o.logger.Error("returning a peeked outbox message", zap.String("id", item.ID), zap.Error(err))
+		}
+	}
 }
 
 // deliver makes one attempt at one claimed message and settles it in the

@@ -288,6 +288,8 @@ type SMTP struct {
 	// onThrottle, when set, is told each time a server starts being
 	// backed off.
 	onThrottle func(server string, until time.Time, err error)
+	// onDial, when set, is told each time a connection is opened.
+	onDial func(server string)
 
 	mu        sync.Mutex
 	downUntil map[string]time.Time
@@ -344,7 +346,12 @@ func NewSMTP(cfgs map[string]ServerConfig) (*SMTP, error) {
 		}
 		domain, _ := fromDomain(cfg.From) // checked by Validate
 		srv := &smtpServer{cfg: cfg, domain: domain, rate: newRateWindow(cfg.Rate)}
-		srv.pool = newSessionPool(client, cfg.Connections, cfg.IdleTimeout, func() { srv.dials.Add(1) })
+		srv.pool = newSessionPool(client, cfg.Connections, cfg.IdleTimeout, func() {
+			srv.dials.Add(1)
+			if s.onDial != nil {
+				s.onDial(name)
+			}
+		})
 		s.servers[name] = srv
 	}
 	return s, nil
@@ -353,6 +360,10 @@ func NewSMTP(cfgs map[string]ServerConfig) (*SMTP, error) {
 // OnThrottle installs a function told whenever a server starts being
 // backed off after a throttling reply; call it before the first Send.
 func (s *SMTP) OnThrottle(f func(server string, until time.Time, err error)) { s.onThrottle = f }
+
+// OnDial installs a function told each time a connection to a server is
+// opened; call it before the first Send.
+func (s *SMTP) OnDial(f func(server string)) { s.onDial = f }
 
 // Dials reports how many connections each server has had opened to it.
 func (s *SMTP) Dials() map[string]uint64 {
