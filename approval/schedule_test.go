@@ -96,3 +96,26 @@ func TestExpiryNoticeGoesOutOnlyForUndecidedRequestsAndIsGrouped(t *testing.T) {
 		t.Fatal("a second expiry within the window should be grouped, not mailed")
 	}
 }
+
+func TestNoticesQueueBehindApprovalRequests(t *testing.T) {
+	h := newManagerHarness(t)
+	h.askManager()
+	var requests, notices int
+	for _, m := range h.mail.Messages() {
+		switch {
+		case m.Purpose == purposeExpiryNotice:
+			notices++
+			if !m.Notice {
+				t.Errorf("expiry notice %s is not marked Notice; in a burst it would go before sign-in mail", m.ID)
+			}
+		case m.Purpose == "":
+			requests++
+			if m.Notice {
+				t.Errorf("approval request %s is marked Notice; it would wait behind every sign-in link", m.ID)
+			}
+		}
+	}
+	if requests != 1 || notices != 1 {
+		t.Fatalf("asking the manager queued %d requests and %d expiry notices; want 1 of each", requests, notices)
+	}
+}

@@ -461,7 +461,7 @@ func (s *Service) ask(ctx context.Context, l *Login, p *Profile, recipient strin
 		}
 		entries = append(entries, entry)
 	}
-	if err := s.cfg.Store.PutMany(ctx, entries); err != nil {
+	if err := s.persist(ctx, func() error { return s.cfg.Store.PutMany(ctx, entries) }); err != nil {
 		s.audit.Record(EventMailFailed, l, zap.String("reason", "store"), zap.Error(err))
 		return
 	}
@@ -473,7 +473,7 @@ func (s *Service) ask(ctx context.Context, l *Login, p *Profile, recipient strin
 	if !opt.notBefore.IsZero() {
 		msg.NotBefore, msg.LoginID, msg.Purpose = opt.notBefore, l.ID, purposeEscalation
 	}
-	if err := s.cfg.Mail.Enqueue(ctx, msg); err != nil {
+	if err := s.persist(ctx, func() error { return s.cfg.Mail.Enqueue(ctx, msg) }); err != nil {
 		s.audit.Record(EventMailFailed, l, zap.String("reason", "outbox"), zap.Error(err))
 		return
 	}
@@ -482,6 +482,27 @@ func (s *Service) ask(ctx context.Context, l *Login, p *Profile, recipient strin
 		fields = append(fields, zap.Time("not_before", opt.notBefore), zap.String("purpose", msg.Purpose))
 	}
 	s.audit.Record(EventMailQueued, l, fields...)
+}
+
+// persist runs a store write of dispatch, retrying while ctx lasts: the
+// browser already has its answer, so a write that fails now (a Redis
+// failover takes a few seconds) would leave the user waiting for a mail
+// that never comes. Each try is whole: a PutMany or an Enqueue either
+// happened or did not, and repeating one writes the same keys again.
+func (s *Service) persist(ctx context.Context, write func() error) error {
+	wait := 50 * time.Millisecond
+	for {
+		err := write()
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Second)
+	}
 }
 
 // link builds a landing-page link on the profile's server. A decision
@@ -1082,6 +1103,11 @@ func (s *Service) MailEvent(ev mailer.Event) {
 	case mailer.EventSkipped:
 		// A scheduled mail that no longer matters; BeforeSend, which
 		// decided that, has nothing to report.
+		return
+	case mailer.EventDeferred:
+		// Held back by the servers' rates in a burst: nothing was tried,
+		// and one record per held mail would flood the trail. Metrics
+		// count them; the server's backoff is logged once.
 		return
 	case mailer.EventSent:
 		kind = EventMailSent

@@ -107,8 +107,10 @@ type App struct {
 	storeID    string
 	store      store.Store
 	outbox     *mailer.Outbox
-	service    *approval.Service
-	trail      *approval.AuditTrail
+	// smtp carries the outbox's mail; Stop ends its sessions.
+	smtp    *mailer.SMTP
+	service *approval.Service
+	trail   *approval.AuditTrail
 	// storedKey is the session key kept in the store, when none is
 	// configured; keepSessionKey puts it back should the store lose it.
 	storedKey []byte
@@ -217,8 +219,15 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	audit.Observe(mets.audit)
 	a.trail.OnDrop(mets.auditDropped)
+	smtp.OnDial(mets.dialed)
+	mailLog := a.logger.Named("mailer")
+	smtp.OnThrottle(func(server string, until time.Time, err error) {
+		mailLog.Warn("mail server is throttling; not using it for a while",
+			zap.String("server", server), zap.Time("until", until), zap.Error(err))
+	})
+	a.smtp = smtp
 	var svc *approval.Service
-	a.outbox = mailer.NewOutbox(a.store, smtp, a.logger.Named("mailer"), func(ev mailer.Event) {
+	a.outbox = mailer.NewOutbox(a.store, smtp, mailLog, func(ev mailer.Event) {
 		mets.mail(ev)
 		svc.MailEvent(ev)
 	})
@@ -349,20 +358,23 @@ func (a *App) mailServers(repl *caddy.Replacer) (map[string]mailer.ServerConfig,
 		if c == nil {
 			return nil, fmt.Errorf("mailauth: mail_server %q: empty", name)
 		}
-		sc := c.serverConfig(name, repl.ReplaceKnown(c.Username, ""), repl.ReplaceKnown(c.Password, ""))
+		sc, err := c.serverConfig(name, repl.ReplaceKnown(c.Username, ""), repl.ReplaceKnown(c.Password, ""))
+		if err == nil {
+			err = sc.Validate()
+		}
+		if err != nil {
+			var ce *mailer.ConfigError
+			if errors.As(err, &ce) {
+				return nil, fmt.Errorf("mailauth: mail_server %q: %s: %s", name, ce.Field, ce.Reason)
+			}
+			return nil, fmt.Errorf("mailauth: mail_server %q: %w", name, err)
+		}
 		if c.TLSCA != "" {
 			pool, err := loadCAs(c.TLSCA)
 			if err != nil {
 				return nil, fmt.Errorf("mailauth: mail_server %q: tls_ca: %w", name, err)
 			}
 			sc.RootCAs = pool
-		}
-		if err := sc.Validate(); err != nil {
-			var ce *mailer.ConfigError
-			if errors.As(err, &ce) {
-				return nil, fmt.Errorf("mailauth: mail_server %q: %s: %s", name, ce.Field, ce.Reason)
-			}
-			return nil, fmt.Errorf("mailauth: mail_server %q: %w", name, err)
 		}
 		out[name] = sc
 	}
@@ -831,6 +843,10 @@ func (a *App) Stop() error {
 	if a.stop != nil {
 		a.stop()
 		<-a.stopped
+	}
+	if a.smtp != nil {
+		// The outbox has stopped; its sessions end with a QUIT.
+		a.smtp.Close()
 	}
 	if a.service != nil {
 		a.service.Close()

@@ -167,7 +167,8 @@ func waitingHandler(tb testing.TB) (*Handler, string) {
 }
 
 // TestStatusAnswersWhatJSONEncoderWrites pins the status answer that
-// wait.js reads: the state and the seconds left, or "unknown" with a 404.
+// wait.js reads: the state, the seconds left and whether mail is delayed,
+// or "unknown" with a 404.
 func TestStatusAnswersWhatJSONEncoderWrites(t *testing.T) {
 	h, pending := waitingHandler(t)
 	for _, c := range []struct {
@@ -186,8 +187,9 @@ func TestStatusAnswersWhatJSONEncoderWrites(t *testing.T) {
 			var want bytes.Buffer
 			if c.code == http.StatusOK {
 				var got struct {
-					State     approval.State `json:"state"`
-					ExpiresIn int            `json:"expires_in"`
+					State       approval.State `json:"state"`
+					ExpiresIn   int            `json:"expires_in"`
+					MailDelayed bool           `json:"mail_delayed"`
 				}
 				if err := json.Unmarshal(w.Body.Bytes(), &got); err != nil || got.State != approval.StatePending || got.ExpiresIn <= 0 {
 					t.Fatalf("status answered %q (%v), want a pending state and a positive expires_in", w.Body, err)

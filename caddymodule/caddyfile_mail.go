@@ -23,6 +23,9 @@ import (
 //		from <address>
 //		helo <host name>
 //		timeout <duration>
+//		connections <n>
+//		idle_timeout <duration>
+//		rate <n>/<window>
 //	}
 //
 // Errors name the server, the field and the line. The block is checked
@@ -35,6 +38,7 @@ import (
 var mailServerOptions = map[string]bool{
 	"host": true, "port": true, "tls": true, "insecure_tls_ok": true, "tls_ca": true, "username": true,
 	"password": true, "auth": true, "from": true, "helo": true, "timeout": true,
+	"connections": true, "idle_timeout": true, "rate": true,
 }
 
 func parseMailServer(d *caddyfile.Dispenser) (*MailServerConfig, error) {
@@ -49,7 +53,7 @@ func parseMailServer(d *caddyfile.Dispenser) (*MailServerConfig, error) {
 	for d.NextBlock(nesting) {
 		f := d.Val()
 		if !mailServerOptions[f] {
-			return nil, errf(d, "unknown option %q (host, port, tls, insecure_tls_ok, tls_ca, username, password, auth, from, helo, timeout)", f)
+			return nil, errf(d, "unknown option %q (host, port, tls, insecure_tls_ok, tls_ca, username, password, auth, from, helo, timeout, connections, idle_timeout, rate)", f)
 		}
 		if _, dup := lines[f]; dup {
 			return nil, errf(d, "%s: set twice", f)
@@ -62,12 +66,16 @@ func parseMailServer(d *caddyfile.Dispenser) (*MailServerConfig, error) {
 			ms.InsecureTLSOK = true
 			continue
 		}
-		if f == "timeout" {
-			dur, err := durationArg(d, "mail_server "+strconv.Quote(name)+": timeout")
+		if f == "timeout" || f == "idle_timeout" {
+			dur, err := durationArg(d, "mail_server "+strconv.Quote(name)+": "+f)
 			if err != nil {
 				return nil, err
 			}
-			ms.Timeout = dur
+			if f == "timeout" {
+				ms.Timeout = dur
+			} else {
+				ms.IdleTimeout = dur
+			}
 			continue
 		}
 		if !d.NextArg() || d.CountRemainingArgs() > 0 {
@@ -110,6 +118,15 @@ func parseMailServer(d *caddyfile.Dispenser) (*MailServerConfig, error) {
 			ms.From = v
 		case "helo":
 			ms.HELO = v
+		case "connections":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 {
+				return nil, errf(d, "connections: %q is not a positive number", v)
+			}
+			ms.Connections = n
+		case "rate":
+			// Checked with the rest of the block below.
+			ms.Rate = v
 		}
 	}
 	if ms.Host == "" {
@@ -120,7 +137,10 @@ func parseMailServer(d *caddyfile.Dispenser) (*MailServerConfig, error) {
 	}
 	// Placeholders stay unexpanded here; Validate accepts them as values,
 	// and load checks the expanded ones again.
-	err := ms.serverConfig(name, ms.Username, ms.Password).Validate()
+	sc, err := ms.serverConfig(name, ms.Username, ms.Password)
+	if err == nil {
+		err = sc.Validate()
+	}
 	var ce *mailer.ConfigError
 	if errors.As(err, &ce) {
 		at, ok := lines[ce.Field]

@@ -30,6 +30,9 @@ func TestCaddyfileMailServerTakesEveryOption(t *testing.T) {
 			from "Access Gateway <gw@example.test>"
 			helo gw.example.test
 			timeout 20s
+			connections 4
+			idle_timeout 1m
+			rate 30/1m
 `)))
 	if err != nil {
 		t.Fatalf("a mail_server using every option does not adapt: %v", err)
@@ -47,6 +50,7 @@ func TestCaddyfileMailServerTakesEveryOption(t *testing.T) {
 		Host: "smtp.example.test", Port: 2465, TLS: "implicit", TLSCA: "/etc/caddy/relay-ca.pem",
 		Username: "gateway", Password: "{env.SMTP_PASSWORD}", Auth: "cram-md5",
 		From: "Access Gateway <gw@example.test>", HELO: "gw.example.test", Timeout: caddy.Duration(20 * time.Second),
+		Connections: 4, IdleTimeout: caddy.Duration(time.Minute), Rate: "30/1m",
 	}
 	if got == nil || *got != want {
 		t.Fatalf("mail_server m adapted to %+v, want %+v (the password placeholder kept for load)", got, want)
@@ -70,6 +74,12 @@ func TestCaddyfileMailServerErrorsNameServerFieldAndLine(t *testing.T) {
 		{"unknown option", "\t\t\thost h\n\t\t\tinsecure yes\n\t\t\tfrom gw@example.test\n", "Caddyfile:5 - Error during parsing: mail_server \"m\": unknown option \"insecure\""},
 		{"option set twice", "\t\t\thost h\n\t\t\thelo a\n\t\t\thelo b\n\t\t\tfrom gw@example.test\n", "Caddyfile:6 - Error during parsing: mail_server \"m\": helo: set twice"},
 		{"bad timeout", "\t\t\thost h\n\t\t\ttimeout soon\n\t\t\tfrom gw@example.test\n", "Caddyfile:5 - Error during parsing: mail_server \"m\": timeout"},
+		{"no connections", "\t\t\thost h\n\t\t\tconnections 0\n\t\t\tfrom gw@example.test\n", "Caddyfile:5 - Error during parsing: mail_server \"m\": connections: \"0\" is not a positive number"},
+		{"too many connections", "\t\t\thost h\n\t\t\tconnections 500\n\t\t\tfrom gw@example.test\n", "Caddyfile:5 - Error during parsing: mail_server \"m\": connections: 500 is out of range 1-100"},
+		{"bad idle_timeout", "\t\t\thost h\n\t\t\tidle_timeout -1s\n\t\t\tfrom gw@example.test\n", "Caddyfile:5 - Error during parsing: mail_server \"m\": idle_timeout"},
+		{"rate without a window", "\t\t\thost h\n\t\t\trate 30\n\t\t\tfrom gw@example.test\n", "Caddyfile:5 - Error during parsing: mail_server \"m\": rate: \"30\" is not <messages>/<window>, such as 30/1m"},
+		{"rate of no messages", "\t\t\thost h\n\t\t\trate 0/1m\n\t\t\tfrom gw@example.test\n", "Caddyfile:5 - Error during parsing: mail_server \"m\": rate: \"0/1m\": \"0\" is not a positive number of messages"},
+		{"rate with a bad window", "\t\t\thost h\n\t\t\trate 30/fortnight\n\t\t\tfrom gw@example.test\n", "Caddyfile:5 - Error during parsing: mail_server \"m\": rate: \"30/fortnight\""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := adapt(t, globalBlock(mailServerOpts(tc.body)))
@@ -137,5 +147,24 @@ func TestLoadErrorsForMailServersNameTheField(t *testing.T) {
 				t.Fatalf("want an error containing %q, got %v", tc.want, err)
 			}
 		})
+	}
+}
+
+func TestLoadMapsConnectionsIdleTimeoutAndRate(t *testing.T) {
+	app := &App{MailServers: map[string]*MailServerConfig{"relay": {
+		Host: "127.0.0.1", TLS: "none", From: "gw@example.test",
+		Connections: 5, IdleTimeout: caddy.Duration(time.Minute), Rate: "300/m",
+	}}}
+	servers, err := app.mailServers(caddy.NewReplacer())
+	if err != nil {
+		t.Fatalf("mailServers refused a valid server: %v", err)
+	}
+	got := servers["relay"]
+	if got.Connections != 5 || got.IdleTimeout != time.Minute || got.Rate != (mailer.Rate{Messages: 300, Per: time.Minute}) {
+		t.Errorf("mapped to connections %d, idle %v, rate %v; want 5, 1m, 300/1m", got.Connections, got.IdleTimeout, got.Rate)
+	}
+	app.MailServers["relay"].Rate = "300 per minute"
+	if _, err := app.mailServers(caddy.NewReplacer()); err == nil || !strings.Contains(err.Error(), `mail_server "relay": rate: `) {
+		t.Errorf("a JSON rate that does not parse gave %v; want an error naming the server and the rate field", err)
 	}
 }

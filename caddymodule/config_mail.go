@@ -58,11 +58,34 @@ type MailServerConfig struct {
 	// Timeout bounds one delivery attempt through this server: dial, TLS,
 	// auth and send. Default: 15s.
 	Timeout caddy.Duration `json:"timeout,omitempty"`
+	// Connections is how many SMTP sessions to this server each instance
+	// keeps open at once; each carries message after message, so a burst
+	// costs one TLS handshake and AUTH per session, not per mail. Keep it
+	// within the relay's connection limit divided by the instances
+	// sharing it. Default: 2.
+	Connections int `json:"connections,omitempty"`
+	// IdleTimeout closes a session that carried no mail for this long.
+	// Default: 30s.
+	IdleTimeout caddy.Duration `json:"idle_timeout,omitempty"`
+	// Rate caps the messages given to this server, as "<n>/<window>" such
+	// as "30/1m" (Exchange Online's limit per mailbox). Mail over it goes
+	// to the profile's next server or waits in the outbox, without using
+	// up its retries. It is counted per instance: with several instances,
+	// give each its share. Default: no limit.
+	Rate string `json:"rate,omitempty"`
 }
 
 // serverConfig is c as the mailer takes it, with username and password as
-// given (expanded or not) and no CA pool: the caller loads TLSCA.
-func (c *MailServerConfig) serverConfig(name, username, password string) mailer.ServerConfig {
+// given (expanded or not) and no CA pool: the caller loads TLSCA. A rate
+// that does not parse is a *mailer.ConfigError for the field "rate".
+func (c *MailServerConfig) serverConfig(name, username, password string) (mailer.ServerConfig, error) {
+	var rate mailer.Rate
+	if c.Rate != "" {
+		var err error
+		if rate, err = mailer.ParseRate(c.Rate); err != nil {
+			return mailer.ServerConfig{}, &mailer.ConfigError{Server: name, Field: "rate", Reason: err.Error()}
+		}
+	}
 	return mailer.ServerConfig{
 		Name:          name,
 		Host:          c.Host,
@@ -75,7 +98,10 @@ func (c *MailServerConfig) serverConfig(name, username, password string) mailer.
 		HELO:          c.HELO,
 		From:          c.From,
 		Timeout:       time.Duration(c.Timeout),
-	}
+		Connections:   c.Connections,
+		IdleTimeout:   time.Duration(c.IdleTimeout),
+		Rate:          rate,
+	}, nil
 }
 
 // loadCAs reads a PEM file of CA certificates into a pool.

@@ -158,7 +158,26 @@ func (h *Handler) status(w http.ResponseWriter, r *http.Request) error {
 	return json.NewEncoder(w).Encode(struct {
 		State     approval.State `json:"state"`
 		ExpiresIn int            `json:"expires_in"`
-	}{v.State, left})
+		// MailDelayed is mailDelayed's answer for this login.
+		MailDelayed bool `json:"mail_delayed"`
+	}{v.State, left, h.mailDelayed(v)})
+}
+
+// mailDelayedAfter is how long a login waits, and its mail with it, before
+// the waiting page says that mail is delayed.
+const mailDelayedAfter = 5 * time.Second
+
+// mailDelayed says whether the waiting page should tell this login that
+// mail is delayed. It must not tell whether the user exists, and an
+// unknown user's login has no mail at all, so it never looks at this
+// login's own mail: it is true for every pending login older than
+// mailDelayedAfter while the outbox is that far behind with sign-in mail
+// (the oldest it is working on has waited that long). Known and unknown
+// users alike see it in a burst and not otherwise; what it reveals is
+// that the site is busy, which every user of it sees anyway.
+func (h *Handler) mailDelayed(v *approval.LoginView) bool {
+	return v.State == approval.StatePending && time.Since(v.CreatedAt) >= mailDelayedAfter &&
+		h.app.outbox.MailDelay() >= mailDelayedAfter
 }
 
 func (h *Handler) watchChange(r *http.Request, known approval.State) (*approval.LoginView, error) {

@@ -24,7 +24,7 @@ const noLabel = "none"
 // Fixed label values that do not come from the configuration.
 var (
 	loginOutcomes  = []string{"approved", "denied", "completed"}
-	mailOutcomes   = []string{"sent", "failed", "retry", "abandoned"}
+	mailOutcomes   = []string{"sent", "failed", "retry", "abandoned", "deferred"}
 	lookupOutcomes = []string{"found", "not_found", "error"}
 	limitNames     = []string{"login_per_ip", "login_per_identity", "redeem_per_ip", "mails_per_manager", "open_per_ip", "code_failures_per_identity"}
 	profileTypes   = []string{string(approval.TypeUser), string(approval.TypeManager)}
@@ -45,6 +45,7 @@ var metrics = struct {
 	approval       *prometheus.HistogramVec
 	mails          *prometheus.CounterVec
 	smtpAttempt    *prometheus.HistogramVec
+	smtpDials      *prometheus.CounterVec
 	directoryErrs  *prometheus.CounterVec
 	lookups        *prometheus.CounterVec
 	rateLimited    *prometheus.CounterVec
@@ -76,6 +77,10 @@ func initMetrics() {
 			Namespace: ns, Subsystem: sub, Name: "smtp_attempt_seconds",
 			Help:    "Wall time of SMTP delivery attempts, by the mail server that answered last.",
 			Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60},
+		}, []string{"server"})
+		metrics.smtpDials = prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "smtp_connections_total",
+			Help: "SMTP connections opened, by mail server; each carries many messages, so a rate near mails_total means sessions are not being reused.",
 		}, []string{"server"})
 		metrics.directoryErrs = prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "directory_errors_total",
@@ -128,6 +133,7 @@ func newAppMetrics(reg *prometheus.Registry, profiles, servers, directories []st
 		for _, o := range mailOutcomes {
 			metrics.mails.WithLabelValues(s, o)
 		}
+		metrics.smtpDials.WithLabelValues(s)
 	}
 	for _, d := range directories {
 		metrics.directoryErrs.WithLabelValues(d)
@@ -144,7 +150,7 @@ func newAppMetrics(reg *prometheus.Registry, profiles, servers, directories []st
 // register puts the shared collectors and new outbox gauges on reg.
 func register(reg *prometheus.Registry, depth func(context.Context) (int, error), oldest func() time.Duration) error {
 	for _, c := range []prometheus.Collector{metrics.loginsStarted, metrics.loginsFinished, metrics.approval,
-		metrics.mails, metrics.smtpAttempt, metrics.directoryErrs, metrics.lookups, metrics.rateLimited, metrics.auditDropped} {
+		metrics.mails, metrics.smtpAttempt, metrics.smtpDials, metrics.directoryErrs, metrics.lookups, metrics.rateLimited, metrics.auditDropped} {
 		if err := reg.Register(c); err != nil {
 			var are prometheus.AlreadyRegisteredError
 			if !errors.As(err, &are) || are.ExistingCollector != c {
@@ -252,6 +258,14 @@ func (m *appMetrics) audit(o approval.Observation) {
 // auditDropped counts one audit record the trail dropped from the store;
 // it is the approval.AuditTrail's OnDrop.
 func (m *appMetrics) auditDropped() { metrics.auditDropped.Inc() }
+
+// dialed counts one SMTP connection opened; it is the mailer.SMTP's OnDial.
+func (m *appMetrics) dialed(server string) {
+	if !m.servers[server] {
+		server = noLabel
+	}
+	metrics.smtpDials.WithLabelValues(server).Inc()
+}
 
 // mail counts one outbox event and times its SMTP attempt.
 func (m *appMetrics) mail(ev mailer.Event) {

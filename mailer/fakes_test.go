@@ -47,13 +47,14 @@ type fakeItem struct {
 	store.OutboxItem
 	due        time.Time
 	leaseUntil time.Time
+	prio       store.Priority
 }
 
 func newFakeQueue(clock *fakeClock) *fakeQueue {
 	return &fakeQueue{clock: clock, items: map[string]*fakeItem{}, ttls: map[string]time.Duration{}}
 }
 
-func (q *fakeQueue) Enqueue(_ context.Context, id string, payload []byte, due time.Time, ttl time.Duration) error {
+func (q *fakeQueue) Enqueue(_ context.Context, id string, payload []byte, due time.Time, ttl time.Duration, prio store.Priority) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	now := q.clock.Now()
@@ -63,6 +64,7 @@ func (q *fakeQueue) Enqueue(_ context.Context, id string, payload []byte, due ti
 	q.items[id] = &fakeItem{
 		OutboxItem: store.OutboxItem{ID: id, Payload: append([]byte(nil), payload...), EnqueuedAt: now},
 		due:        due,
+		prio:       prio,
 	}
 	q.ttls[id] = ttl
 	return nil
@@ -78,7 +80,12 @@ func (q *fakeQueue) Claim(_ context.Context, now time.Time, max int, lease time.
 			due = append(due, it)
 		}
 	}
-	sort.Slice(due, func(i, j int) bool { return due[i].due.Before(due[j].due) })
+	sort.Slice(due, func(i, j int) bool {
+		if due[i].prio != due[j].prio {
+			return due[i].prio < due[j].prio
+		}
+		return due[i].due.Before(due[j].due)
+	})
 	if len(due) > max {
 		due = due[:max]
 	}
@@ -98,6 +105,14 @@ func (q *fakeQueue) Ack(_ context.Context, id string) error {
 }
 
 func (q *fakeQueue) Retry(_ context.Context, id string, at time.Time) error {
+	return q.reschedule(id, at, 1)
+}
+
+func (q *fakeQueue) Postpone(_ context.Context, id string, at time.Time) error {
+	return q.reschedule(id, at, 0)
+}
+
+func (q *fakeQueue) reschedule(id string, at time.Time, attempts int) error {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	it, ok := q.items[id]
@@ -106,7 +121,7 @@ func (q *fakeQueue) Retry(_ context.Context, id string, at time.Time) error {
 	}
 	it.due = at
 	it.leaseUntil = time.Time{}
-	it.Attempts++
+	it.Attempts += attempts
 	return nil
 }
 

@@ -36,6 +36,11 @@ type Message struct {
 	// the manager decided does not).
 	LoginID string `json:"login_id,omitempty"`
 	Purpose string `json:"purpose,omitempty"`
+	// Notice marks mail that informs rather than lets someone in (a
+	// failed-login notice): in a burst, the outbox sends every due sign-in
+	// link and approval request before it. Default: false, which is also
+	// what messages queued by older versions read as.
+	Notice bool `json:"notice,omitempty"`
 }
 
 // MarshalLogObject logs a message by its envelope only. Text and HTML hold

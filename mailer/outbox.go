@@ -39,7 +39,21 @@ const (
 	// EventSkipped: the BeforeSend hook found that a scheduled message no
 	// longer matters (the request was decided), so it was dropped unsent.
 	EventSkipped EventKind = "skipped"
+	// EventDeferred: every server of the message was at its rate limit or
+	// backed off after throttling, so the message waits until
+	// Event.RetryAt without an attempt being counted.
+	EventDeferred EventKind = "deferred"
 )
+
+// A Pacer is a Sender that knows how many messages it can start now:
+// SMTP, whose servers have rates and back off. The outbox claims no more
+// than that, so that a backlog above the servers' rates waits in the
+// queue instead of being claimed and put back again and again.
+type Pacer interface {
+	// Capacity is how many messages could start at now, and, when none
+	// can, when one could.
+	Capacity(now time.Time) (n int, next time.Time)
+}
 
 // BeforeSendFunc decides, right before an attempt, whether a message with
 // a Purpose is still worth sending. It may rewrite the message (a notice
@@ -96,6 +110,14 @@ type Outbox struct {
 	// has been stuck, which is what an operator alerts on.
 	failingMu sync.Mutex
 	failing   map[string]time.Time
+	// waiting holds the sign-in mail (not notices) that this outbox
+	// claimed and has not sent yet, by id: how long the oldest has waited
+	// is MailDelay. Guarded by failingMu.
+	waiting map[string]waitEntry
+	// resume is when the Pacer said it can take a message again; zero
+	// when it can now. lastPeek is when peek last ran. Both are Run's.
+	resume   time.Time
+	lastPeek time.Time
 
 	// Tuning, unexported so that tests can shrink it.
 	now            func() time.Time
@@ -147,6 +169,7 @@ func NewOutbox(q store.Outbox, sender Sender, logger *zap.Logger, events func(Ev
 		events:         events,
 		wake:           make(chan struct{}, 1),
 		failing:        map[string]time.Time{},
+		waiting:        map[string]waitEntry{},
 		now:            time.Now,
 		batch:          defaultBatch,
 		lease:          defaultLease,
@@ -190,7 +213,11 @@ func (o *Outbox) Enqueue(ctx context.Context, m *Message) error {
 	if payload, err = o.seal(m.ID, payload); err != nil {
 		return fmt.Errorf("mailer: outbox: sealing message %s: %w", m.ID, err)
 	}
-	if err := o.q.Enqueue(ctx, m.ID, payload, m.NotBefore, ttl); err != nil {
+	prio := store.PriorityHigh
+	if m.Notice {
+		prio = store.PriorityLow
+	}
+	if err := o.q.Enqueue(ctx, m.ID, payload, m.NotBefore, ttl, prio); err != nil {
 		return fmt.Errorf("mailer: outbox: queueing message %s: %w", m.ID, err)
 	}
 	select {
@@ -213,11 +240,24 @@ func (o *Outbox) Run(ctx context.Context) {
 				break
 			}
 		}
+		var resume <-chan time.Time
+		timer := (*time.Timer)(nil)
+		if !o.resume.IsZero() {
+			// Real time: the servers' rates run on it.
+			timer = time.NewTimer(time.Until(o.resume))
+			resume = timer.C
+		}
 		select {
 		case <-ctx.Done():
-			return
 		case <-o.wake:
 		case <-ticker.C:
+		case <-resume:
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		if ctx.Err() != nil {
+			return
 		}
 	}
 }
@@ -226,7 +266,21 @@ func (o *Outbox) Run(ctx context.Context) {
 // server does not hold the rest of the batch past its lease. It returns how
 // many messages it claimed.
 func (o *Outbox) round(ctx context.Context) int {
-	items, err := o.q.Claim(ctx, o.now(), o.batch, o.lease)
+	n := o.batch
+	o.resume = time.Time{}
+	if p, ok := o.sender.(Pacer); ok {
+		c, next := p.Capacity(time.Now())
+		if c <= 0 {
+			o.resume = next
+			if time.Since(o.lastPeek) >= o.poll {
+				o.lastPeek = time.Now()
+				o.peek(ctx)
+			}
+			return 0
+		}
+		n = min(n, c)
+	}
+	items, err := o.q.Claim(ctx, o.now(), n, o.lease)
 	if err != nil {
 		if ctx.Err() == nil {
 			o.logger.Error("claiming outbox messages", zap.Error(err))
@@ -239,6 +293,42 @@ func (o *Outbox) round(ctx context.Context) int {
 	}
 	wg.Wait()
 	return len(items)
+}
+
+// peek looks at the head of the queue while the Pacer can take nothing:
+// the oldest due message is claimed and put straight back where it was,
+// unsent, so that MailDelay knows how long the backlog has been waiting
+// though none of it is claimed for sending. Run calls it at most once a
+// poll interval.
+func (o *Outbox) peek(ctx context.Context) {
+	items, err := o.q.Claim(ctx, o.now(), 1, o.lease)
+	if err != nil {
+		return
+	}
+	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bookkeepingTimeout)
+	defer cancel()
+	for _, item := range items {
+		var m Message
+		payload, err := o.open(item.ID, item.Payload)
+		if err == nil {
+			err = json.Unmarshal(payload, &m)
+		}
+		due := item.EnqueuedAt
+		if err == nil {
+			due = maxTime(due, m.NotBefore)
+			if !m.Notice {
+				o.track(m.ID, due)
+				// Counted until a later peek or claim takes it again.
+				o.failingMu.Lock()
+				o.waiting[m.ID] = waitEntry{since: o.waiting[m.ID].since, until: o.now().Add(3 * o.poll)}
+				o.failingMu.Unlock()
+			}
+		}
+		// Back to its own due time, so that it keeps its place at the head.
+		if err := o.q.Postpone(bctx, item.ID, due); err != nil {
+			o.logger.Error("returning a peeked outbox message", zap.String("id", item.ID), zap.Error(err))
+		}
+	}
 }
 
 // deliver makes one attempt at one claimed message and settles it in the
@@ -260,6 +350,9 @@ func (o *Outbox) deliver(ctx context.Context, item store.OutboxItem) {
 		return
 	}
 	attempt := item.Attempts + 1
+	if !m.Notice {
+		o.track(m.ID, maxTime(item.EnqueuedAt, m.NotBefore))
+	}
 	if o.expired(&m, o.now()) {
 		o.ack(bctx, item.ID)
 		o.emit(Event{Kind: EventAbandoned, Message: &m, Attempt: item.Attempts,
@@ -292,6 +385,7 @@ func (o *Outbox) deliver(ctx context.Context, item store.OutboxItem) {
 	if se := lastServerError(err); se != nil {
 		server, code = se.server, se.code
 	}
+	var deferred *DeferredError
 	switch {
 	case err == nil:
 		o.ack(bctx, item.ID)
@@ -300,6 +394,18 @@ func (o *Outbox) deliver(ctx context.Context, item store.OutboxItem) {
 	case errors.Is(err, ErrPermanent):
 		o.ack(bctx, item.ID)
 		o.emit(Event{Kind: EventFailed, Message: &m, Server: server, Code: code, Attempt: attempt, Err: err, Duration: took})
+	case errors.As(err, &deferred) && ctx.Err() == nil:
+		if o.expired(&m, deferred.Until) {
+			o.ack(bctx, item.ID)
+			o.emit(Event{Kind: EventAbandoned, Message: &m, Server: server, Code: code, Attempt: item.Attempts, Err: err, Duration: took})
+			return
+		}
+		// Nothing was refused for this message's sake: its attempts stay.
+		if err := o.q.Postpone(bctx, item.ID, deferred.Until); err != nil {
+			o.logger.Error("postponing outbox message", zap.String("id", item.ID), zap.Error(err))
+		}
+		o.held(item.ID, deferred.Until)
+		o.emit(Event{Kind: EventDeferred, Message: &m, Server: server, Code: code, Attempt: item.Attempts, RetryAt: deferred.Until, Err: err, Duration: took})
 	case ctx.Err() != nil:
 		// Shutting down (often a config reload, whose new worker is already
 		// running): hand the message back now rather than after the lease.
@@ -341,6 +447,7 @@ func (o *Outbox) retry(ctx context.Context, e Event, queued time.Time) {
 	o.failingMu.Lock()
 	o.failing[e.Message.ID] = queued
 	o.failingMu.Unlock()
+	o.held(e.Message.ID, e.RetryAt)
 	if err := o.q.Retry(ctx, e.Message.ID, e.RetryAt); err != nil {
 		// The lease will run out and the message be claimed again, so the
 		// only cost is a later retry than planned.
@@ -353,6 +460,7 @@ func (o *Outbox) retry(ctx context.Context, e Event, queued time.Time) {
 func (o *Outbox) ack(ctx context.Context, id string) {
 	o.failingMu.Lock()
 	delete(o.failing, id)
+	delete(o.waiting, id)
 	o.failingMu.Unlock()
 	if err := o.q.Ack(ctx, id); err != nil {
 		// The message will be claimed again when its lease runs out and may
@@ -379,6 +487,71 @@ func (o *Outbox) OldestFailing() time.Duration {
 	return o.now().Sub(oldest)
 }
 
+// waitEntry is one message of Outbox.waiting.
+type waitEntry struct {
+	// since is when the message became due.
+	since time.Time
+	// until is when this outbox stops counting it: zero while an attempt
+	// is in flight here; once the message is put back, the end of the
+	// lease that its next claim takes, after which it is either sent or
+	// claimed (by this instance or another sharing the store).
+	until time.Time
+}
+
+// track counts message id as waiting since it became due, from its claim
+// until it is done with.
+func (o *Outbox) track(id string, since time.Time) {
+	o.failingMu.Lock()
+	defer o.failingMu.Unlock()
+	if e, ok := o.waiting[id]; ok && e.since.Before(since) {
+		since = e.since
+	}
+	o.waiting[id] = waitEntry{since: since}
+}
+
+// held notes that message id was put back in the queue until at.
+func (o *Outbox) held(id string, at time.Time) {
+	o.failingMu.Lock()
+	defer o.failingMu.Unlock()
+	if e, ok := o.waiting[id]; ok {
+		e.until = at.Add(o.lease)
+		o.waiting[id] = e
+	}
+}
+
+// MailDelay is how long the sign-in mail that this outbox is working on
+// has been waiting to leave: the oldest sign-in link or approval request
+// that it claimed and has not sent, whether the attempt is in flight,
+// failed and waits for a retry, or is held back by the servers' rates.
+// Notices do not count. Zero when no such mail waits. In a burst the queue
+// is claimed oldest first, so this is also how far behind the queue is.
+func (o *Outbox) MailDelay() time.Duration {
+	now := o.now()
+	o.failingMu.Lock()
+	defer o.failingMu.Unlock()
+	var oldest time.Time
+	for id, e := range o.waiting {
+		if !e.until.IsZero() && now.After(e.until) {
+			delete(o.waiting, id)
+			continue
+		}
+		if oldest.IsZero() || e.since.Before(oldest) {
+			oldest = e.since
+		}
+	}
+	if oldest.IsZero() || now.Before(oldest) {
+		return 0
+	}
+	return now.Sub(oldest)
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
 // emit logs the event and passes it on, without the message body.
 func (o *Outbox) emit(e Event) {
 	if e.Message != nil {
@@ -395,6 +568,12 @@ func (o *Outbox) emit(e Event) {
 		o.logger.Info("mail sent", fields...)
 	case EventRetry:
 		o.logger.Warn("mail delayed", append(fields, zap.Time("retry_at", e.RetryAt), zap.Error(e.Err))...)
+	case EventDeferred:
+		// One per message held back in a burst; the server's backoff is
+		// logged once, by SMTP's OnThrottle.
+		if ce := o.logger.Check(zap.DebugLevel, "mail deferred"); ce != nil {
+			ce.Write(append(fields, zap.Time("retry_at", e.RetryAt), zap.Error(e.Err))...)
+		}
 	case EventAbandoned:
 		o.logger.Warn("mail abandoned", append(fields, zap.Error(e.Err))...)
 	case EventFailed:

@@ -12,6 +12,8 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/mailauth/caddy-mailauth/store"
 )
 
 const secretLink = "https://apps.example.com/.mailauth/verify?token=s3cr3t-token"
@@ -250,7 +252,7 @@ func TestOutboxAbandonsWhenTheNextRetryWouldComeAfterExpiry(t *testing.T) {
 
 func TestOutboxAcksPayloadThatDoesNotDecode(t *testing.T) {
 	h := newHarness(t, &fakeSender{})
-	if err := h.q.Enqueue(context.Background(), "junk", []byte("{not json"), time.Time{}, 0); err != nil {
+	if err := h.q.Enqueue(context.Background(), "junk", []byte("{not json"), time.Time{}, 0, store.PriorityHigh); err != nil {
 		t.Fatal(err)
 	}
 	run(t, h.o)
@@ -444,4 +446,53 @@ func TestOutboxOldestFailingAgesUntilDelivered(t *testing.T) {
 	h.clock.Advance(4 * time.Second)
 	expectKind(t, h.ev.next(t), EventSent, 3)
 	waitFor(t, "the message to be acked", func() bool { return h.o.OldestFailing() == 0 })
+}
+
+func TestOutboxHoldsDeferredMailWithoutCountingAnAttemptAndReportsTheDelay(t *testing.T) {
+	var n atomic.Int32
+	var h *harness
+	h = newHarness(t, &fakeSender{fn: func(context.Context, *Message) (string, error) {
+		if n.Add(1) <= 2 {
+			return "", &DeferredError{Until: h.clock.Now().Add(time.Minute)}
+		}
+		return "primary", nil
+	}})
+	run(t, h.o)
+	h.enqueue(t, h.message("m1"))
+
+	ev := h.ev.next(t)
+	expectKind(t, ev, EventDeferred, 0)
+	if want := h.clock.Now().Add(time.Minute); !ev.RetryAt.Equal(want) {
+		t.Errorf("deferred until %v; want %v, the time the sender gave", ev.RetryAt, want)
+	}
+	if it, ok := h.q.item("m1"); !ok || it.Attempts != 0 {
+		t.Fatalf("queue holds %+v (found %v); want m1 with 0 attempts: a deferral is not an attempt", it, ok)
+	}
+	h.clock.Advance(30 * time.Second)
+	if d := h.o.MailDelay(); d != 30*time.Second {
+		t.Errorf("MailDelay with m1 held for 30s = %v; want 30s", d)
+	}
+	h.clock.Advance(30 * time.Second)
+	expectKind(t, h.ev.next(t), EventDeferred, 0)
+	h.clock.Advance(time.Minute)
+	expectKind(t, h.ev.next(t), EventSent, 1)
+	if d := h.o.MailDelay(); d != 0 {
+		t.Errorf("MailDelay once m1 is sent = %v; want 0", d)
+	}
+}
+
+func TestNoticesDoNotCountAsDelayedSignInMail(t *testing.T) {
+	var h *harness
+	h = newHarness(t, &fakeSender{fn: func(context.Context, *Message) (string, error) {
+		return "", &DeferredError{Until: h.clock.Now().Add(time.Minute)}
+	}})
+	run(t, h.o)
+	m := h.message("n1")
+	m.Notice = true
+	h.enqueue(t, m)
+	expectKind(t, h.ev.next(t), EventDeferred, 0)
+	h.clock.Advance(30 * time.Second)
+	if d := h.o.MailDelay(); d != 0 {
+		t.Errorf("MailDelay with only a notice held = %v; want 0, nobody waits on notices", d)
+	}
 }

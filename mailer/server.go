@@ -6,11 +6,15 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/mail"
+	"net/textproto"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	gomail "github.com/wneessen/go-mail"
@@ -119,6 +123,18 @@ type ServerConfig struct {
 	// Timeout bounds one delivery attempt through this server; the default
 	// is DefaultTimeout.
 	Timeout time.Duration
+	// Connections is how many SMTP sessions to this server may be open at
+	// once, each carrying one message after another; the default is
+	// DefaultConnections. Keep it within the relay's limit of connections
+	// per client, divided by the instances sharing the relay.
+	Connections int
+	// IdleTimeout closes a session that carried no message for this long;
+	// the default is DefaultIdleTimeout.
+	IdleTimeout time.Duration
+	// Rate caps how many messages this server is given per window, on
+	// this instance; the zero Rate is no limit. Messages over it go to the
+	// next server of the message, or wait, without counting an attempt.
+	Rate Rate
 	// RootCAs verifies the server's certificate; nil means the system roots.
 	// Set it for a relay with a certificate from a private CA: certificate
 	// checks are never skipped.
@@ -142,6 +158,12 @@ func (c ServerConfig) withDefaults() ServerConfig {
 	}
 	if c.Auth == "" {
 		c.Auth = AuthAuto
+	}
+	if c.Connections == 0 {
+		c.Connections = DefaultConnections
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = DefaultIdleTimeout
 	}
 	return c
 }
@@ -203,8 +225,28 @@ func (c ServerConfig) Validate() error {
 	if c.Timeout < 0 {
 		return fail("timeout", "%s is negative", c.Timeout)
 	}
+	if c.Connections < 1 || c.Connections > maxConnections {
+		return fail("connections", "%d is out of range 1-%d", c.Connections, maxConnections)
+	}
+	if c.IdleTimeout < 0 {
+		return fail("idle_timeout", "%s is negative", c.IdleTimeout)
+	}
+	if !c.Rate.IsZero() && (c.Rate.Messages < 1 || c.Rate.Per <= 0) {
+		return fail("rate", "%s needs a positive number of messages per a positive window, such as 30/1m", c.Rate)
+	}
+	if c.Rate.Messages > maxRateMessages {
+		return fail("rate", "%d messages per window is more than the %d it can track; use a shorter window", c.Rate.Messages, maxRateMessages)
+	}
 	return nil
 }
+
+// Bounds of what a ServerConfig may ask for: a relay gives a client a
+// handful of connections, and each message of a rate's window costs a
+// timestamp in memory.
+const (
+	maxConnections  = 100
+	maxRateMessages = 100000
+)
 
 // fromDomain parses a From value and returns the domain of its address.
 func fromDomain(from string) (string, error) {
@@ -224,22 +266,51 @@ func fromDomain(from string) (string, error) {
 // connect timeout before failing over.
 const downFor = 30 * time.Second
 
+// Backoff of a server that throttles (answers 421, or a 4.7.x status such
+// as "4.7.0 too many connections" or "4.7.1 rate limit exceeded"): it is not
+// tried at all for throttleBase, then twice as long after each further
+// throttling reply, up to throttleMax, until it accepts a message again.
+const (
+	throttleBase = time.Second
+	throttleMax  = 5 * time.Minute
+)
+
 // SMTP is a Sender that delivers through a set of named SMTP servers,
 // trying a message's servers in order and failing over on temporary errors.
-// It is safe for concurrent use.
+// Each server keeps a few sessions open (ServerConfig.Connections) and
+// sends message after message on them, within its ServerConfig.Rate; a
+// server that throttles is left alone for a while (a circuit breaker). It
+// is safe for concurrent use; Close ends its sessions.
 type SMTP struct {
 	servers map[string]*smtpServer
 
-	now       func() time.Time
+	now func() time.Time
+	// onThrottle, when set, is told each time a server starts being
+	// backed off.
+	onThrottle func(server string, until time.Time, err error)
+	// onDial, when set, is told each time a connection is opened.
+	onDial func(server string)
+
 	mu        sync.Mutex
 	downUntil map[string]time.Time
+	// throttled holds the servers that are backed off: until when, and
+	// the backoff that the next throttling reply doubles.
+	throttled map[string]throttle
 }
 
-// smtpServer is one configured server with its ready-made go-mail client.
+type throttle struct {
+	until   time.Time
+	backoff time.Duration
+}
+
+// smtpServer is one configured server with its go-mail client, its
+// sessions and its rate.
 type smtpServer struct {
 	cfg    ServerConfig
 	domain string
-	client *gomail.Client
+	pool   *sessionPool
+	rate   *rateWindow // nil without a Rate
+	dials  atomic.Uint64
 }
 
 // NewSMTP validates every server and prepares a client for each. It does no
@@ -249,6 +320,7 @@ func NewSMTP(cfgs map[string]ServerConfig) (*SMTP, error) {
 		servers:   make(map[string]*smtpServer, len(cfgs)),
 		now:       time.Now,
 		downUntil: make(map[string]time.Time),
+		throttled: make(map[string]throttle),
 	}
 	// Sorted so that the error for a broken config is the same on every load.
 	names := make([]string, 0, len(cfgs))
@@ -273,9 +345,302 @@ func NewSMTP(cfgs map[string]ServerConfig) (*SMTP, error) {
 			return nil, fmt.Errorf("mailer: smtp %s: %w", name, err)
 		}
 		domain, _ := fromDomain(cfg.From) // checked by Validate
-		s.servers[name] = &smtpServer{cfg: cfg, domain: domain, client: client}
+		srv := &smtpServer{cfg: cfg, domain: domain, rate: newRateWindow(cfg.Rate)}
+		srv.pool = newSessionPool(client, cfg.Connections, cfg.IdleTimeout, func() {
+			srv.dials.Add(1)
+			if s.onDial != nil {
+				s.onDial(name)
+			}
+		})
+		s.servers[name] = srv
 	}
 	return s, nil
+}
+
+// OnThrottle installs a function told whenever a server starts being
+// backed off after a throttling reply; call it before the first Send.
+func (s *SMTP) OnThrottle(f func(server string, until time.Time, err error)) { s.onThrottle = f }
+
+// OnDial installs a function told each time a connection to a server is
+// opened; call it before the first Send.
+func (s *SMTP) OnDial(f func(server string)) { s.onDial = f }
+
+// Dials reports how many connections each server has had opened to it.
+func (s *SMTP) Dials() map[string]uint64 {
+	out := make(map[string]uint64, len(s.servers))
+	for name, srv := range s.servers {
+		out[name] = srv.dials.Load()
+	}
+	return out
+}
+
+// Close ends the open sessions with a QUIT. A Send after Close fails.
+func (s *SMTP) Close() error {
+	for _, srv := range s.servers {
+		srv.pool.close()
+	}
+	return nil
+}
+
+// DeferredError is returned by SMTP.Send when no server of the message
+// can take it now: each is at its Rate or backed off after throttling,
+// and none failed in a way that counts against the message. Until is when
+// the first of them is free again. It is temporary; the outbox holds the
+// message until then without counting an attempt.
+type DeferredError struct {
+	Until time.Time
+	// Err holds the throttling replies of this attempt, if any.
+	Err error
+}
+
+func (e *DeferredError) Error() string {
+	msg := "mailer: every mail server of the message is at its rate limit or backed off until " + e.Until.Format(time.RFC3339Nano)
+	if e.Err != nil {
+		msg += ": " + e.Err.Error()
+	}
+	return msg
+}
+
+func (e *DeferredError) Unwrap() error { return e.Err }
+
+// Send delivers m through the first of m.Servers that accepts it and
+// returns that server's name. A server that cannot be reached or answers
+// with a temporary (4xx) error is skipped for the next one; a permanent
+// refusal is returned at once, wrapping ErrPermanent, because another server
+// would refuse the same message. Servers that failed recently are tried
+// after the others, and only when every healthy one failed too: a healthy
+// server that is merely at its Rate, or one backed off after throttling,
+// makes Send return a *DeferredError for the time it frees instead.
+func (s *SMTP) Send(ctx context.Context, m *Message) (string, error) {
+	up, down, err := s.order(m)
+	if err != nil {
+		return "", err
+	}
+	var (
+		errs, throttles []error
+		freeAt          time.Time // when the first busy server frees; zero if none is busy
+	)
+	busy := func(at time.Time) {
+		if freeAt.IsZero() || at.Before(freeAt) {
+			freeAt = at
+		}
+	}
+	try := func(group []*smtpServer) (string, error, bool) {
+		for _, srv := range group {
+			if err := ctx.Err(); err != nil {
+				errs = append(errs, err)
+				return "", nil, false
+			}
+			if until, ok := s.backedOff(srv.cfg.Name); ok {
+				busy(until)
+				continue
+			}
+			slot, ok, at := srv.rate.reserve(s.now())
+			if !ok {
+				if at.IsZero() {
+					// Every slot is in flight; one will finish within a timeout.
+					at = s.now().Add(srv.cfg.Timeout)
+				}
+				busy(at)
+				continue
+			}
+			reached, err := s.sendVia(ctx, srv, m)
+			srv.rate.finish(slot, s.now(), reached)
+			switch {
+			case err == nil:
+				s.markUp(srv.cfg.Name)
+				return srv.cfg.Name, nil, true
+			case errors.Is(err, ErrPermanent):
+				return srv.cfg.Name, err, true
+			case isThrottle(err):
+				busy(s.throttle(srv.cfg.Name, err))
+				throttles = append(throttles, err)
+			default:
+				s.markDown(srv.cfg.Name)
+				errs = append(errs, err)
+			}
+		}
+		return "", nil, false
+	}
+	if name, err, done := try(up); done {
+		return name, err
+	}
+	if freeAt.IsZero() && ctx.Err() == nil {
+		if name, err, done := try(down); done {
+			return name, err
+		}
+	}
+	if !freeAt.IsZero() && ctx.Err() == nil {
+		return "", &DeferredError{Until: freeAt, Err: errors.Join(append(throttles, errs...)...)}
+	}
+	return "", errors.Join(append(errs, throttles...)...)
+}
+
+// order resolves m.Servers to configured servers, split into the healthy
+// and the recently failed, each in the message's order of preference.
+func (s *SMTP) order(m *Message) (up, down []*smtpServer, err error) {
+	now := s.now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var unknown []string
+	for _, name := range m.Servers {
+		srv, ok := s.servers[name]
+		if !ok {
+			// A reload may have renamed a server while the message waited;
+			// the others in its list can still carry it.
+			unknown = append(unknown, name)
+			continue
+		}
+		if now.Before(s.downUntil[name]) {
+			down = append(down, srv)
+		} else {
+			up = append(up, srv)
+		}
+	}
+	if len(up)+len(down) == 0 {
+		return nil, nil, fmt.Errorf("mailer: message %s: no configured mail server among %q: %w", m.ID, unknown, ErrPermanent)
+	}
+	return up, down, nil
+}
+
+func (s *SMTP) markDown(name string) {
+	s.mu.Lock()
+	s.downUntil[name] = s.now().Add(downFor)
+	s.mu.Unlock()
+}
+
+// markUp forgets past failures and throttling of a server that just took
+// a message.
+func (s *SMTP) markUp(name string) {
+	s.mu.Lock()
+	delete(s.downUntil, name)
+	delete(s.throttled, name)
+	s.mu.Unlock()
+}
+
+// backedOff reports whether a server is being left alone after throttling,
+// and until when.
+func (s *SMTP) backedOff(name string) (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, ok := s.throttled[name]
+	if !ok || !s.now().Before(t.until) {
+		return time.Time{}, false
+	}
+	return t.until, true
+}
+
+// throttle backs a server off after a throttling reply and returns until
+// when. Replies that arrive while it is backed off already (other messages
+// were in flight) do not lengthen the backoff.
+func (s *SMTP) throttle(name string, err error) time.Time {
+	now := s.now()
+	s.mu.Lock()
+	t, ok := s.throttled[name]
+	if ok && now.Before(t.until) {
+		s.mu.Unlock()
+		return t.until
+	}
+	switch {
+	case !ok:
+		t.backoff = throttleBase
+	default:
+		t.backoff = min(2*t.backoff, throttleMax)
+	}
+	t.until = now.Add(t.backoff)
+	s.throttled[name] = t
+	s.mu.Unlock()
+	if s.onThrottle != nil {
+		s.onThrottle(name, t.until, err)
+	}
+	return t.until
+}
+
+// Capacity reports how many messages could start now without waiting on a
+// rate or a backoff, summed over the servers, and when the next one could
+// if none can. The outbox claims no more than that, so that in a burst
+// above the servers' rates the backlog waits in the queue rather than
+// being claimed and put back over and over.
+func (s *SMTP) Capacity(now time.Time) (n int, next time.Time) {
+	for name, srv := range s.servers {
+		if until, ok := s.backedOff(name); ok {
+			if next.IsZero() || until.Before(next) {
+				next = until
+			}
+			continue
+		}
+		if srv.rate == nil {
+			return math.MaxInt, time.Time{}
+		}
+		free, at := srv.rate.free(now)
+		n += free
+		if free == 0 && !at.IsZero() && (next.IsZero() || at.Before(next)) {
+			next = at
+		}
+	}
+	if n > 0 {
+		next = time.Time{}
+	}
+	return n, next
+}
+
+// sendVia makes one delivery attempt through one server and classifies the
+// result: nil, an error wrapping ErrPermanent, or a temporary error. Every
+// error is a *serverError, which keeps the server's name and reply code for
+// the audit log. reached reports whether the server got as far as being
+// asked to take the message, which counts against its rate.
+func (s *SMTP) sendVia(ctx context.Context, srv *smtpServer, m *Message) (reached bool, err error) {
+	name := srv.cfg.Name
+	msg, err := buildMsg(srv, m, s.now())
+	if err != nil {
+		return false, &serverError{server: name, err: fmt.Errorf("%w: %w", ErrPermanent, err)}
+	}
+	ctx, cancel := context.WithTimeout(ctx, srv.cfg.Timeout)
+	defer cancel()
+	reached, err = srv.pool.send(ctx, msg)
+	if err == nil || msg.IsDelivered() {
+		// A failing RSET after the server accepted the data must not count
+		// as a failure: a retry would deliver a second login mail.
+		return true, nil
+	}
+	serr := &serverError{server: name, err: err}
+	var sendErr *gomail.SendError
+	var reply *textproto.Error
+	switch {
+	case errors.As(err, &sendErr):
+		serr.code = sendErr.ErrorCode()
+		serr.status = sendErr.EnhancedStatusCode()
+		if isPermanent(sendErr) {
+			serr.err = fmt.Errorf("%w: %w", ErrPermanent, err)
+		}
+	case errors.As(err, &reply):
+		// Refused while connecting: the greeting, EHLO, STARTTLS or AUTH.
+		serr.code = reply.Code
+	}
+	if serr.status == "" {
+		serr.status = enhancedStatus.FindString(err.Error())
+	}
+	// Everything else is a dial, TLS, EHLO or AUTH failure (no SendError), a
+	// 4xx reply, or a connection lost mid-transaction: another server or a
+	// later attempt may succeed.
+	return reached, serr
+}
+
+// enhancedStatus finds an RFC 3463 status code in a reply's text, for
+// servers that use them without announcing ENHANCEDSTATUSCODES, and for
+// replies before EHLO, where nothing can be announced.
+var enhancedStatus = regexp.MustCompile(`\b[245]\.\d{1,3}\.\d{1,3}\b`)
+
+// isThrottle reports whether err is a server saying "not so fast": 421
+// (service not available, closing: the usual answer to too many
+// connections) or any temporary reply with a 4.7.x status (RFC 3463's
+// security or policy class, where relays put rate limits).
+func isThrottle(err error) bool {
+	se := lastServerError(err)
+	if se == nil || errors.Is(err, ErrPermanent) {
+		return false
+	}
+	return se.code == 421 || (se.code >= 400 && se.code < 500 && strings.HasPrefix(se.status, "4.7."))
 }
 
 // newClient builds the go-mail client for a validated config.
@@ -310,116 +675,16 @@ func newClient(cfg ServerConfig, extra ...gomail.Option) (*gomail.Client, error)
 	return gomail.NewClient(cfg.Host, append(opts, extra...)...)
 }
 
-// Send delivers m through the first of m.Servers that accepts it and
-// returns that server's name. A server that cannot be reached or answers
-// with a temporary (4xx) error is skipped for the next one; a permanent
-// refusal is returned at once, wrapping ErrPermanent, because another server
-// would refuse the same message. Servers that failed recently are tried
-// after the others.
-func (s *SMTP) Send(ctx context.Context, m *Message) (string, error) {
-	order, err := s.order(m)
-	if err != nil {
-		return "", err
-	}
-	var errs []error
-	for _, srv := range order {
-		if err := ctx.Err(); err != nil {
-			errs = append(errs, err)
-			break
-		}
-		err := s.sendVia(ctx, srv, m)
-		if err == nil {
-			s.markUp(srv.cfg.Name)
-			return srv.cfg.Name, nil
-		}
-		if errors.Is(err, ErrPermanent) {
-			return srv.cfg.Name, err
-		}
-		s.markDown(srv.cfg.Name)
-		errs = append(errs, err)
-	}
-	return "", errors.Join(errs...)
-}
-
-// order resolves m.Servers to configured servers, healthy ones first, each
-// group in the message's order of preference.
-func (s *SMTP) order(m *Message) ([]*smtpServer, error) {
-	now := s.now()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var up, down []*smtpServer
-	var unknown []string
-	for _, name := range m.Servers {
-		srv, ok := s.servers[name]
-		if !ok {
-			// A reload may have renamed a server while the message waited;
-			// the others in its list can still carry it.
-			unknown = append(unknown, name)
-			continue
-		}
-		if now.Before(s.downUntil[name]) {
-			down = append(down, srv)
-		} else {
-			up = append(up, srv)
-		}
-	}
-	if len(up)+len(down) == 0 {
-		return nil, fmt.Errorf("mailer: message %s: no configured mail server among %q: %w", m.ID, unknown, ErrPermanent)
-	}
-	return append(up, down...), nil
-}
-
-func (s *SMTP) markDown(name string) {
-	s.mu.Lock()
-	s.downUntil[name] = s.now().Add(downFor)
-	s.mu.Unlock()
-}
-
-func (s *SMTP) markUp(name string) {
-	s.mu.Lock()
-	delete(s.downUntil, name)
-	s.mu.Unlock()
-}
-
-// sendVia makes one delivery attempt through one server and classifies the
-// result: nil, an error wrapping ErrPermanent, or a temporary error. Every
-// error is a *serverError, which keeps the server's name and reply code for
-// the audit log.
-func (s *SMTP) sendVia(ctx context.Context, srv *smtpServer, m *Message) error {
-	name := srv.cfg.Name
-	msg, err := buildMsg(srv, m, s.now())
-	if err != nil {
-		return &serverError{server: name, err: fmt.Errorf("%w: %w", ErrPermanent, err)}
-	}
-	ctx, cancel := context.WithTimeout(ctx, srv.cfg.Timeout)
-	defer cancel()
-	err = srv.client.DialAndSendWithContext(ctx, msg)
-	if err == nil || msg.IsDelivered() {
-		// A failing RSET or QUIT after the server accepted the data must not
-		// count as a failure: a retry would deliver a second login mail.
-		return nil
-	}
-	serr := &serverError{server: name, err: err}
-	var sendErr *gomail.SendError
-	if errors.As(err, &sendErr) {
-		serr.code = sendErr.ErrorCode()
-		if isPermanent(sendErr) {
-			serr.err = fmt.Errorf("%w: %w", ErrPermanent, err)
-		}
-	}
-	// Everything else is a dial, TLS, EHLO or AUTH failure (no SendError), a
-	// 4xx reply, or a connection lost mid-transaction: another server or a
-	// later attempt may succeed.
-	return serr
-}
-
 // serverError is the failure of one attempt through one server.
 type serverError struct {
 	server string
 	// code is the server's SMTP reply code, or 0 when it gave none (the
 	// connection or TLS failed).
 	code int
-	err  error
+	// status is the RFC 3463 enhanced status ("4.7.0"), when the reply
+	// had one.
+	status string
+	err    error
 }
 
 func (e *serverError) Error() string { return fmt.Sprintf("mailer: smtp %s: %v", e.server, e.err) }

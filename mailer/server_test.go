@@ -155,12 +155,12 @@ func TestServersThatFailedRecentlyAreTriedLast(t *testing.T) {
 	s.now = clock.Now
 	m := &Message{ID: "m1", Servers: []string{"ghost", "primary", "backup"}}
 	names := func() []string {
-		order, err := s.order(m)
+		up, down, err := s.order(m)
 		if err != nil {
 			t.Fatalf("order failed: %v", err)
 		}
 		var out []string
-		for _, srv := range order {
+		for _, srv := range append(up, down...) {
 			out = append(out, srv.cfg.Name)
 		}
 		return out

@@ -20,6 +20,8 @@ const (
 	dataPrefix   byte = 'd'
 	outboxPrefix byte = 'o' // id → due time of the message
 	queuePrefix  byte = 'q' // due time + id → the message
+	// lowQueuePrefix is queuePrefix for PriorityLow messages.
+	lowQueuePrefix byte = 'n'
 )
 
 // maxAttempts bounds the retries of a transaction that lost a commit race.

@@ -15,7 +15,13 @@ import (
 // with the same expiry, so that they appear and vanish together:
 //
 //	queue:   'q' + due + id  →  outboxRecord (enqueued, attempts, payload)
-//	pointer: 'o' + id        →  due
+//	         'n' + due + id     the same, for PriorityLow messages
+//	pointer: 'o' + id        →  due, or PriorityLow + due
+//
+// The low-priority queue has its own prefix so that Claim drains the
+// high one first, by reading one queue and then the other; the pointer of
+// a high-priority message is 8 bytes, as it was before priorities, so that
+// messages queued by an older version keep working.
 //
 // due is 8 bytes (dueBytes) that sort as the due time does, so the queue
 // iterates oldest due first and Claim reads only the messages it returns
@@ -26,7 +32,7 @@ import (
 // Enqueue implements Outbox. Without a due time the message is due at the
 // current wall-clock time, which also orders it behind messages enqueued
 // before it. Enqueueing an id that is queued already replaces the message.
-func (b *Badger) Enqueue(ctx context.Context, id string, payload []byte, due time.Time, ttl time.Duration) error {
+func (b *Badger) Enqueue(ctx context.Context, id string, payload []byte, due time.Time, ttl time.Duration, prio Priority) error {
 	if err := checkTTL(ctx, ttl); err != nil {
 		return err
 	}
@@ -40,7 +46,7 @@ func (b *Badger) Enqueue(ctx context.Context, id string, payload []byte, due tim
 		if err := deleteQueued(txn, id, "enqueue"); err != nil {
 			return err
 		}
-		return putQueued(txn, id, due.UnixNano(), rec.encode(), exp, "enqueue")
+		return putQueued(txn, id, prio, due.UnixNano(), rec.encode(), exp, "enqueue")
 	})
 }
 
@@ -59,36 +65,37 @@ func (b *Badger) Claim(ctx context.Context, now time.Time, max int, lease time.D
 		lease = time.Nanosecond
 	}
 	nowNanos := now.UnixNano()
-	var (
-		items []OutboxItem
-		after []byte // the scan resumes past the candidates already tried
-	)
-	for len(items) < max {
-		keys, err := b.dueKeys(nowNanos, after, max-len(items))
-		if err != nil {
-			return nil, err
+	var items []OutboxItem
+	for _, queue := range []byte{queuePrefix, lowQueuePrefix} {
+		var after []byte // the scan resumes past the candidates already tried
+		for len(items) < max {
+			keys, err := b.dueKeys(queue, nowNanos, after, max-len(items))
+			if err != nil {
+				return nil, err
+			}
+			if len(keys) == 0 {
+				break
+			}
+			claimed, err := b.claimAll(ctx, keys, now, lease)
+			if err != nil {
+				// Messages leased so far reappear when their lease runs out.
+				return nil, err
+			}
+			items = append(items, claimed...)
+			after = keys[len(keys)-1]
 		}
-		if len(keys) == 0 {
-			break
-		}
-		claimed, err := b.claimAll(ctx, keys, now, lease)
-		if err != nil {
-			// Messages leased so far reappear when their lease runs out.
-			return nil, err
-		}
-		items = append(items, claimed...)
-		after = keys[len(keys)-1]
 	}
 	return items, nil
 }
 
-// dueKeys returns the queue keys of up to n messages due at or before now,
-// oldest due first, starting past the key after (nil: the queue's head).
-func (b *Badger) dueKeys(now int64, after []byte, n int) ([][]byte, error) {
+// dueKeys returns the keys of up to n messages of one queue due at or
+// before now, oldest due first, starting past the key after (nil: the
+// queue's head).
+func (b *Badger) dueKeys(queue byte, now int64, after []byte, n int) ([][]byte, error) {
 	var keys [][]byte
 	err := b.db.View(func(txn *badger.Txn) error {
 		opts := badger.DefaultIteratorOptions
-		opts.Prefix = []byte{queuePrefix}
+		opts.Prefix = []byte{queue}
 		// The due time and id are in the key; leasing reads the value.
 		opts.PrefetchValues = false
 		it := txn.NewIterator(opts)
@@ -149,6 +156,7 @@ func (b *Badger) claimAll(ctx context.Context, keys [][]byte, now time.Time, lea
 // ok is false.
 func (b *Badger) claimOne(key []byte, now time.Time, lease time.Duration) (item OutboxItem, ok bool, err error) {
 	_, id, _ := parseQueueKey(key)
+	prio := keyPriority(key)
 	err = b.tryUpdate(func(txn *badger.Txn) error {
 		bi, err := getItem(txn, key, "claim")
 		if err != nil {
@@ -168,7 +176,7 @@ func (b *Badger) claimOne(key []byte, now time.Time, lease time.Duration) (item 
 			return wrap("claim", err)
 		}
 		// The value is unchanged: only its place in the queue moves.
-		return putQueued(txn, string(id), now.Add(lease).UnixNano(), rec.encode(), bi.ExpiresAt(), "claim")
+		return putQueued(txn, string(id), prio, now.Add(lease).UnixNano(), rec.encode(), bi.ExpiresAt(), "claim")
 	})
 	switch {
 	case err == nil:
@@ -189,24 +197,36 @@ func (b *Badger) Ack(ctx context.Context, id string) error {
 // Retry implements Outbox. It returns ErrNotFound if the message was
 // acknowledged or has expired. The message keeps its expiry.
 func (b *Badger) Retry(ctx context.Context, id string, at time.Time) error {
+	return b.reschedule(ctx, id, at, 1, "retry")
+}
+
+// Postpone implements Outbox. It returns ErrNotFound if the message was
+// acknowledged or has expired. The message keeps its expiry.
+func (b *Badger) Postpone(ctx context.Context, id string, at time.Time) error {
+	return b.reschedule(ctx, id, at, 0, "postpone")
+}
+
+// reschedule moves message id to at, keeping its priority and expiry, and
+// adds attempts to its attempt counter.
+func (b *Badger) reschedule(ctx context.Context, id string, at time.Time, attempts uint32, op string) error {
 	return b.update(ctx, func(txn *badger.Txn) error {
-		key, err := queueKeyOf(txn, id, "retry")
+		key, err := queueKeyOf(txn, id, op)
 		if err != nil {
 			return err
 		}
-		item, err := getItem(txn, key, "retry")
+		item, err := getItem(txn, key, op)
 		if err != nil {
 			return err
 		}
 		var rec outboxRecord
 		if err := item.Value(rec.decode); err != nil {
-			return wrap("retry", err)
+			return wrap(op, err)
 		}
-		rec.attempts++
+		rec.attempts += attempts
 		if err := txn.Delete(key); err != nil {
-			return wrap("retry", err)
+			return wrap(op, err)
 		}
-		return putQueued(txn, id, at.UnixNano(), rec.encode(), item.ExpiresAt(), "retry")
+		return putQueued(txn, id, keyPriority(key), at.UnixNano(), rec.encode(), item.ExpiresAt(), op)
 	})
 }
 
@@ -232,12 +252,16 @@ func (b *Badger) OutboxLen(ctx context.Context) (int, error) {
 }
 
 // putQueued writes the queue entry and the pointer of message id, due at
-// due, both expiring at exp.
-func putQueued(txn *badger.Txn, id string, due int64, value []byte, exp uint64, op string) error {
+// due in the queue of prio, both expiring at exp.
+func putQueued(txn *badger.Txn, id string, prio Priority, due int64, value []byte, exp uint64, op string) error {
 	d := dueBytes(due)
-	q := badger.NewEntry(queueKey(d, id), value)
+	q := badger.NewEntry(queueKey(prio, d, id), value)
 	q.ExpiresAt = exp
-	p := badger.NewEntry(pointerKey(id), d[:])
+	pointer := d[:]
+	if prio != PriorityHigh {
+		pointer = append([]byte{byte(prio)}, d[:]...)
+	}
+	p := badger.NewEntry(pointerKey(id), pointer)
 	p.ExpiresAt = exp
 	if err := txn.SetEntry(q); err != nil {
 		return wrap(op, err)
@@ -270,10 +294,14 @@ func queueKeyOf(txn *badger.Txn, id string, op string) ([]byte, error) {
 	}
 	var key []byte
 	err = item.Value(func(v []byte) error {
-		if len(v) != 8 {
+		switch {
+		case len(v) == 8:
+			key = queueKey(PriorityHigh, [8]byte(v), id)
+		case len(v) == 9 && Priority(v[0]) == PriorityLow:
+			key = queueKey(PriorityLow, [8]byte(v[1:]), id)
+		default:
 			return errCorruptOutbox
 		}
-		key = queueKey([8]byte(v), id)
 		return nil
 	})
 	return key, wrap(op, err)
@@ -290,19 +318,31 @@ func dueBytes(due int64) [8]byte {
 	return d
 }
 
-func queueKey(due [8]byte, id string) []byte {
+func queueKey(prio Priority, due [8]byte, id string) []byte {
 	k := make([]byte, 0, 1+len(due)+len(id))
-	k = append(k, queuePrefix)
+	if prio == PriorityLow {
+		k = append(k, lowQueuePrefix)
+	} else {
+		k = append(k, queuePrefix)
+	}
 	k = append(k, due[:]...)
 	return append(k, id...)
 }
 
 // parseQueueKey splits a queue key into its due time and id; id aliases key.
 func parseQueueKey(key []byte) (due int64, id []byte, ok bool) {
-	if len(key) < 9 || key[0] != queuePrefix {
+	if len(key) < 9 || (key[0] != queuePrefix && key[0] != lowQueuePrefix) {
 		return 0, nil, false
 	}
 	return int64(binary.BigEndian.Uint64(key[1:9]) ^ 1<<63), key[9:], true
+}
+
+// keyPriority is the priority of the queue that a queue key is in.
+func keyPriority(key []byte) Priority {
+	if len(key) > 0 && key[0] == lowQueuePrefix {
+		return PriorityLow
+	}
+	return PriorityHigh
 }
 
 func pointerKey(id string) []byte {

@@ -66,7 +66,7 @@ func TestBadgerDataSurvivesReopen(t *testing.T) {
 	if _, err := s.Take(ctx, "token/used"); err != nil {
 		t.Fatalf("Take: %v", err)
 	}
-	if err := s.Enqueue(ctx, "m1", []byte("mail"), time.Time{}, time.Hour); err != nil {
+	if err := s.Enqueue(ctx, "m1", []byte("mail"), time.Time{}, time.Hour, store.PriorityHigh); err != nil {
 		t.Fatalf("Enqueue: %v", err)
 	}
 	if err := s.Close(); err != nil {

@@ -12,15 +12,18 @@ import (
 // The outbox is three structures under <prefix>o:, all in the key prefix's
 // slot, changed together by one script or transaction at a time:
 //
-//	o:m:<id>  hash: p payload, a attempts, e enqueued (Unix ns); the
-//	          message itself, which expires with the message
+//	o:m:<id>  hash: p payload, a attempts, e enqueued (Unix ns), r
+//	          priority (absent for PriorityHigh); the message itself,
+//	          which expires with the message
 //	o:q       sorted set of ids, scored by when each is next claimable
 //	          (Unix ms): its due time, or the end of its lease once claimed
+//	o:n       the same as o:q for the PriorityLow messages, which Claim
+//	          reads only once o:q has no due message left
 //	o:x       sorted set of ids, scored by when each expires (Unix ms on the
 //	          server's clock; +inf for never), which makes OutboxLen a ZCOUNT
 //
-// Claim is one script: take the ids of o:q scored at or before now, lowest
-// first, skip (and forget) those whose message has expired, and move each
+// Claim is one script: take the ids of o:q, then of o:n, scored at or
+// before now, lowest first, skip (and forget) those whose message has expired, and move each
 // one it returns to now+lease. That move is the lease: a worker that dies
 // holding it leaves the message scored at now+lease, where the next Claim
 // by any instance finds it, so every message is delivered at least once.
@@ -38,6 +41,7 @@ import (
 const (
 	outboxMsgSpace = redisOutboxSpace + "m:"
 	outboxQueue    = redisOutboxSpace + "q"
+	outboxLowQueue = redisOutboxSpace + "n"
 	outboxExpiries = redisOutboxSpace + "x"
 )
 
@@ -47,8 +51,8 @@ const serverNowMs = `local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 `
 
-// KEYS: message, queue, expiries. ARGV: id, payload, enqueued (Unix ns),
-// due (Unix ms), ttl (ms; 0 for never).
+// KEYS: message, queue, expiries, low queue. ARGV: id, payload, enqueued
+// (Unix ns), due (Unix ms), ttl (ms; 0 for never), priority.
 var enqueueScript = redis.NewScript(serverNowMs + `
 redis.call('DEL', KEYS[1])
 redis.call('HSET', KEYS[1], 'p', ARGV[2], 'a', 0, 'e', ARGV[3])
@@ -58,52 +62,68 @@ if ttl > 0 then
 	exp = now + ttl
 	redis.call('PEXPIREAT', KEYS[1], exp)
 end
-redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+local queue, other = KEYS[2], KEYS[4]
+if ARGV[6] ~= '0' then
+	redis.call('HSET', KEYS[1], 'r', ARGV[6])
+	queue, other = KEYS[4], KEYS[2]
+end
+redis.call('ZREM', other, ARGV[1])
+redis.call('ZADD', queue, ARGV[4], ARGV[1])
 redis.call('ZADD', KEYS[3], exp, ARGV[1])
 return 1
 `)
 
-// KEYS: queue, expiries. ARGV: now (Unix ms), max, lease end (Unix ms,
-// after now), message key prefix. Returns id, payload, attempts, enqueued
-// for each message claimed, oldest due first. Message keys are built from
-// the prefix, in the same slot as the declared keys.
+// KEYS: queue, expiries, low queue. ARGV: now (Unix ms), max, lease end
+// (Unix ms, after now), message key prefix. Returns id, payload, attempts,
+// enqueued for each message claimed, the high queue's first, oldest due
+// first. Message keys are built from the prefix, in the same slot as the
+// declared keys.
 var claimScript = redis.NewScript(serverNowMs + `
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. now)
 local out = {}
 local left = tonumber(ARGV[2])
-while left > 0 do
-	local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, left)
-	if #ids == 0 then
-		break
-	end
-	for _, id in ipairs(ids) do
-		local m = redis.call('HMGET', ARGV[4] .. id, 'p', 'a', 'e')
-		if m[1] then
-			redis.call('ZADD', KEYS[1], ARGV[3], id)
-			out[#out + 1] = id
-			out[#out + 1] = m[1]
-			out[#out + 1] = m[2]
-			out[#out + 1] = m[3]
-			left = left - 1
-		else
-			redis.call('ZREM', KEYS[1], id)
-			redis.call('ZREM', KEYS[2], id)
+for _, queue in ipairs({KEYS[1], KEYS[3]}) do
+	while left > 0 do
+		local ids = redis.call('ZRANGEBYSCORE', queue, '-inf', ARGV[1], 'LIMIT', 0, left)
+		if #ids == 0 then
+			break
+		end
+		for _, id in ipairs(ids) do
+			local m = redis.call('HMGET', ARGV[4] .. id, 'p', 'a', 'e')
+			if m[1] then
+				redis.call('ZADD', queue, ARGV[3], id)
+				out[#out + 1] = id
+				out[#out + 1] = m[1]
+				out[#out + 1] = m[2]
+				out[#out + 1] = m[3]
+				left = left - 1
+			else
+				redis.call('ZREM', queue, id)
+				redis.call('ZREM', KEYS[2], id)
+			end
 		end
 	end
 end
 return out
 `)
 
-// KEYS: message, queue, expiries. ARGV: id, at (Unix ms). Returns 0 if
-// the message is gone.
+// KEYS: message, queue, expiries, low queue. ARGV: id, at (Unix ms),
+// attempts to add. Returns 0 if the message is gone.
 var retryScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then
 	redis.call('ZREM', KEYS[2], ARGV[1])
 	redis.call('ZREM', KEYS[3], ARGV[1])
+	redis.call('ZREM', KEYS[4], ARGV[1])
 	return 0
 end
-redis.call('HINCRBY', KEYS[1], 'a', 1)
-redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+if ARGV[3] ~= '0' then
+	redis.call('HINCRBY', KEYS[1], 'a', ARGV[3])
+end
+local queue = KEYS[2]
+if redis.call('HEXISTS', KEYS[1], 'r') == 1 then
+	queue = KEYS[4]
+end
+redis.call('ZADD', queue, ARGV[2], ARGV[1])
 return 1
 `)
 
@@ -115,7 +135,7 @@ return redis.call('ZCOUNT', KEYS[1], now, '+inf')
 // Enqueue implements Outbox. Without a due time the message is due at the
 // current wall-clock time. Enqueueing an id that is queued already
 // replaces the message, attempts and expiry included.
-func (r *Redis) Enqueue(ctx context.Context, id string, payload []byte, due time.Time, ttl time.Duration) error {
+func (r *Redis) Enqueue(ctx context.Context, id string, payload []byte, due time.Time, ttl time.Duration, prio Priority) error {
 	if err := checkRedisTTL(ctx, ttl); err != nil {
 		return err
 	}
@@ -123,9 +143,9 @@ func (r *Redis) Enqueue(ctx context.Context, id string, payload []byte, due time
 	if due.IsZero() {
 		due = now
 	}
-	keys := []string{r.outboxMsgKey(id), r.prefix + outboxQueue, r.prefix + outboxExpiries}
+	keys := []string{r.outboxMsgKey(id), r.prefix + outboxQueue, r.prefix + outboxExpiries, r.prefix + outboxLowQueue}
 	err := enqueueScript.Run(ctx, r.client, keys,
-		id, payload, now.UnixNano(), due.UnixMilli(), ceilMillis(ttl).Milliseconds()).Err()
+		id, payload, now.UnixNano(), due.UnixMilli(), ceilMillis(ttl).Milliseconds(), int(prio)).Err()
 	return redisErr("enqueue", err)
 }
 
@@ -141,7 +161,7 @@ func (r *Redis) Claim(ctx context.Context, now time.Time, max int, lease time.Du
 	if until <= nowMs {
 		until = nowMs + 1
 	}
-	keys := []string{r.prefix + outboxQueue, r.prefix + outboxExpiries}
+	keys := []string{r.prefix + outboxQueue, r.prefix + outboxExpiries, r.prefix + outboxLowQueue}
 	res, err := claimScript.Run(ctx, r.client, keys, nowMs, max, until, r.prefix+outboxMsgSpace).Slice()
 	if err != nil {
 		return nil, redisErr("claim", err)
@@ -189,6 +209,7 @@ func (r *Redis) Ack(ctx context.Context, id string) error {
 	_, err := r.client.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.Del(ctx, r.outboxMsgKey(id))
 		p.ZRem(ctx, r.prefix+outboxQueue, id)
+		p.ZRem(ctx, r.prefix+outboxLowQueue, id)
 		p.ZRem(ctx, r.prefix+outboxExpiries, id)
 		return nil
 	})
@@ -198,14 +219,26 @@ func (r *Redis) Ack(ctx context.Context, id string) error {
 // Retry implements Outbox. It returns ErrNotFound if the message was
 // acknowledged or has expired. The message keeps its expiry.
 func (r *Redis) Retry(ctx context.Context, id string, at time.Time) error {
+	return r.reschedule(ctx, id, at, 1, "retry")
+}
+
+// Postpone implements Outbox. It returns ErrNotFound if the message was
+// acknowledged or has expired. The message keeps its expiry.
+func (r *Redis) Postpone(ctx context.Context, id string, at time.Time) error {
+	return r.reschedule(ctx, id, at, 0, "postpone")
+}
+
+// reschedule moves message id to at in its queue and adds attempts to its
+// attempt counter.
+func (r *Redis) reschedule(ctx context.Context, id string, at time.Time, attempts int, op string) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	keys := []string{r.outboxMsgKey(id), r.prefix + outboxQueue, r.prefix + outboxExpiries}
-	found, err := retryScript.Run(ctx, r.client, keys, id, at.UnixMilli()).Int()
+	keys := []string{r.outboxMsgKey(id), r.prefix + outboxQueue, r.prefix + outboxExpiries, r.prefix + outboxLowQueue}
+	found, err := retryScript.Run(ctx, r.client, keys, id, at.UnixMilli(), attempts).Int()
 	switch {
 	case err != nil:
-		return redisErr("retry", err)
+		return redisErr(op, err)
 	case found == 0:
 		return ErrNotFound
 	}

@@ -110,7 +110,7 @@ func TestRedisConcurrentTakesAcrossTwoPools(t *testing.T) {
 func TestRedisMessageOfAClaimerThatClosedGoesToAnotherAfterTheLease(t *testing.T) {
 	ctx := t.Context()
 	a, b := openPair(t)
-	if err := a.Enqueue(ctx, "m1", []byte("mail"), time.Time{}, time.Hour); err != nil {
+	if err := a.Enqueue(ctx, "m1", []byte("mail"), time.Time{}, time.Hour, store.PriorityHigh); err != nil {
 		t.Fatalf("Enqueue: %v", err)
 	}
 	const lease = 500 * time.Millisecond
@@ -252,7 +252,7 @@ func TestRedisKeysStayUnderTheirKeyPrefix(t *testing.T) {
 			t.Fatalf("Put: %v", err)
 		}
 	}
-	if err := a.Enqueue(ctx, "m", nil, time.Time{}, 0); err != nil {
+	if err := a.Enqueue(ctx, "m", nil, time.Time{}, 0, store.PriorityHigh); err != nil {
 		t.Fatalf("Enqueue: %v", err)
 	}
 	if err := a.Append(ctx, "audit", 0, func(*store.LogRecord) ([][]byte, error) { return [][]byte{[]byte("x")}, nil }); err != nil {

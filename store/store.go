@@ -83,11 +83,13 @@ type Outbox interface {
 	// at once). A later due is how mail is scheduled, such as an escalation
 	// to a second approver. ttl bounds how long it may wait in the queue at
 	// all (zero: forever); the core sets it to the life of the link the
-	// message carries. Enqueue is durable when it returns.
-	Enqueue(ctx context.Context, id string, payload []byte, due time.Time, ttl time.Duration) error
+	// message carries. prio orders it among the due messages (see Claim).
+	// Enqueue is durable when it returns.
+	Enqueue(ctx context.Context, id string, payload []byte, due time.Time, ttl time.Duration, prio Priority) error
 
 	// Claim returns up to max messages whose due time is at or before now,
-	// oldest due first, and leases each one until now+lease.
+	// every due PriorityHigh message before any PriorityLow one, and
+	// oldest due first within each, and leases each one until now+lease.
 	Claim(ctx context.Context, now time.Time, max int, lease time.Duration) ([]OutboxItem, error)
 
 	// Ack removes a claimed message for good: it was sent or abandoned.
@@ -97,9 +99,27 @@ type Outbox interface {
 	// its attempt counter incremented.
 	Retry(ctx context.Context, id string, at time.Time) error
 
+	// Postpone reschedules a claimed message to be due at the given time
+	// without counting an attempt: nothing was tried (every server was at
+	// its rate limit or backed off). Like Retry, it returns ErrNotFound for
+	// a message that is gone.
+	Postpone(ctx context.Context, id string, at time.Time) error
+
 	// OutboxLen reports how many messages are queued, claimed or not.
 	OutboxLen(ctx context.Context) (int, error)
 }
+
+// Priority orders the due messages of an Outbox: in a burst, the mail
+// that someone is waiting for goes before the mail that only informs.
+type Priority uint8
+
+const (
+	// PriorityHigh is for sign-in links and approval requests. It is the
+	// zero value, which messages queued before priorities existed have.
+	PriorityHigh Priority = 0
+	// PriorityLow is for notices, which nobody waits on.
+	PriorityLow Priority = 1
+)
 
 // OutboxItem is one claimed outbox message.
 type OutboxItem struct {

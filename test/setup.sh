@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what the tests and the demo need, and nothing that is already
 # there, so running it twice costs seconds: Debian's chromium for the browser
-# tests, slapd and ldap-utils for the LDAP tests, redis-server for the Redis
-# store's tests, and mailpit (the SMTP server the tests deliver to).
+# tests, slapd and ldap-utils for the LDAP tests, redis-server and
+# redis-sentinel for the Redis store's tests, and mailpit (the SMTP server
+# the tests deliver to).
 set -euo pipefail
 
 MAILPIT_VERSION=v1.33.1
@@ -22,6 +23,8 @@ command -v ldapsearch >/dev/null 2>&1 || need_apt+=(ldap-utils)
 # redis-server on a free port; the system one the package may start on :6379
 # is not used).
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
+# Sentinel for the failover test (test/redisserver starts its own three).
+command -v redis-sentinel >/dev/null 2>&1 || need_apt+=(redis-sentinel)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
 	echo "setup: installing ${need_apt[*]} from Debian"

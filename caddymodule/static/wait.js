@@ -50,7 +50,20 @@
       .catch(function () { setTimeout(poll, 3000); });
   }
 
+  // The long poll answers only on a change of state, so whether mail is
+  // delayed (the site's mail queue is behind) is asked separately.
+  var delayed = document.getElementById("mail-delayed");
+  function checkDelay() {
+    if (done || !delayed) { return; }
+    fetch("/.mailauth/status", { credentials: "same-origin", cache: "no-store" })
+      .then(function (r) { return r.json(); })
+      .then(function (s) { delayed.hidden = !s.mail_delayed; })
+      .catch(function () {})
+      .then(function () { setTimeout(checkDelay, 10000); });
+  }
+
   if (root.getAttribute("data-state") === "approved") { finish(); return; }
   setInterval(tick, 1000);
   poll();
+  setTimeout(checkDelay, 6000);
 })();

@@ -57,6 +57,9 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ClaimReturnsOldestDueFirstUpToMax", claimReturnsOldestDueFirstUpToMax},
 		{"RetriedMessageWaitsAndCountsAttempts", retriedMessageWaitsAndCountsAttempts},
 		{"ScheduledMessageWaitsUntilDue", scheduledMessageWaitsUntilDue},
+		{"DueHighPriorityMessagesAreClaimedBeforeLowOnes", dueHighPriorityMessagesAreClaimedBeforeLowOnes},
+		{"PostponedMessageWaitsWithoutCountingAnAttempt", postponedMessageWaitsWithoutCountingAnAttempt},
+		{"ReenqueueingMovesAMessageBetweenPriorities", reenqueueingMovesAMessageBetweenPriorities},
 		{"RetryMissingMessageIsNotFound", retryMissingMessageIsNotFound},
 		{"AckMissingMessageIsNotAnError", ackMissingMessageIsNotAnError},
 		{"ConcurrentClaimersNeverShareAMessage", concurrentClaimersNeverShareAMessage},
@@ -451,7 +454,7 @@ func putManyWritesEveryKey(t *testing.T, s store.Store) {
 
 func scheduledMessageWaitsUntilDue(t *testing.T, s store.Store) {
 	due := time.Now().Add(time.Hour)
-	if err := s.Enqueue(t.Context(), "later", []byte("escalation"), due, 2*time.Hour); err != nil {
+	if err := s.Enqueue(t.Context(), "later", []byte("escalation"), due, 2*time.Hour, store.PriorityHigh); err != nil {
 		t.Fatalf("Enqueue with a due time: %v", err)
 	}
 	if got := mustClaim(t, s, time.Now(), 10, time.Minute); len(got) != 0 {
@@ -461,6 +464,81 @@ func scheduledMessageWaitsUntilDue(t *testing.T, s store.Store) {
 	if len(got) != 1 || got[0].ID != "later" || got[0].Attempts != 0 {
 		t.Fatalf("at its due time the message should be claimable with no attempts, got %+v", got)
 	}
+}
+
+func dueHighPriorityMessagesAreClaimedBeforeLowOnes(t *testing.T, s store.Store) {
+	now := time.Now()
+	// The notices are older than the links, which FIFO alone would send first.
+	mustEnqueueLow(t, s, "notice1", now.Add(-2*time.Minute))
+	mustEnqueueLow(t, s, "notice2", now.Add(-time.Minute))
+	mustEnqueueLow(t, s, "notice-later", now.Add(time.Hour))
+	mustEnqueue(t, s, "link1", []byte("link1"), 0)
+	mustEnqueue(t, s, "link2", []byte("link2"), 0)
+	if got := ids(mustClaim(t, s, now.Add(time.Second), 3, time.Minute)); !slices.Equal(got, []string{"link1", "link2", "notice1"}) {
+		t.Fatalf("Claim(max 3) returned %v; want both due links, then the oldest due notice", got)
+	}
+	if got := ids(mustClaim(t, s, now.Add(time.Second), 10, time.Minute)); !slices.Equal(got, []string{"notice2"}) {
+		t.Fatalf("the next Claim returned %v; want the other due notice only (one is due in an hour)", got)
+	}
+	// A retried notice stays low: a link queued after it still goes first.
+	mustRetry(t, s, "notice2", now)
+	mustEnqueue(t, s, "link3", []byte("link3"), 0)
+	if got := ids(mustClaim(t, s, now.Add(2*time.Second), 1, time.Minute)); !slices.Equal(got, []string{"link3"}) {
+		t.Fatalf("Claim after retrying a notice returned %v; want the link first, a retry keeps the notice's priority", got)
+	}
+	got := mustClaim(t, s, now.Add(2*time.Second), 10, time.Minute)
+	if len(got) != 1 || got[0].ID != "notice2" || string(got[0].Payload) != "notice2" || got[0].Attempts != 1 {
+		t.Fatalf("Claim returned %+v; want the retried notice with its payload and 1 attempt", got)
+	}
+	expectOutboxLen(t, s, 6)
+}
+
+func postponedMessageWaitsWithoutCountingAnAttempt(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	mustEnqueue(t, s, "m1", []byte("mail"), 0)
+	mustEnqueueLow(t, s, "n1", time.Time{})
+	now := time.Now()
+	if got := mustClaim(t, s, now, 10, time.Minute); len(got) != 2 {
+		t.Fatalf("Claim returned %v; want both messages", ids(got))
+	}
+	mustRetry(t, s, "m1", now)
+	for _, id := range []string{"m1", "n1"} {
+		if err := s.Postpone(ctx, id, now.Add(time.Minute)); err != nil {
+			t.Fatalf("Postpone(%q): %v", id, err)
+		}
+	}
+	if got := mustClaim(t, s, now.Add(59*time.Second), 10, time.Minute); len(got) != 0 {
+		t.Fatalf("Claim before the postponed time returned %v; want nothing", ids(got))
+	}
+	got := mustClaim(t, s, now.Add(time.Minute), 10, time.Minute)
+	if len(got) != 2 || got[0].ID != "m1" || got[0].Attempts != 1 || got[1].ID != "n1" || got[1].Attempts != 0 {
+		t.Fatalf("Claim at the postponed time returned %+v; want m1 with its 1 retry, then n1 with 0: postponing counts no attempt and keeps priority", got)
+	}
+	if err := s.Ack(ctx, "m1"); err != nil {
+		t.Fatalf("Ack: %v", err)
+	}
+	if err := s.Postpone(ctx, "m1", now); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Postpone of an acknowledged message = %v; want ErrNotFound", err)
+	}
+}
+
+func reenqueueingMovesAMessageBetweenPriorities(t *testing.T, s store.Store) {
+	mustEnqueueLow(t, s, "m", time.Time{})
+	mustEnqueue(t, s, "m", []byte("now high"), 0)
+	mustEnqueue(t, s, "h", []byte("h"), 0)
+	mustEnqueueLow(t, s, "h", time.Time{})
+	expectOutboxLen(t, s, 2)
+	got := mustClaim(t, s, time.Now().Add(time.Second), 10, time.Minute)
+	if !slices.Equal(ids(got), []string{"m", "h"}) || string(got[0].Payload) != "now high" {
+		t.Fatalf("Claim returned %+v; want m (re-enqueued high) before h (re-enqueued low), each once", got)
+	}
+	if err := s.Ack(t.Context(), "h"); err != nil {
+		t.Fatalf("Ack: %v", err)
+	}
+	if err := s.Retry(t.Context(), "h", time.Now()); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Retry of an acknowledged low-priority message = %v; want ErrNotFound", err)
+	}
+	expectOutboxLen(t, s, 1)
 }
 
 func outboxLenCountsQueuedAndClaimed(t *testing.T, s store.Store) {
@@ -575,8 +653,15 @@ func mustDelete(t *testing.T, s store.Store, key string) {
 
 func mustEnqueue(t *testing.T, s store.Store, id string, payload []byte, ttl time.Duration) {
 	t.Helper()
-	if err := s.Enqueue(t.Context(), id, payload, time.Time{}, ttl); err != nil {
+	if err := s.Enqueue(t.Context(), id, payload, time.Time{}, ttl, store.PriorityHigh); err != nil {
 		t.Fatalf("Enqueue(%q): %v", id, err)
+	}
+}
+
+func mustEnqueueLow(t *testing.T, s store.Store, id string, due time.Time) {
+	t.Helper()
+	if err := s.Enqueue(t.Context(), id, []byte(id), due, 0, store.PriorityLow); err != nil {
+		t.Fatalf("Enqueue(%q, PriorityLow): %v", id, err)
 	}
 }
 

@@ -53,6 +53,18 @@ func binary(tb testing.TB) string {
 // Start launches redis-server and stops it when the test ends.
 func Start(tb testing.TB) *Server {
 	tb.Helper()
+	return start(tb)
+}
+
+// StartReplicaOf launches a redis-server that replicates master
+// (asynchronously, as Redis does), for Sentinel to promote.
+func StartReplicaOf(tb testing.TB, master *Server) *Server {
+	tb.Helper()
+	return start(tb, "--replicaof", "127.0.0.1", strconv.Itoa(master.port))
+}
+
+func start(tb testing.TB, extra ...string) *Server {
+	tb.Helper()
 	bin := binary(tb)
 	s := &Server{bin: bin, output: &daemon.Output{}}
 	dir := tb.TempDir()
@@ -79,6 +91,7 @@ func Start(tb testing.TB) *Server {
 			"--appendonly", "no",
 			"--dir", dir,
 		}
+		s.args = append(s.args, extra...)
 		if lastErr = s.start(); lastErr == nil {
 			return s
 		}

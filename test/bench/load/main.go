@@ -10,6 +10,8 @@
 //	   (E2); see polling.go
 //	S  login-start latency and RSS on stores pre-filled with 1k…1M logins;
 //	   see scale.go
+//	M  the login storm: thousands of logins at once, each mail followed to
+//	   mailpit or to a relay with connection and rate limits; see storm.go
 //
 // A, B and C run in interleaved rounds on one Caddy, as do D up and D down
 // on another, and the S sizes on one Caddy each; each figure is the median
@@ -59,7 +61,7 @@ var (
 	sizesFlag  = flag.String("sizes", "1000,10000,100000,1000000", "pre-filled store sizes")
 	pollers    = flag.Int("pollers", 1000, "waiting browsers in E")
 	pollWindow = flag.Duration("pollwindow", 20*time.Second, "CPU measurement window of E1 and of E2")
-	only       = flag.String("only", "ABCDES", "the scenarios to run, for a quick look: A, B and C run together; E runs on their Caddy")
+	only       = flag.String("only", "ABCDESM", "the scenarios to run, for a quick look: A, B and C run together; E runs on their Caddy; M alone rewrites only its section of -out")
 )
 
 // want reports whether -only names any of the scenario letters.
@@ -139,6 +141,16 @@ func run() error {
 	if want("S") {
 		if err := rep.scale(tmp, mp); err != nil {
 			return err
+		}
+	}
+	if want("M") {
+		if err := rep.storm(tmp, mp); err != nil {
+			return err
+		}
+		if !want("ABCDES") {
+			section := stormMarkdown(rep.stormRuns)
+			fmt.Println(section)
+			return writeStormOnly(*outFile, section)
 		}
 	}
 	rep.finished = time.Now()

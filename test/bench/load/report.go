@@ -23,6 +23,7 @@ type report struct {
 	profileD          string
 	profileS          string
 	heapS             []byte
+	stormRuns         []stormResult
 }
 
 func (rep *report) maxSize() int {
@@ -215,6 +216,9 @@ func (rep *report) markdown() string {
 			p("%s in %s (settled in %s%s)", sizeName(s.size), s.prefill.Round(100*time.Millisecond), s.settle.Round(100*time.Millisecond), settled)
 		}
 		p(".\n\n")
+	}
+	if len(rep.stormRuns) > 0 {
+		p("%s\n", stormMarkdown(rep.stormRuns))
 	}
 	profiles := []struct{ title, body string }{
 		{"B: Caddy with mailauth and a valid session (6 s during wrk)", rep.profileB},
