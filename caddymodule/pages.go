@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"embed"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"html/template"
@@ -64,12 +65,16 @@ func pageFuncs(c *locale.Catalog) template.FuncMap {
 			}
 			return template.HTML("<strong" + attr + ">" + string(clock(t)) + "</strong>")
 		},
-		"strong":   func(s string) template.HTML { return template.HTML("<strong>" + esc(s) + "</strong>") },
-		"strongID": func(s, id string) template.HTML { return template.HTML(`<strong id="` + esc(id) + `">` + esc(s) + "</strong>") },
-		"code":     func(s string) template.HTML { return template.HTML("<code>" + esc(s) + "</code>") },
+		"strong": func(s string) template.HTML { return template.HTML("<strong>" + esc(s) + "</strong>") },
+		"strongID": func(s, id string) template.HTML {
+			return template.HTML(`<strong id="` + esc(id) + `">` + esc(s) + "</strong>")
+		},
+		"code": func(s string) template.HTML { return template.HTML("<code>" + esc(s) + "</code>") },
 		// link takes only hrefs the templates build from site paths and
 		// query-escaped values.
-		"link":    func(href, text string) template.HTML { return template.HTML(`<a href="` + esc(href) + `">` + esc(text) + "</a>") },
+		"link": func(href, text string) template.HTML {
+			return template.HTML(`<a href="` + esc(href) + `">` + esc(text) + "</a>")
+		},
 		"query":   url.QueryEscape,
 		"support": supportHTML,
 		"grant": func(key, label string) string {
@@ -83,11 +88,22 @@ func pageFuncs(c *locale.Catalog) template.FuncMap {
 		},
 		"remaining": func(at, now time.Time) template.HTML {
 			left := max(0, int(time.Until(at).Seconds()))
-			return template.HTML(`<span id="remaining" data-expires-in="` + strconv.Itoa(left) + `">` + esc(c.Duration(at.Sub(now))) + "</span>")
+			return template.HTML(`<span id="remaining" data-expires-in="` + strconv.Itoa(left) + `" data-words="` + esc(durationWords(c)) + `">` + esc(c.Duration(at.Sub(now))) + "</span>")
 		},
 		"until": func(t time.Time) int { return max(0, int(time.Until(t).Seconds())) },
 		"unix":  func(n int64) time.Time { return time.Unix(n, 0) },
 	}
+}
+
+// durationWords are the catalogue's duration units as JSON, for wait.js,
+// which counts the time left down in the page's language.
+func durationWords(c *locale.Catalog) string {
+	w := map[string]any{"join": c.Text("duration.join", "{1}", "{2}")}
+	for _, u := range []string{"second", "minute", "hour"} {
+		w[u] = []string{c.Text("duration."+u+".one", "{1}"), c.Text("duration."+u+".other", "{1}")}
+	}
+	b, _ := json.Marshal(w)
+	return string(b)
 }
 
 // supportHTML words the brand's support contact as a link where it is an
