@@ -257,7 +257,10 @@ func TestBrowserEveryPageIsAccessibleAndFits(t *testing.T) {
 	checkPage(t, alice, "wait")
 	keepScreenshot(t, "wait-360-light", "wait.png")
 	number := shownNumber(t, alice)
-	link := mailLink(t, e, "alice@example.test")
+	userMail := e.mail.WaitForMessage(t, "alice@example.test", 10*time.Second)
+	e.mail.DeleteAll(t)
+	checkMail(t, phone, userMail.HTML, userMail.Text, "user-mail")
+	link := linkIn(t, userMail.Text)
 
 	navigate(t, phone, "the phone", link)
 	waitPage(t, phone, "the confirm page", 5*time.Second, func(p page) bool { return strings.Contains(p.Text, "Confirm sign-in") })
