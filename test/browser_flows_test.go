@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/chromedp/cdproto/emulation"
+	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 )
 
@@ -126,5 +127,47 @@ func TestBrowserCodeFormWinsOverTheWaitingPagesPoll(t *testing.T) {
 	r := newBrowser(t).get(e.onSite(first))
 	if !strings.Contains(r.Body, "newer one replaced") {
 		t.Errorf("the first mail's link should say a newer request replaced it:\n%s", r.Body)
+	}
+}
+
+// TestBrowserGermanAndTurkishPagesFitToo: the longer words of German
+// and the different order of Turkish still fit 360 px and pass axe-core,
+// on the pages a user sees most.
+func TestBrowserGermanAndTurkishPagesFitToo(t *testing.T) {
+	e := newEnv(t, strings.Replace(defaultCaddyfile, "session_lifetime 1h", "session_lifetime 1h\n\t\trate_limit {\n\t\t\tlogin_per_identity 50/15m\n\t\t}", 1))
+	site := e.Server()
+	browserCtx := launchChromium(t)
+	for lang, want := range map[string][]string{
+		"de": {"Benutzername oder E-Mail", "Sehen Sie in Ihr Postfach", "Anmeldung bestätigen", "Anmeldung bestätigt"},
+		"tr": {"Kullanıcı adı veya e-posta", "E-postanıza bakın", "Girişi onaylayın", "Giriş onaylandı"},
+	} {
+		tab, phone := newDevice(t, browserCtx), newDevice(t, browserCtx)
+		for _, d := range []context.Context{tab, phone} {
+			if err := withTimeout(d, 5*time.Second, func(ctx context.Context) error {
+				_, err := chromedp.Call(ctx, network.SetExtraHTTPHeaders, network.SetExtraHTTPHeadersParams{Headers: network.Headers{"Accept-Language": lang}})
+				return err
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		navigate(t, tab, lang, site+"/app/"+lang)
+		waitPage(t, tab, "the "+lang+" login form", 5*time.Second, func(p page) bool { return strings.Contains(p.Text, want[0]) })
+		checkPage(t, tab, lang+"-login")
+		if err := withTimeout(tab, 5*time.Second, func(ctx context.Context) error {
+			return chromedp.Do(ctx, chromedp.SendKeys(chromedp.ID("identity"), "alice\r"))
+		}); err != nil {
+			t.Fatal(err)
+		}
+		waitPage(t, tab, "the "+lang+" waiting page", 5*time.Second, func(p page) bool { return strings.Contains(p.Text, want[1]) })
+		checkPage(t, tab, lang+"-wait")
+		msg := e.mail.WaitForMessage(t, "alice@example.test", 10*time.Second)
+		e.mail.DeleteAll(t)
+		navigate(t, phone, lang+" phone", linkIn(t, msg.Text))
+		waitPage(t, phone, "the "+lang+" confirm page", 5*time.Second, func(p page) bool { return strings.Contains(p.Text, want[2]) })
+		checkPage(t, phone, lang+"-verify-user")
+		pickNumber(t, phone, shownNumber(t, tab))
+		click(t, phone, "Confirm", `button.approve`)
+		waitPage(t, phone, "the "+lang+" confirmation", 5*time.Second, func(p page) bool { return strings.Contains(p.Text, want[3]) })
+		waitPage(t, tab, "the app", 10*time.Second, func(p page) bool { return strings.Contains(p.Text, "path=/app/"+lang) })
 	}
 }
