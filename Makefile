@@ -13,7 +13,7 @@ all: build
 build:
 	$(GO) build -o $(BIN)/caddy ./cmd/caddy
 
-## setup: install chromium, slapd, ldap-utils, redis-server, redis-sentinel and mailpit when missing (idempotent).
+## setup: install chromium, slapd, ldap-utils, redis-server, redis-sentinel, npm, mailpit and axe-core when missing (idempotent).
 setup:
 	bash test/setup.sh
 

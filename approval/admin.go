@@ -237,7 +237,7 @@ func (s *Service) DenyLogin(ctx context.Context, reference, operator string) (*L
 	}
 	found.State, found.DecidedAt, found.Decider = StateDenied, now, decider
 	s.audit.Record(EventDenied, found, zap.String("decider", decider))
-	s.notifyFailed(ctx, found, "denied")
+	s.notifyFailed(ctx, found, OutcomeDenied)
 	info := s.loginInfo(found, now)
 	return &info, nil
 }

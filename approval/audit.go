@@ -41,6 +41,9 @@ const (
 	EventGrantExpired    Event = "grant_expired"
 	EventGrantEnded      Event = "grant_ended"
 	EventNoApprover      Event = "no_approver"
+	// EventReplaced: a pending login gave way to a new one started by the
+	// same browser (start again, send again); its links stop working.
+	EventReplaced Event = "replaced"
 )
 
 // allEvents are the events the Auditor writes.
@@ -73,6 +76,7 @@ var allEvents = []Event{
 	EventGrantExpired,
 	EventGrantEnded,
 	EventNoApprover,
+	EventReplaced,
 }
 
 // Auditor writes one structured line per event. It never takes a token,

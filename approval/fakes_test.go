@@ -129,6 +129,13 @@ func newHarnessWith(t *testing.T, dirs []directory.Directory) *harness {
 // in-memory Badger, unless wrap is nil.
 func newHarnessOn(t *testing.T, dirs []directory.Directory, wrap func(store.Store) store.Store) *harness {
 	t.Helper()
+	return newHarnessTuned(t, dirs, wrap, nil)
+}
+
+// newHarnessTuned is newHarnessOn with tune changing the service's
+// Config before it is built.
+func newHarnessTuned(t *testing.T, dirs []directory.Directory, wrap func(store.Store) store.Store, tune func(*Config)) *harness {
+	t.Helper()
 	var st store.Store
 	st, err := store.OpenBadger(store.BadgerOptions{InMemory: true}, zap.NewNop())
 	if err != nil {
@@ -176,7 +183,7 @@ func newHarnessOn(t *testing.T, dirs []directory.Directory, wrap func(store.Stor
 	trail := NewAuditTrail(st, 0, zap.New(core))
 	t.Cleanup(trail.Close)
 	audit.Persist(trail, h.clock.Now)
-	h.svc, err = NewService(Config{
+	cfg := Config{
 		Store:           st,
 		Mail:            h.mail,
 		Profiles:        map[string]*Profile{testProfile: profile},
@@ -186,7 +193,11 @@ func newHarnessOn(t *testing.T, dirs []directory.Directory, wrap func(store.Stor
 		Audit:           audit,
 		Logger:          zap.New(core),
 		Now:             h.clock.Now,
-	})
+	}
+	if tune != nil {
+		tune(&cfg)
+	}
+	h.svc, err = NewService(cfg)
 	if err != nil {
 		t.Fatalf("NewService: %v", err)
 	}

@@ -184,6 +184,9 @@ type GrantInfo struct {
 	Approver string `json:"approver"`
 	// Duration is the duration the approver chose, in words.
 	Duration string `json:"duration"`
+	// DurationKey is the same as its GrantDuration key ("8h",
+	// "end_of_day"), for pages that word it in their own language.
+	DurationKey string `json:"duration_key,omitempty"`
 	// Since and Until bound the grant.
 	Since time.Time `json:"since"`
 	Until time.Time `json:"until"`
@@ -197,7 +200,7 @@ func (s *Service) putGrant(ctx context.Context, l *Login) error {
 	info := GrantInfo{
 		ID: l.Grant, User: l.Username, Name: l.Name, Email: l.Email, Directory: l.Directory,
 		Profile: l.Profile, App: l.App, Route: l.ReturnURL, Reason: l.Reason, Approver: l.Decider,
-		Duration: l.GrantLabel, Since: l.DecidedAt.UTC(), Until: l.GrantUntil.UTC(),
+		Duration: l.GrantLabel, DurationKey: l.GrantKey, Since: l.DecidedAt.UTC(), Until: l.GrantUntil.UTC(),
 		Reference: l.Reference, ClientIP: l.ClientIP,
 	}
 	raw, err := json.Marshal(info)

@@ -78,7 +78,32 @@ type Login struct {
 	Grant      string    `json:"grant,omitempty"`
 	GrantUntil time.Time `json:"grant_until,omitzero"`
 	GrantLabel string    `json:"grant_label,omitempty"`
+	// GrantKey is the duration chosen as its GrantDuration key ("8h",
+	// "end_of_day"), so pages can word it in their own language.
+	GrantKey string `json:"grant_key,omitempty"`
+	// Ended says why a denied login ended when nobody denied it as such
+	// (one of the Ended constants); empty for an approver's deny.
+	Ended string `json:"ended,omitempty"`
+	// Language is the user's own language from the directory
+	// (Config.LanguageAttribute), the one their mail is worded in; empty
+	// means the deployment's default.
+	Language string `json:"language,omitempty"`
 }
+
+// Why a login ended without an approver's deny. The waiting page and the
+// link's landing page word what happened and what to do next from it.
+const (
+	// EndedReplaced: the same browser started a new login (start again,
+	// send again), so the older one's link must not approve anything.
+	EndedReplaced = "replaced"
+	// EndedWrongNumber: the link was opened and a number other than the
+	// waiting screen's (or "none of these") was picked.
+	EndedWrongNumber = "wrong_number"
+	// EndedNotMe: the user said "This wasn't me" on the link's page.
+	EndedNotMe = "not_me"
+	// EndedCodeLocked: too many wrong codes were typed.
+	EndedCodeLocked = "code_locked"
+)
 
 // EffectiveState is the state with expiry applied: a pending login past its
 // expiry is expired.

@@ -144,7 +144,14 @@ func (s *Service) RedeemCode(ctx context.Context, pending, code, clientIP string
 	if err != nil {
 		return err
 	}
-	code = strings.TrimSpace(code)
+	// A code pasted from the mail may carry the spaces or dashes a mail
+	// client or the reader put between its digits ("398 036").
+	code = strings.Map(func(r rune) rune {
+		if r == ' ' || r == '-' || r == '\u00a0' || r == '\t' {
+			return -1
+		}
+		return r
+	}, code)
 	if len(code) != codeDigits || strings.Trim(code, "0123456789") != "" {
 		code = "" // malformed: counts as wrong, without a lookup by it
 	}
@@ -268,7 +275,7 @@ func (s *Service) lockCodes(ctx context.Context, l *Login) {
 		if cur.State != StatePending {
 			return ErrAlreadyDecided
 		}
-		cur.State, cur.DecidedAt, cur.Decider = StateDenied, now, codeLockedBy
+		cur.State, cur.DecidedAt, cur.Decider, cur.Ended = StateDenied, now, codeLockedBy, EndedCodeLocked
 		locked = *cur
 		return nil
 	})
@@ -284,7 +291,7 @@ func (s *Service) lockCodes(ctx context.Context, l *Login) {
 		defer s.wg.Done()
 		ctx, cancel := context.WithTimeout(s.ctx, s.cfg.LookupTimeout)
 		defer cancel()
-		s.notifyFailed(ctx, &locked, "stopped after too many wrong codes")
+		s.notifyFailed(ctx, &locked, OutcomeCodeLocked)
 	}()
 }
 

@@ -48,8 +48,11 @@ func TestUserLinkAsksForTheWaitingBrowsersNumber(t *testing.T) {
 	if _, err := h.svc.ConfirmLink(bg, token, code, testIP, testUA); !errors.Is(err, ErrLinkInvalid) {
 		t.Fatalf("after a wrong pick the token is spent; the right pick = %v, want ErrLinkInvalid", err)
 	}
-	if w, _ := h.svc.Watch(bg, h.site, st.Pending); w.State != StatePending {
-		t.Fatalf("a wrong pick must approve nothing; state %q", w.State)
+	// The link is spent, so the login ends with it: the waiting page says
+	// the number did not match rather than showing a number nothing can
+	// approve any more.
+	if w, _ := h.svc.Watch(bg, h.site, st.Pending); w.State != StateDenied || w.Ended != EndedWrongNumber {
+		t.Fatalf("a wrong pick must approve nothing and end the login as wrong_number; state %q, ended %q", w.State, w.Ended)
 	}
 }
 

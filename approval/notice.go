@@ -28,9 +28,19 @@ type noticeRecord struct {
 	Repeats int    `json:"repeats,omitempty"`
 }
 
-// notifyFailed tells the user's manager at once that a login failed
-// (outcome: "denied", "rate limited", "stopped after too many wrong
-// codes"), when the login's profile asks for it with notify_failed_login.
+// How a failed login ended, as a failed-login notice says it. Each is a
+// catalogue key under "outcome.", so the notice words it in its language.
+const (
+	OutcomeDenied      = "denied"
+	OutcomeExpired     = "expired"
+	OutcomeRateLimited = "rate_limited"
+	OutcomeCodeLocked  = "code_locked"
+	OutcomeNotMe       = "not_me"
+)
+
+// notifyFailed tells the user's manager at once that a login failed (one
+// of the Outcome constants), when the login's profile asks for it with
+// notify_failed_login.
 func (s *Service) notifyFailed(ctx context.Context, l *Login, outcome string) {
 	if !s.wantsNotice(l) {
 		return
@@ -69,7 +79,7 @@ func (s *Service) scheduleExpiryNotice(ctx context.Context, l *Login) {
 	if !s.wantsNotice(l) {
 		return
 	}
-	msg, err := s.renderNotice(l, "expired", 0)
+	msg, err := s.renderNotice(l, OutcomeExpired, 0)
 	if err != nil {
 		s.cfg.Logger.Error("rendering a failed-login notice", zap.String("reference", l.Reference), zap.Error(err))
 		return
@@ -123,6 +133,10 @@ func (s *Service) renderNotice(l *Login, outcome string, repeats int) (*mailer.M
 		Reference:   l.Reference,
 		Outcome:     outcome,
 		Repeats:     repeats,
+		// A notice goes to the manager: the deployment's language (see
+		// Config.DefaultLanguage).
+		Language: s.cfg.DefaultLanguage,
+		Brand:    s.cfg.Brand,
 	})
 	if err != nil {
 		return nil, err

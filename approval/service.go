@@ -98,6 +98,17 @@ type Config struct {
 	SharedRateLimits bool
 	// LookupTimeout bounds the directory lookup of one login.
 	LookupTimeout time.Duration
+	// DefaultLanguage words the mails of users whose directory entry
+	// names no shipped language, and every mail to an approver (see
+	// renderApprovalMail). Empty: English.
+	DefaultLanguage string
+	// LanguageAttribute is the identity attribute that holds a user's own
+	// language ("de", "tr-TR"). Empty: no user has one.
+	LanguageAttribute string
+	// Brand is the operator's branding, shown in every mail.
+	Brand mailer.Brand
+	// Notice renders failed-login notices. Nil: the built-in templates.
+	Notice *mailer.Templates
 	// Now and Rand default to the real clock and crypto/rand; tests
 	// replace them.
 	Now  func() time.Time
@@ -140,9 +151,12 @@ func NewService(cfg Config) (*Service, error) {
 			return nil, fmt.Errorf("approval: profile %q is incomplete", name)
 		}
 	}
-	notice, err := mailer.NoticeTemplates()
-	if err != nil {
-		return nil, err
+	notice := cfg.Notice
+	if notice == nil {
+		var err error
+		if notice, err = mailer.NoticeTemplates(); err != nil {
+			return nil, err
+		}
 	}
 	s := &Service{cfg: cfg, notice: notice, audit: cfg.Audit, now: cfg.Now, rand: cfg.Rand, revoked: cfg.Revocations}
 	s.setPolicies(cfg.Policies)
@@ -327,7 +341,7 @@ func (s *Service) dispatch(l *Login, site *Site) {
 	if !s.limits.LoginIdentity.Allow(strings.ToLower(id.Directory + "\x00" + id.Username)) {
 		l.Username, l.Name, l.Email, l.ManagerEmail, l.Profile = id.Username, id.Name, id.Email, id.ManagerEmail, p.Name
 		s.audit.Record(EventRateLimited, l, zap.String("limit", "login_per_identity"))
-		s.notifyFailed(ctx, l, "rate limited")
+		s.notifyFailed(ctx, l, OutcomeRateLimited)
 		return
 	}
 	if d.Policy != nil {
@@ -342,6 +356,7 @@ func (s *Service) dispatch(l *Login, site *Site) {
 	l.Profile, l.Type, l.ExpiresAt = p.Name, p.Type, expires
 	l.Directory, l.Policies = id.Directory, s.matchedPolicies(id)
 	l.NumberMatching = p.numberMatching()
+	l.Language = s.languageOf(id)
 	// Nothing else writes the login before its first token exists (no
 	// link, no code, no decision can reach it), so the filled-in login is
 	// written blind, in the same transaction as the tokens: one sync
@@ -525,12 +540,19 @@ func (s *Service) renderApprovalMail(l *Login, p *Profile, recipient string, tok
 		Browser:     DescribeBrowser(l.UserAgent),
 		RequestedAt: l.CreatedAt,
 		ExpiresAt:   l.ExpiresAt,
-		ExpiresIn:   mailer.HumanDuration(l.ExpiresAt.Sub(l.CreatedAt)),
 		Reference:   l.Reference,
 		Code:        code,
+		Language:    s.cfg.DefaultLanguage,
+		Brand:       s.cfg.Brand,
 		StepUp:      l.StepUpOf != "",
 		Route:       l.ReturnURL,
 		Reason:      l.Reason,
+	}
+	if recipient == l.Email && l.Language != "" {
+		// The user's own mail, in the user's own language. A mail to an
+		// approver stays in the deployment's: the approver's language
+		// would cost a second directory lookup, and the user's is theirs.
+		data.Language = l.Language
 	}
 	if deny := tokens[actionDeny]; deny != "" {
 		data.DenyLink = link(p, deny, tokens[actionApprove])
@@ -580,6 +602,13 @@ type LoginView struct {
 	// GrantUntil and GrantLabel describe a manager's grant, once approved.
 	GrantUntil time.Time
 	GrantLabel string
+	GrantKey   string
+	// Input is what was typed on the login form: the browser's own
+	// words, which say nothing of whether they name anyone.
+	Input string
+	// Ended says why a denied login ended (an Ended constant), so the page
+	// can say what happened and what to do next.
+	Ended string
 }
 
 // Watch returns the state of the login that the pending cookie names, as
@@ -605,6 +634,9 @@ func (s *Service) view(l *Login, site *Site) *LoginView {
 		ExpiresAt:  expires,
 		GrantUntil: l.GrantUntil,
 		GrantLabel: l.GrantLabel,
+		GrantKey:   l.GrantKey,
+		Input:      l.Input,
+		Ended:      l.Ended,
 	}
 	if l.StepUpOf != "" {
 		v.StepUp, v.Type = true, l.Type
@@ -649,6 +681,9 @@ type LinkView struct {
 	// GrantUntil and GrantLabel describe the grant, once approved.
 	GrantUntil time.Time
 	GrantLabel string
+	GrantKey   string
+	// Ended says why a denied login ended (an Ended constant).
+	Ended string
 }
 
 // OpenLink shows what a link would do without changing anything: mail
@@ -790,8 +825,15 @@ func (s *Service) Confirm(ctx context.Context, c Confirmation) (*LinkView, error
 		decider = l.Email
 	}
 	if rec.Action == actionApprove && l.NumberMatching && l.EffectiveState(s.now()) == StatePending && !matches(c.Match, l.MatchCode) {
-		s.audit.Record(EventMatchFailed, l, zap.String("decider", decider), zap.String("decider_ip", clientIP))
-		return nil, ErrWrongMatch
+		s.audit.Record(EventMatchFailed, l, zap.String("decider", decider), zap.String("decider_ip", clientIP), zap.Bool("none_of_these", c.Match == NoneOfThese))
+		// The link is spent, so the login ends with it: its waiting page
+		// says so and offers to start again, instead of showing a number
+		// that nothing can approve any more.
+		if ended, ok := s.endLogin(ctx, l.ID, decider, EndedWrongNumber); ok {
+			l = ended
+			s.audit.Record(EventDenied, l, zap.String("decider", decider), zap.String("reason", "wrong number"), zap.String("decider_ip", clientIP))
+		}
+		return s.linkView(l, rec), ErrWrongMatch
 	}
 	now := s.now()
 	var grant *grantTerms
@@ -846,7 +888,7 @@ func (s *Service) Confirm(ctx context.Context, c Confirmation) (*LinkView, error
 	}
 	s.audit.Record(ev, l, zap.String("decider", decider), zap.String("decider_ip", clientIP), zap.String("decider_user_agent", truncate(userAgent, 512)))
 	if ev == EventDenied {
-		s.notifyFailed(ctx, l, "denied")
+		s.notifyFailed(ctx, l, OutcomeDenied)
 	}
 	if grant != nil {
 		if err := s.putGrant(ctx, l); err != nil {
@@ -862,13 +904,13 @@ func (s *Service) Confirm(ctx context.Context, c Confirmation) (*LinkView, error
 
 // grantTerms are the grant a manager's approval gives.
 type grantTerms struct {
-	id    GrantID
-	until time.Time
-	label string
+	id         GrantID
+	until      time.Time
+	label, key string
 }
 
 func (g *grantTerms) apply(l *Login) {
-	l.Grant, l.GrantUntil, l.GrantLabel = g.id.String(), g.until, g.label
+	l.Grant, l.GrantUntil, l.GrantLabel, l.GrantKey = g.id.String(), g.until, g.label, g.key
 }
 
 // newGrantTerms makes the grant of approving l now for the duration key.
@@ -890,7 +932,7 @@ func (s *Service) newGrantTerms(l *Login, key string, now time.Time) (*grantTerm
 			}
 		}
 	}
-	g := &grantTerms{until: d.until(now, limit), label: d.Label()}
+	g := &grantTerms{until: d.until(now, limit), label: d.Label(), key: d.Key()}
 	if _, err := io.ReadFull(s.rand, g.id[:]); err != nil {
 		return nil, fmt.Errorf("approval: reading randomness: %w", err)
 	}
@@ -948,6 +990,8 @@ func (s *Service) linkView(l *Login, rec *linkRecord) *LinkView {
 		StepUp:      l.StepUpOf != "",
 		GrantUntil:  l.GrantUntil,
 		GrantLabel:  l.GrantLabel,
+		GrantKey:    l.GrantKey,
+		Ended:       l.Ended,
 	}
 }
 

@@ -124,6 +124,7 @@ func (s *Service) StepUp(ctx context.Context, req StepUpRequest) (*Started, erro
 	l.Username, l.Name, l.Email, l.ManagerEmail = id.Username, id.Name, id.Email, id.ManagerEmail
 	l.Type, l.Directory, l.Policies = p.Type, id.Directory, policies
 	l.NumberMatching = p.numberMatching()
+	l.Language = s.languageOf(id)
 	l.StepUpOf = hex.EncodeToString(req.Session.ID[:])
 	l.Reason = reason
 	entry, err := s.loginEntry(l, p.LinkExpiration)

@@ -91,6 +91,40 @@ type App struct {
 	// checks their hash chain. The mailauth.audit log lines are kept as
 	// long as the log's own rotation says. Default: 90 days (2160h).
 	AuditRetention caddy.Duration `json:"audit_retention,omitempty"`
+	// Brand is the operator's name, logo, colour and support contact,
+	// shown on every page and mail. Default: none.
+	Brand *BrandConfig `json:"brand,omitempty"`
+	// Templates is a directory of templates that replace the built-in
+	// ones: pages by their file name at its top (login.html, wait.html,
+	// layout.html, …) and mails under mail/ (body.html, manager_body.txt,
+	// notice_subject.txt, …). The built-in templates in the module's
+	// source (caddymodule/pages, mailer/templates) are the starting point.
+	// A profile's own subject and message still win over mail/. A file
+	// that does not parse, or whose name no template has, is refused at
+	// load with its path. Default: the built-in templates only.
+	Templates string `json:"templates,omitempty"`
+	// DefaultLanguage is the language (a shipped catalogue: en, tr or de)
+	// of pages whose browser asks for none of the shipped ones, of every
+	// mail to an approver, and of a user's own mail when the directory
+	// names no shipped language for them. Default: en.
+	DefaultLanguage string `json:"default_language,omitempty"`
+	// LanguageAttribute is the directory attribute that holds a user's own
+	// language ("de", "tr-TR"), which their own mail is worded in. LDAP
+	// directories ask for it with every lookup; local users set it with
+	// attr. Default: preferredLanguage.
+	LanguageAttribute string `json:"language_attribute,omitempty"`
+
+	// pages are the pages in every language, with the templates
+	// directory's overrides; mailOverrides its mail templates by name.
+	pages         pageSet
+	mailOverrides map[string]string
+	notice        *mailer.Templates
+	language      string
+	brand         pageBrand
+	mailBrand     mailer.Brand
+	logo          []byte
+	logoType      string
+	brandCSS      []byte
 
 	limits  approval.RateLimits
 	csrfKey []byte
@@ -240,14 +274,18 @@ func (a *App) Provision(ctx caddy.Context) error {
 		CodeKey:    codeKey,
 		RateLimits: a.limits,
 		// Instances sharing a Redis share its limits, too.
-		SharedRateLimits: a.Store != nil && a.Store.Backend == "redis",
-		Revocations:      a.revocations,
-		SessionLifetime:  lifetime,
-		IdleTimeout:      idle,
-		CookieDomain:     a.CookieDomain,
-		Audit:            audit,
-		Logger:           a.logger,
-		Now:              now,
+		SharedRateLimits:  a.Store != nil && a.Store.Backend == "redis",
+		Revocations:       a.revocations,
+		SessionLifetime:   lifetime,
+		IdleTimeout:       idle,
+		CookieDomain:      a.CookieDomain,
+		DefaultLanguage:   a.language,
+		LanguageAttribute: a.languageAttribute(),
+		Brand:             a.mailBrand,
+		Notice:            a.notice,
+		Audit:             audit,
+		Logger:            a.logger,
+		Now:               now,
 	})
 	if err != nil {
 		return err
@@ -270,6 +308,9 @@ func (a *App) build() (map[string]mailer.ServerConfig, error) {
 	var err error
 	if a.limits, err = a.RateLimit.limits(); err != nil {
 		return nil, fmt.Errorf("mailauth: %w", err)
+	}
+	if err := a.buildPresentation(); err != nil {
+		return nil, err
 	}
 	repl := caddy.NewReplacer()
 	servers, err := a.mailServers(repl)
@@ -409,6 +450,12 @@ func (a *App) directory(name string, c *DirectoryConfig, repl *caddy.Replacer) (
 		}
 		return d, nil
 	case "ldap":
+		attrs := c.Attributes
+		if la := a.languageAttribute(); !slices.ContainsFunc(attrs, func(s string) bool { return strings.EqualFold(s, la) }) {
+			// Asked for with every lookup, so the user's mail can be in
+			// their own language.
+			attrs = append(slices.Clone(attrs), la)
+		}
 		cfg := directory.LDAPConfig{
 			URL:                 c.URL,
 			BindDN:              c.BindDN,
@@ -420,7 +467,7 @@ func (a *App) directory(name string, c *DirectoryConfig, repl *caddy.Replacer) (
 			ManagerAttribute:    c.ManagerAttribute,
 			NameAttribute:       c.NameAttribute,
 			DepartmentAttribute: c.DepartmentAttribute,
-			Attributes:          c.Attributes,
+			Attributes:          attrs,
 			StartTLS:            c.StartTLS,
 			Timeout:             time.Duration(c.Timeout),
 			PoolSize:            c.PoolSize,
@@ -531,11 +578,21 @@ func (a *App) buildProfiles(servers map[string]mailer.ServerConfig, dirs map[str
 			}
 			html = string(b)
 		}
-		parse := mailer.ParseTemplates
+		parse, kind := mailer.ParseTemplates, ""
 		if p.Type == approval.TypeManager {
-			parse = mailer.ParseManagerTemplates
+			parse, kind = mailer.ParseManagerTemplates, "manager_"
 		}
-		p.Templates, err = parse(c.Subject, text, html)
+		subject := c.Subject
+		if subject == "" {
+			subject = a.mailOverrides[kind+"subject.txt"]
+		}
+		if text == "" {
+			text = a.mailOverrides[kind+"body.txt"]
+		}
+		if html == "" {
+			html = a.mailOverrides[kind+"body.html"]
+		}
+		p.Templates, err = parse(subject, text, html)
 		if err != nil {
 			return nil, field("subject/message", "%v", err)
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/mailauth/caddy-mailauth/approval"
+	"github.com/mailauth/caddy-mailauth/locale"
 )
 
 func init() {
@@ -32,6 +33,15 @@ func init() {
 //		session_idle_timeout <duration>
 //		session_keys <base64 key...>
 //		cookie_domain <domain>
+//		brand {
+//			name <name>
+//			logo <image file>
+//			color <#rrggbb>
+//			support <address or https URL>
+//		}
+//		templates <directory>
+//		default_language en|de|tr
+//		language_attribute <attribute>
 //		rate_limit {
 //			login_per_ip <n>/<window>
 //			login_per_identity <n>/<window>
@@ -182,14 +192,35 @@ func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 			if len(app.SessionKeys) == 0 {
 				return nil, d.Err("session_keys: name at least one key")
 			}
-		case "cookie_domain":
+		case "cookie_domain", "templates", "default_language", "language_attribute":
 			if err := once(); err != nil {
 				return nil, err
 			}
 			if !d.NextArg() || d.CountRemainingArgs() > 0 {
-				return nil, d.Errf("cookie_domain: want one domain")
+				return nil, d.Errf("%s: want one value", opt)
 			}
-			app.CookieDomain = d.Val()
+			switch opt {
+			case "cookie_domain":
+				app.CookieDomain = d.Val()
+			case "templates":
+				app.Templates = d.Val()
+			case "default_language":
+				if locale.Normalize(d.Val()) == "" {
+					return nil, d.Errf("default_language: %q has no message catalogue (have: %s)", d.Val(), strings.Join(locale.Languages(), ", "))
+				}
+				app.DefaultLanguage = d.Val()
+			case "language_attribute":
+				app.LanguageAttribute = d.Val()
+			}
+		case "brand":
+			if err := once(); err != nil {
+				return nil, err
+			}
+			b, err := parseBrand(d)
+			if err != nil {
+				return nil, err
+			}
+			app.Brand = b
 		case "rate_limit":
 			if err := once(); err != nil {
 				return nil, err
@@ -756,4 +787,52 @@ func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 		return nil, h.Err("default_profile: required (the profile that runs logins on this site)")
 	}
 	return m, nil
+}
+
+// parseBrand reads
+//
+//	brand {
+//		name <name>
+//		logo <image file>
+//		color <#rrggbb>
+//		support <address or https URL>
+//	}
+//
+// The logo file is read, and the colour checked, when the config loads.
+func parseBrand(d *caddyfile.Dispenser) (*BrandConfig, error) {
+	if d.NextArg() {
+		return nil, d.Errf("brand: takes a block, not %q", d.Val())
+	}
+	b := &BrandConfig{}
+	seen := map[string]bool{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		f := d.Val()
+		if seen[f] {
+			return nil, d.Errf("brand: %s: set twice", f)
+		}
+		seen[f] = true
+		if !d.NextArg() || d.CountRemainingArgs() > 0 {
+			return nil, d.Errf("brand: %s: want one value", f)
+		}
+		v := d.Val()
+		switch f {
+		case "name":
+			b.Name = v
+		case "logo":
+			b.Logo = v
+		case "color":
+			if _, err := parseHexColor(v); err != nil {
+				return nil, d.Errf("brand: color: %q is not a colour like #0b5fff", v)
+			}
+			b.Color = v
+		case "support":
+			if !strings.HasPrefix(v, "https://") && !validAddress(v) {
+				return nil, d.Errf("brand: support: %q must be a mail address or an https:// URL", v)
+			}
+			b.Support = v
+		default:
+			return nil, d.Errf("brand: unknown option %q (name, logo, color, support)", f)
+		}
+	}
+	return b, nil
 }

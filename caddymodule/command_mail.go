@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mailauth/caddy-mailauth/approval"
+	"github.com/mailauth/caddy-mailauth/locale"
 	"github.com/mailauth/caddy-mailauth/mailer"
 )
 
@@ -194,7 +195,10 @@ func preview(w io.Writer, cfgFile, adapter, profile, out string) error {
 	}
 	d.RequestedAt = time.Now().Truncate(time.Minute)
 	d.ExpiresAt = d.RequestedAt.Add(p.LinkExpiration)
-	d.ExpiresIn = mailer.HumanDuration(p.LinkExpiration)
+	// The preview is in the deployment's language and brand, as a mail
+	// to someone whose directory entry names no language.
+	d.Language, d.Brand = app.language, app.mailBrand
+	d.ExpiresIn = locale.Get(app.language).Duration(p.LinkExpiration)
 	if p.Type == approval.TypeManager || p.NoCodeFallback {
 		d.Code = "" // such a profile's mail carries none
 	}

@@ -133,8 +133,11 @@ type ProfileConfig struct {
 	Subject string `json:"subject,omitempty"`
 	// Message is the plain-text body, a text/template with the fields
 	// .Link, .User.Name, .User.Username, .User.Email, .App, .ClientIP,
-	// .Browser, .RequestedAt, .ExpiresAt, .ExpiresIn and .Reference.
-	// Default: a built-in message. Conflicts with MessageFile.
+	// .Browser, .RequestedAt, .ExpiresAt, .ExpiresIn and .Reference, and
+	// .Language and .Brand; {{t "key" …}}, {{date …}} and {{clock …}} word
+	// text and times from the catalogue of the mail's language. Default: a
+	// built-in message (or the templates directory's mail/body.txt).
+	// Conflicts with MessageFile.
 	Message string `json:"message,omitempty"`
 	// MessageFile is a file holding Message, read when the config loads.
 	MessageFile string `json:"message_file,omitempty"`

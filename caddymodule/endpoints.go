@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mailauth/caddy-mailauth/approval"
+	"github.com/mailauth/caddy-mailauth/locale"
 )
 
 // signInClosed answers 503 while the service has not read the session
@@ -21,17 +22,17 @@ import (
 // until then, so it must not send anyone through a sign-in whose session
 // it would refuse, nor claim a logout it could not record. It reports
 // whether it answered.
-func (h *Handler) signInClosed(w http.ResponseWriter) (bool, error) {
+func (h *Handler) signInClosed(w http.ResponseWriter, r *http.Request) (bool, error) {
 	if h.app.service.RevocationsRead() {
 		return false, nil
 	}
-	return true, h.unavailable(w, "Sign-in is unavailable", "Sign-in is unavailable right now. Please try again in a minute.")
+	return true, h.unavailable(w, r, "unavailable.signin.title", "unavailable.signin")
 }
 
 // loginForm shows the sign-in form, or sends a browser that is already
 // signed in straight on.
 func (h *Handler) loginForm(w http.ResponseWriter, r *http.Request) error {
-	if closed, err := h.signInClosed(w); closed {
+	if closed, err := h.signInClosed(w, r); closed {
 		return err
 	}
 	ret := approval.SafeReturnTarget(r.URL.Query().Get("return"), h.app.CookieDomain)
@@ -42,13 +43,28 @@ func (h *Handler) loginForm(w http.ResponseWriter, r *http.Request) error {
 			return nil
 		}
 	}
-	return h.render(w, http.StatusOK, "login.html", pageData{Title: "Sign in", App: siteHost(r), Return: ret})
+	return h.render(w, r, http.StatusOK, "login.html", pageData{Title: "login.title", App: siteHost(r), Return: ret, Input: h.typedBefore(r)})
+}
+
+// typedBefore is what this browser typed for the sign-in it has in
+// progress, so "start again" comes back to a filled-in form. Only a
+// browser that holds a pending cookie pays for the store read, and the
+// answer is its own words, whoever they name.
+func (h *Handler) typedBefore(r *http.Request) string {
+	if _, ok := cookieValue(r.Header, pendingCookie); !ok {
+		return ""
+	}
+	v, err := h.watch(r)
+	if err != nil || v.StepUp {
+		return ""
+	}
+	return v.Input
 }
 
 // loginStart starts a login and sends the browser to the waiting page. The
 // answer is the same whether or not the user exists.
 func (h *Handler) loginStart(w http.ResponseWriter, r *http.Request) error {
-	if closed, err := h.signInClosed(w); closed {
+	if closed, err := h.signInClosed(w, r); closed {
 		return err
 	}
 	if err := r.ParseForm(); err != nil {
@@ -58,7 +74,7 @@ func (h *Handler) loginStart(w http.ResponseWriter, r *http.Request) error {
 	input := r.PostForm["identity"]
 	if len(input) != 1 {
 		// Two identity fields are a crafted form: refuse rather than pick.
-		return h.render(w, http.StatusBadRequest, "login.html", pageData{Title: "Sign in", App: siteHost(r), Return: ret, Error: "Enter one username or email address."})
+		return h.render(w, r, http.StatusBadRequest, "login.html", pageData{Title: "login.title", App: siteHost(r), Return: ret, Error: "login.error.one"})
 	}
 	started, err := h.app.service.Start(r.Context(), approval.StartRequest{
 		Site:      h.site,
@@ -69,19 +85,66 @@ func (h *Handler) loginStart(w http.ResponseWriter, r *http.Request) error {
 		UserAgent: r.UserAgent(),
 	})
 	if errors.Is(err, approval.ErrBadInput) {
-		return h.render(w, http.StatusBadRequest, "login.html", pageData{Title: "Sign in", App: siteHost(r), Return: ret, Error: "Enter one username or email address, without spaces, commas or line breaks."})
+		return h.render(w, r, http.StatusBadRequest, "login.html", pageData{Title: "login.title", App: siteHost(r), Return: ret, Input: input[0], Error: "login.error.shape"})
 	}
 	if limited, ok := errors.AsType[*approval.RateLimitedError](err); ok {
 		// The per-IP limit keys on the address alone, so saying so tells
 		// nothing about users (see Service.Start).
-		return h.tooManyLogins(w, ret, limited.RetryAfter)
+		return h.tooManyLogins(w, r, ret, limited.RetryAfter)
 	}
 	if err != nil {
 		h.logger.Error("starting a login", zap.Error(err))
-		return h.unavailable(w, "Sign-in is unavailable", "Sign-in is unavailable right now. Please try again in a minute.")
+		return h.unavailable(w, r, "unavailable.signin.title", "unavailable.signin")
+	}
+	if old, ok := cookieValue(r.Header, pendingCookie); ok {
+		// Starting again replaces this browser's older login, so the
+		// older mail's link says so instead of asking for a number that
+		// no screen shows any more.
+		h.app.service.Replace(r.Context(), old)
 	}
 	h.setPendingCookie(w, started)
 	http.Redirect(w, r, prefix+"wait", http.StatusSeeOther)
+	return nil
+}
+
+// resend sends the mail again from the waiting page: a new login for what
+// was typed, replacing this one, once ResendCooldown has passed since it
+// started. It is a login start, counted by the same limits.
+func (h *Handler) resend(w http.ResponseWriter, r *http.Request) error {
+	if closed, err := h.signInClosed(w, r); closed {
+		return err
+	}
+	p, ok := cookieValue(r.Header, pendingCookie)
+	if !ok {
+		http.Redirect(w, r, prefix+"login", http.StatusSeeOther)
+		return nil
+	}
+	if err := r.ParseForm(); err != nil || !h.app.csrfOK(r, p) {
+		return caddyhttp.Error(http.StatusForbidden, errors.New("mailauth: form token missing or wrong"))
+	}
+	started, err := h.app.service.Resend(r.Context(), approval.StartRequest{
+		Site: h.site, App: siteHost(r), ClientIP: clientIP(r), UserAgent: r.UserAgent(),
+	}, p)
+	if soon, ok := errors.AsType[*approval.ResendTooSoonError](err); ok {
+		http.Redirect(w, r, prefix+"wait?resend="+strconv.Itoa(int(math.Ceil(soon.Wait.Seconds()))), http.StatusSeeOther)
+		return nil
+	}
+	if limited, ok := errors.AsType[*approval.RateLimitedError](err); ok {
+		return h.tooManyLogins(w, r, "", limited.RetryAfter)
+	}
+	switch {
+	case errors.Is(err, approval.ErrLoginNotFound):
+		http.Redirect(w, r, prefix+"login", http.StatusSeeOther)
+		return nil
+	case errors.Is(err, approval.ErrNotResendable):
+		http.Redirect(w, r, prefix+"wait", http.StatusSeeOther)
+		return nil
+	case err != nil:
+		h.logger.Error("sending a login again", zap.Error(err))
+		return h.unavailable(w, r, "unavailable.signin.title", "unavailable.signin")
+	}
+	h.setPendingCookie(w, started)
+	http.Redirect(w, r, prefix+"wait?resent=1", http.StatusSeeOther)
 	return nil
 }
 
@@ -89,14 +152,21 @@ func (h *Handler) loginStart(w http.ResponseWriter, r *http.Request) error {
 func (h *Handler) wait(w http.ResponseWriter, r *http.Request) error {
 	v, err := h.watch(r)
 	if errors.Is(err, approval.ErrLoginNotFound) {
-		return h.render(w, http.StatusOK, "message.html", pageData{Title: "No sign-in in progress", Message: "This browser has no sign-in in progress.", Action: "Sign in", ActionURL: prefix + "login"})
+		if _, signedIn := h.session(r); signedIn {
+			// The sign-in finished in another request of this browser
+			// (the code form, while a poll was answering): it is signed
+			// in, not lost.
+			return h.render(w, r, http.StatusOK, "message.html", pageData{Title: "wait.signed_in.title", Message: "wait.signed_in", Action: "wait.signed_in.action", ActionURL: "/"})
+		}
+		return h.render(w, r, http.StatusOK, "message.html", pageData{Title: "wait.none.title", Message: "wait.none", Action: "common.sign_in", ActionURL: prefix + "login"})
 	}
 	if err != nil {
 		h.logger.Error("reading a login for its waiting page", zap.Error(err))
-		return h.unavailable(w, "Try again", "Sign-in is unavailable right now. Please reload this page in a minute.")
+		return h.unavailable(w, r, "unavailable.title", "unavailable.reload")
 	}
 	pending, _ := cookieValue(r.Header, pendingCookie)
-	d := pageData{Title: "Check your email", App: v.App, Return: v.ReturnURL, Login: v, Now: time.Now(), Users: h.users, Managers: h.managers, Matching: h.matching, CSRF: h.app.csrfToken(pending)}
+	d := pageData{Title: "wait.users.heading", App: v.App, Return: v.ReturnURL, Login: v, Now: time.Now(), Users: h.users, Managers: h.managers, Matching: h.matching, CSRF: h.app.csrfToken(pending)}
+	d.ResendIn = int(math.Ceil(h.app.service.ResendIn(v.CreatedAt).Seconds()))
 	d.LinkMayExpireSooner, d.Codes = h.site.LinkLifetimesDiffer(), h.site.CodeFallback()
 	if v.StepUp {
 		// A step-up's user is known, so its page is worded for the one
@@ -107,27 +177,30 @@ func (h *Handler) wait(w http.ResponseWriter, r *http.Request) error {
 	}
 	switch r.URL.Query().Get("code") {
 	case "wrong":
-		d.Error = "That code is not right. Check the mail and try again."
+		d.Error = "wait.error.code_wrong"
 	case "locked":
-		d.Error = "Too many wrong codes: this sign-in request is closed."
+		d.Error = "wait.error.code_locked"
 	case "paused":
-		d.Error = "Too many wrong codes have been typed for this name lately, so codes are switched off for it for now. Open the link in the mail instead: it still works."
+		d.Error = "wait.error.code_paused"
+	}
+	if n, err := strconv.Atoi(r.URL.Query().Get("resend")); err == nil && n > 0 {
+		d.Error, d.Args = "wait.error.resend_soon", []any{n}
 	}
 	if !h.users {
-		d.Title = "Waiting for approval"
+		d.Title = "wait.managers.heading"
 	}
 	switch v.State {
 	case approval.StateExpired:
-		d.Title = "Request expired"
-		return h.render(w, http.StatusOK, "expired.html", d)
+		d.Title = "expired.heading"
+		return h.render(w, r, http.StatusOK, "expired.html", d)
 	case approval.StateDenied:
-		d.Title = "Sign-in denied"
-		return h.render(w, http.StatusOK, "denied.html", d)
+		d.Title = "denied.heading"
+		return h.render(w, r, http.StatusOK, "denied.html", d)
 	case approval.StateCompleted:
 		http.Redirect(w, r, v.ReturnURL, http.StatusSeeOther)
 		return nil
 	}
-	return h.render(w, http.StatusOK, "wait.html", d)
+	return h.render(w, r, http.StatusOK, "wait.html", d)
 }
 
 // longPoll bounds how long a status request with wait= is held. Well
@@ -207,20 +280,20 @@ func (h *Handler) verifyOpen(w http.ResponseWriter, r *http.Request) error {
 	token := q.Get("token")
 	v, err := h.app.service.OpenLink(r.Context(), token, q.Get("pair"), clientIP(r), r.UserAgent())
 	if err != nil {
-		return h.linkError(w, err)
+		return h.linkError(w, r, err)
 	}
 	switch v.State {
 	case approval.StatePending:
 	case approval.StateApproved, approval.StateDenied, approval.StateCompleted:
-		return h.render(w, http.StatusGone, "decided.html", pageData{Title: "Already decided", App: v.App, Link: v})
+		return h.render(w, r, http.StatusGone, "decided.html", pageData{Title: "decided.heading", App: v.App, Link: v})
 	default:
-		return h.linkError(w, approval.ErrLoginExpired)
+		return h.linkError(w, r, approval.ErrLoginExpired)
 	}
-	title := "Confirm sign-in"
+	title := "verify.user.heading"
 	if v.Type == approval.TypeManager {
-		title = "Approve or deny sign-in"
+		title = "verify.manager.title"
 	}
-	return h.render(w, http.StatusOK, "verify.html", pageData{Title: title, App: v.App, Link: v, Token: token})
+	return h.render(w, r, http.StatusOK, "verify.html", pageData{Title: title, App: v.App, Link: v, Token: token})
 }
 
 // verifyConfirm redeems the link.
@@ -228,41 +301,76 @@ func (h *Handler) verifyConfirm(w http.ResponseWriter, r *http.Request) error {
 	if err := r.ParseForm(); err != nil {
 		return caddyhttp.Error(http.StatusBadRequest, err)
 	}
+	if r.PostForm.Get("action") == "not_me" {
+		return h.notMe(w, r)
+	}
 	v, err := h.app.service.Confirm(r.Context(), approval.Confirmation{
 		Token: r.PostForm.Get("token"), Match: r.PostForm.Get("match"), Duration: r.PostForm.Get("duration"),
 		ClientIP: clientIP(r), UserAgent: r.UserAgent(),
 	})
 	if errors.Is(err, approval.ErrAlreadyDecided) && v != nil {
-		return h.render(w, http.StatusConflict, "decided.html", pageData{Title: "Already decided", App: v.App, Link: v})
+		return h.render(w, r, http.StatusConflict, "decided.html", pageData{Title: "decided.heading", App: v.App, Link: v})
+	}
+	if errors.Is(err, approval.ErrWrongMatch) && v != nil {
+		return h.wrongNumber(w, r, v, r.PostForm.Get("match") == approval.NoneOfThese)
 	}
 	if err != nil {
-		return h.linkError(w, err)
+		return h.linkError(w, r, err)
 	}
-	title := "Sign-in approved"
+	title := "approved.user.heading"
 	if v.State == approval.StateDenied {
-		title = "Sign-in denied"
+		title = "approved.manager.denied.heading"
 	}
-	return h.render(w, http.StatusOK, "approved.html", pageData{Title: title, App: v.App, Link: v})
+	return h.render(w, r, http.StatusOK, "approved.html", pageData{Title: title, App: v.App, Link: v})
 }
 
-func (h *Handler) linkError(w http.ResponseWriter, err error) error {
+// notMe is "This wasn't me" on a user's own link page: the login is
+// denied and audited as not the user's.
+func (h *Handler) notMe(w http.ResponseWriter, r *http.Request) error {
+	v, err := h.app.service.NotMe(r.Context(), approval.NotMeRequest{Token: r.PostForm.Get("token"), ClientIP: clientIP(r), UserAgent: r.UserAgent()})
+	if errors.Is(err, approval.ErrAlreadyDecided) && v != nil {
+		return h.render(w, r, http.StatusConflict, "decided.html", pageData{Title: "decided.heading", App: v.App, Link: v})
+	}
+	if err != nil {
+		return h.linkError(w, r, err)
+	}
+	return h.render(w, r, http.StatusOK, "approved.html", pageData{Title: "approved.not_me.heading", App: v.App, Link: v})
+}
+
+// wrongNumber says that a wrong number (or "None of these") approved
+// nothing and ended the request, and what to do next: the user starts
+// again, an approver asks the user to.
+func (h *Handler) wrongNumber(w http.ResponseWriter, r *http.Request, v *approval.LinkView, none bool) error {
+	d := pageData{Title: "match.title", App: v.App, Args: []any{v.User}}
+	switch {
+	case v.Type == approval.TypeManager:
+		d.Message = "match.manager"
+	case none:
+		d.Message, d.Action, d.ActionURL = "match.none", "common.start_again", prefix+"login"
+	default:
+		d.Message, d.Action, d.ActionURL = "match.user", "common.start_again", prefix+"login"
+	}
+	return h.render(w, r, http.StatusForbidden, "message.html", d)
+}
+
+func (h *Handler) linkError(w http.ResponseWriter, r *http.Request, err error) error {
 	switch {
 	case errors.Is(err, approval.ErrBadDuration):
-		return h.render(w, http.StatusBadRequest, "message.html", pageData{Title: "Choose a duration", Message: "That duration is not one this approval offers. Go back, pick one of the durations shown and approve again: nothing was decided yet."})
+		return h.render(w, r, http.StatusBadRequest, "message.html", pageData{Title: "link.duration.title", Message: "link.duration"})
 	case errors.Is(err, approval.ErrWrongMatch):
-		return h.render(w, http.StatusForbidden, "message.html", pageData{Title: "Number did not match", Message: "That was not the number shown on the screen of the browser that asked to sign in, so nothing was approved and this link no longer works. If you did start this sign-in, start it again and pick the number your screen shows. If you did not, someone else may be trying to sign in with your account: tell your IT team."})
+		return h.render(w, r, http.StatusForbidden, "message.html", pageData{Title: "match.title", Message: "match.user", Action: "common.start_again", ActionURL: prefix + "login"})
 	case errors.Is(err, approval.ErrLinkInvalid), errors.Is(err, approval.ErrAlreadyDecided):
-		return h.render(w, http.StatusGone, "message.html", pageData{Title: "Link not valid", Message: "This sign-in link has already been used or has expired. Links work once and only for a short time. Start a new sign-in from the app if you still need one."})
+		return h.render(w, r, http.StatusGone, "message.html", pageData{Title: "link.invalid.title", Message: "link.invalid", Action: "common.start_new", ActionURL: prefix + "login"})
 	case errors.Is(err, approval.ErrLoginExpired):
-		return h.render(w, http.StatusGone, "message.html", pageData{Title: "Link expired", Message: "This sign-in request has expired. Start a new sign-in from the app."})
+		return h.render(w, r, http.StatusGone, "message.html", pageData{Title: "link.expired.title", Message: "link.expired", Action: "common.start_new", ActionURL: prefix + "login"})
 	}
 	h.logger.Error("redeeming a link", zap.Error(err))
-	return h.unavailable(w, "Try again", "The link could not be checked right now. Please try again in a minute.")
+	return h.unavailable(w, r, "unavailable.title", "unavailable.link")
 }
 
 // complete hands the session to the browser that started the login.
 func (h *Handler) complete(w http.ResponseWriter, r *http.Request) error {
-	if closed, err := h.signInClosed(w); closed {
+	if closed, err := h.signInClosed(w, r); closed {
 		return err
 	}
 	p, ok := cookieValue(r.Header, pendingCookie)
@@ -278,20 +386,20 @@ func (h *Handler) complete(w http.ResponseWriter, r *http.Request) error {
 	switch {
 	case errors.Is(err, approval.ErrStepUpSession):
 		clearCookie(w, pendingCookie, "/", "")
-		return h.render(w, http.StatusForbidden, "message.html", pageData{Title: "Sign in again", Message: "Access was approved for a session this browser no longer holds (you signed out meanwhile, or it was another browser). Sign in and ask again.", Action: "Sign in", ActionURL: prefix + "login"})
+		return h.render(w, r, http.StatusForbidden, "message.html", pageData{Title: "complete.stepup_session.title", Message: "complete.stepup_session", Action: "common.sign_in", ActionURL: prefix + "login"})
 	case errors.Is(err, approval.ErrNotApproved):
 		http.Redirect(w, r, prefix+"wait", http.StatusSeeOther)
 		return nil
 	case errors.Is(err, approval.ErrDenied):
 		clearCookie(w, pendingCookie, "/", "")
-		return h.render(w, http.StatusForbidden, "denied.html", pageData{Title: "Sign-in denied"})
+		return h.render(w, r, http.StatusForbidden, "denied.html", pageData{Title: "denied.heading"})
 	case errors.Is(err, approval.ErrLoginNotFound), errors.Is(err, approval.ErrAlreadyDecided), errors.Is(err, approval.ErrLoginExpired):
 		clearCookie(w, pendingCookie, "/", "")
 		http.Redirect(w, r, prefix+"login", http.StatusSeeOther)
 		return nil
 	case err != nil:
 		h.logger.Error("completing a login", zap.Error(err))
-		return h.unavailable(w, "Try again", "Sign-in could not be completed right now. Please reload this page in a minute.")
+		return h.unavailable(w, r, "unavailable.title", "unavailable.complete")
 	}
 	clearCookie(w, pendingCookie, "/", "")
 	h.setSessionCookie(w, c.Cookie, c.Session.ExpiresAt)
@@ -301,7 +409,7 @@ func (h *Handler) complete(w http.ResponseWriter, r *http.Request) error {
 
 // logout ends the session in this browser.
 func (h *Handler) logout(w http.ResponseWriter, r *http.Request) error {
-	if closed, err := h.signInClosed(w); closed {
+	if closed, err := h.signInClosed(w, r); closed {
 		return err
 	}
 	if v, ok := cookieValue(r.Header, h.sessionCookie); ok {
@@ -318,7 +426,7 @@ func (h *Handler) logout(w http.ResponseWriter, r *http.Request) error {
 		}
 	}
 	clearCookie(w, h.sessionCookie, "/", h.app.CookieDomain)
-	return h.render(w, http.StatusOK, "message.html", pageData{Title: "Signed out", Message: "You are signed out.", Action: "Sign in again", ActionURL: prefix + "login"})
+	return h.render(w, r, http.StatusOK, "message.html", pageData{Title: "logout.done.title", Message: "logout.done", Action: "logout.again", ActionURL: prefix + "login"})
 }
 
 func clearCookie(w http.ResponseWriter, name, path, domain string) {
@@ -328,7 +436,7 @@ func clearCookie(w http.ResponseWriter, name, path, domain string) {
 // code redeems the one-time code typed into the waiting page; on success
 // the browser gets its session at once.
 func (h *Handler) code(w http.ResponseWriter, r *http.Request) error {
-	if closed, err := h.signInClosed(w); closed {
+	if closed, err := h.signInClosed(w, r); closed {
 		return err
 	}
 	if err := r.ParseForm(); err != nil {
@@ -362,7 +470,7 @@ func (h *Handler) code(w http.ResponseWriter, r *http.Request) error {
 			return nil
 		}
 		h.logger.Error("redeeming a code", zap.Error(err))
-		return h.unavailable(w, "Try again", "The code could not be checked right now. Please try again in a minute.")
+		return h.unavailable(w, r, "unavailable.title", "unavailable.code")
 	}
 	return h.complete(w, r)
 }
@@ -384,18 +492,16 @@ func (h *Handler) setSessionCookie(w http.ResponseWriter, value string, expires 
 
 // tooManyLogins answers a login start refused by the per-IP limit: 429,
 // with Retry-After and a page that says when to come back.
-func (h *Handler) tooManyLogins(w http.ResponseWriter, ret string, retry time.Duration) error {
+func (h *Handler) tooManyLogins(w http.ResponseWriter, r *http.Request, ret string, retry time.Duration) error {
 	secs := int(math.Ceil(retry.Seconds()))
 	mins := max(1, (secs+59)/60)
-	when := "1 minute"
-	if mins > 1 {
-		when = strconv.Itoa(mins) + " minutes"
-	}
+	when := locale.Get(h.pageLanguage(r)).Duration(time.Duration(mins) * time.Minute)
 	w.Header().Set("Retry-After", strconv.Itoa(secs))
-	return h.render(w, http.StatusTooManyRequests, "message.html", pageData{
-		Title:     "Too many sign-in attempts",
-		Message:   "Too many sign-in attempts from your network; try again in " + when + ".",
-		Action:    "Back to sign-in",
+	return h.render(w, r, http.StatusTooManyRequests, "message.html", pageData{
+		Title:     "limit.login.title",
+		Message:   "limit.login",
+		Args:      []any{when},
+		Action:    "limit.login.back",
 		ActionURL: prefix + "login?return=" + url.QueryEscape(ret),
 	})
 }

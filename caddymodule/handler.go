@@ -232,16 +232,16 @@ func (h *Handler) serveEndpoint(w http.ResponseWriter, r *http.Request) error {
 	}
 	route := strings.TrimPrefix(r.URL.Path, prefix)
 	switch route {
-	case "wait", "status", "code", "complete":
+	case "wait", "status", "code", "complete", "resend":
 		// These act on the login the pending cookie names; with two,
 		// one may have been planted, and picking either could serve the
 		// planter's login.
 		if cookieCount(r.Header, pendingCookie) > 1 {
 			h.logger.Warn("refused a request carrying two pending cookies", zap.String("path", r.URL.Path), zap.String("client_ip", clientIP(r)))
-			return h.render(w, http.StatusBadRequest, "message.html", pageData{
-				Title:     "Sign-in cannot continue",
-				Message:   "This browser sent two sign-in cookies for this site, so it is not clear which sign-in is its own, and nothing was done. Clear this site's cookies in your browser, then sign in again.",
-				Action:    "Sign in",
+			return h.render(w, r, http.StatusBadRequest, "message.html", pageData{
+				Title:     "cookies.two.title",
+				Message:   "cookies.two",
+				Action:    "common.sign_in",
 				ActionURL: prefix + "login",
 			})
 		}
@@ -261,6 +261,8 @@ func (h *Handler) serveEndpoint(w http.ResponseWriter, r *http.Request) error {
 		return h.verifyConfirm(w, r)
 	case route == "code" && r.Method == http.MethodPost:
 		return h.code(w, r)
+	case route == "resend" && r.Method == http.MethodPost:
+		return h.resend(w, r)
 	case route == "complete" && r.Method == http.MethodPost:
 		return h.complete(w, r)
 	case route == "logout" && r.Method == http.MethodPost:
@@ -277,9 +279,9 @@ func (h *Handler) serveEndpoint(w http.ResponseWriter, r *http.Request) error {
 		return h.sessionPage(w, r)
 	case route == "logout" && isGet(r):
 		session, _ := cookieValue(r.Header, h.sessionCookie)
-		return h.render(w, http.StatusOK, "logout.html", pageData{Title: "Sign out", CSRF: h.app.csrfToken(session)})
+		return h.render(w, r, http.StatusOK, "logout.html", pageData{Title: "logout.heading", CSRF: h.app.csrfToken(session)})
 	case strings.HasPrefix(route, "static/") && isGet(r):
-		return serveStatic(w, r, strings.TrimPrefix(route, "static/"))
+		return h.serveStatic(w, strings.TrimPrefix(route, "static/"))
 	}
 	return caddyhttp.Error(http.StatusNotFound, nil)
 }

@@ -92,12 +92,12 @@ func (h *Handler) stepUpForm(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (h *Handler) renderStepUp(w http.ResponseWriter, r *http.Request, status int, v *approval.StepUpView, site *approval.Site, ret, reason, msg string) error {
-	title := "Confirm it's you"
+	title := "stepup.user.heading"
 	if v.Type == approval.TypeManager {
-		title = "This part needs your manager's approval"
+		title = "stepup.manager.heading"
 	}
 	s, _ := h.session(r)
-	return h.render(w, status, "stepup.html", pageData{
+	return h.render(w, r, status, "stepup.html", pageData{
 		Title: title, App: siteHost(r), Return: ret, StepUp: v, SiteID: site.ID, Reason: reason, Error: msg,
 		CSRF: h.sessionCSRF(s), Now: h.app.service.Now(),
 	})
@@ -131,10 +131,10 @@ func (h *Handler) stepUpStart(w http.ResponseWriter, r *http.Request) error {
 		if cerr != nil {
 			return h.stepUpError(w, r, cerr, ret)
 		}
-		return h.renderStepUp(w, r, http.StatusBadRequest, v, site, ret, reason, "Say why you need access: your manager sees it with the request.")
+		return h.renderStepUp(w, r, http.StatusBadRequest, v, site, ret, reason, "stepup.error.reason")
 	case errors.Is(err, approval.ErrStepUpLimited):
 		w.Header().Set("Retry-After", "900")
-		return h.render(w, http.StatusTooManyRequests, "message.html", pageData{Title: "Too many requests", Message: "You have asked for access too often in a short time. Please try again in 15 minutes.", Action: "Back", ActionURL: ret})
+		return h.render(w, r, http.StatusTooManyRequests, "message.html", pageData{Title: "stepup.limited.title", Message: "stepup.limited", Action: "common.back", ActionURL: ret})
 	case err != nil:
 		return h.stepUpError(w, r, err, ret)
 	}
@@ -146,16 +146,15 @@ func (h *Handler) stepUpStart(w http.ResponseWriter, r *http.Request) error {
 func (h *Handler) stepUpError(w http.ResponseWriter, r *http.Request, err error, ret string) error {
 	switch {
 	case errors.Is(err, approval.ErrNoProfile):
-		return h.render(w, http.StatusForbidden, "message.html", pageData{Title: "Not available for your account", App: siteHost(r),
-			Message: "This part of the site is not open to the account you are signed in with. Sign out and sign in with another account if you have one.",
-			Action:  "Sign out", ActionURL: prefix + "logout"})
+		return h.render(w, r, http.StatusForbidden, "message.html", pageData{Title: "stepup.no_profile.title", App: siteHost(r),
+			Message: "stepup.no_profile", Action: "logout.submit", ActionURL: prefix + "logout"})
 	case errors.Is(err, approval.ErrAccountGone):
 		clearCookie(w, h.sessionCookie, "/", h.app.CookieDomain)
-		return h.render(w, http.StatusForbidden, "message.html", pageData{Title: "Account not found", App: siteHost(r),
-			Message: "Your account could not be found any more, so you have been signed out.", Action: "Sign in", ActionURL: prefix + "login?return=" + url.QueryEscape(ret)})
+		return h.render(w, r, http.StatusForbidden, "message.html", pageData{Title: "stepup.gone.title", App: siteHost(r),
+			Message: "stepup.gone", Action: "common.sign_in", ActionURL: prefix + "login?return=" + url.QueryEscape(ret)})
 	}
 	h.logger.Error("preparing a step-up", zap.Error(err))
-	return h.unavailable(w, "Try again", "Access cannot be requested right now. Please try again in a minute.")
+	return h.unavailable(w, r, "unavailable.title", "unavailable.stepup")
 }
 
 // grantsPage lists the grants the signed-in manager gave that still run,
@@ -169,16 +168,16 @@ func (h *Handler) grantsPage(w http.ResponseWriter, r *http.Request) error {
 	grants, err := h.app.service.ListGrants(r.Context(), s.Email, "")
 	if err != nil {
 		h.logger.Error("listing grants", zap.Error(err))
-		return h.unavailable(w, "Try again", "Your grants cannot be listed right now. Please reload this page in a minute.")
+		return h.unavailable(w, r, "unavailable.title", "unavailable.grants")
 	}
-	d := pageData{Title: "Access you granted", App: siteHost(r), Grants: grants, CSRF: h.sessionCSRF(s), Now: h.app.service.Now(), Email: s.Email}
+	d := pageData{Title: "grants.heading", App: siteHost(r), Grants: grants, CSRF: h.sessionCSRF(s), Now: h.app.service.Now(), Email: s.Email}
 	switch r.URL.Query().Get("ended") {
 	case "1":
-		d.Notice = "The grant has ended. The user's next request to that part of the site is refused."
+		d.Notice = "grants.ended"
 	case "0":
-		d.Error = "That grant had already ended."
+		d.Error = "grants.already_ended"
 	}
-	return h.render(w, http.StatusOK, "grants.html", d)
+	return h.render(w, r, http.StatusOK, "grants.html", d)
 }
 
 // endGrant ends one of the signed-in manager's grants, on every instance
@@ -202,7 +201,7 @@ func (h *Handler) endGrant(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	case err != nil:
 		h.logger.Error("ending a grant", zap.Error(err))
-		return h.unavailable(w, "Try again", "The grant could not be ended right now. Please try again in a minute.")
+		return h.unavailable(w, r, "unavailable.title", "unavailable.end_grant")
 	}
 	http.Redirect(w, r, prefix+"grants?ended=1", http.StatusSeeOther)
 	return nil
@@ -217,7 +216,7 @@ func (h *Handler) sessionPage(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	}
 	v, _ := cookieValue(r.Header, h.sessionCookie)
-	return h.render(w, http.StatusOK, "session.html", pageData{Title: "Your access", App: siteHost(r), Session: s, Now: h.app.service.Now(), CSRF: h.app.csrfToken(v)})
+	return h.render(w, r, http.StatusOK, "session.html", pageData{Title: "session.heading", App: siteHost(r), Session: s, Now: h.app.service.Now(), CSRF: h.app.csrfToken(v)})
 }
 
 // setPendingCookie gives the browser that started a login (or a step-up)

@@ -8,6 +8,8 @@ import (
 	texttemplate "text/template"
 	"time"
 	"unicode"
+
+	"github.com/mailauth/caddy-mailauth/locale"
 )
 
 // The built-in sign-in mail for User Approval.
@@ -79,14 +81,68 @@ type TemplateData struct {
 	StepUp bool
 	Route  string
 	Reason string
+	// Language is the tag of the catalogue the mail is worded from ("en",
+	// "tr", "de"); empty or unknown means English.
+	Language string
+	// Brand is the operator's branding; its zero value shows none.
+	Brand Brand
 }
 
-// Templates renders the subject, plain-text and HTML parts of a mail.
-// It is safe for concurrent use.
+// Brand is what a mail shows of the operator's brand. Mail carries no
+// logo: mail clients block remote images (and report who opened them),
+// many drop data: URLs, and the brand's name on its colour says the same
+// without either.
+type Brand struct {
+	// Name heads the mail, on Color.
+	Name string
+	// Color is a CSS hex colour ("#0b5fff") and ColorText the colour of
+	// text on it (black or white, whichever contrasts more).
+	Color, ColorText string
+	// Support is the address or URL the footer tells people to contact.
+	Support string
+}
+
+// Templates renders the subject, plain-text and HTML parts of a mail, in
+// every shipped language. It is safe for concurrent use.
 type Templates struct {
+	byLang map[string]*templateSet
+}
+
+type templateSet struct {
 	subject *texttemplate.Template
 	text    *texttemplate.Template
 	html    *htmltemplate.Template
+}
+
+// textFuncs are the functions of subject and text templates in the
+// language of c: t words a catalogue message, tp its plural by a count,
+// human a duration, date and clock a time.
+func textFuncs(c *locale.Catalog) texttemplate.FuncMap {
+	return texttemplate.FuncMap{
+		"t":      c.Text,
+		"tp":     c.Plural,
+		"human":  c.Duration,
+		"date":   c.Date,
+		"clock":  locale.Clock,
+		"strong": func(s string) string { return s },
+		"lang":   func() string { return c.Tag },
+	}
+}
+
+// htmlFuncs are textFuncs for the HTML part, where t escapes the message
+// and its arguments except markup built by strong.
+func htmlFuncs(c *locale.Catalog) htmltemplate.FuncMap {
+	return htmltemplate.FuncMap{
+		"t":     c.HTML,
+		"tp":    func(key string, n int, args ...any) string { return c.Plural(key, n, args...) },
+		"human": c.Duration,
+		"date":  c.Date,
+		"clock": locale.Clock,
+		"strong": func(s string) htmltemplate.HTML {
+			return htmltemplate.HTML("<strong>" + htmltemplate.HTMLEscapeString(s) + "</strong>")
+		},
+		"lang": func() string { return c.Tag },
+	}
 }
 
 // ParseTemplates parses the three parts of a mail; an empty argument selects
@@ -103,19 +159,28 @@ func ParseTemplates(subject, text, html string) (*Templates, error) {
 	if html == "" {
 		html = defaultHTML
 	}
-	var t Templates
-	var err error
-	if t.subject, err = texttemplate.New("subject").Option("missingkey=error").Parse(subject); err != nil {
-		return nil, fmt.Errorf("mailer: template subject: %w", err)
+	t := Templates{byLang: map[string]*templateSet{}}
+	for _, tag := range locale.Languages() {
+		c := locale.Get(tag)
+		var set templateSet
+		var err error
+		if set.subject, err = texttemplate.New("subject").Option("missingkey=error").Funcs(textFuncs(c)).Parse(subject); err != nil {
+			return nil, fmt.Errorf("mailer: template subject: %w", err)
+		}
+		if set.text, err = texttemplate.New("text").Option("missingkey=error").Funcs(textFuncs(c)).Parse(text); err != nil {
+			return nil, fmt.Errorf("mailer: template text: %w", err)
+		}
+		if set.html, err = htmltemplate.New("html").Option("missingkey=error").Funcs(htmlFuncs(c)).Parse(html); err != nil {
+			return nil, fmt.Errorf("mailer: template html: %w", err)
+		}
+		t.byLang[tag] = &set
 	}
-	if t.text, err = texttemplate.New("text").Option("missingkey=error").Parse(text); err != nil {
-		return nil, fmt.Errorf("mailer: template text: %w", err)
-	}
-	if t.html, err = htmltemplate.New("html").Option("missingkey=error").Parse(html); err != nil {
-		return nil, fmt.Errorf("mailer: template html: %w", err)
-	}
-	if _, _, _, err := t.Render(sampleData()); err != nil {
-		return nil, err
+	for _, tag := range locale.Languages() {
+		d := sampleData()
+		d.Language = tag
+		if _, _, _, err := t.Render(d); err != nil {
+			return nil, err
+		}
 	}
 	return &t, nil
 }
@@ -129,6 +194,7 @@ func sampleData() TemplateData {
 		DenyLink:    "https://apps.example.com/.mailauth/verify?token=sample-deny",
 		Approver:    "bob@example.com",
 		Outcome:     "denied",
+		Brand:       Brand{Name: "Example Access", Color: "#0b5fff", ColorText: "#ffffff", Support: "it-help@example.com"},
 		Repeats:     2,
 		User:        TemplateUser{Name: "Alice Example", Username: "alice", Email: "alice@example.com"},
 		App:         "apps.example.com",
@@ -145,21 +211,27 @@ func sampleData() TemplateData {
 // Render produces the three parts for d. The subject is reduced to a single
 // line, since a line break in it would end the header.
 func (t *Templates) Render(d TemplateData) (subject, text, html string, err error) {
+	tag := locale.Normalize(d.Language)
+	if tag == "" {
+		tag = locale.Default
+	}
+	d.Language = tag
+	set := t.byLang[tag]
 	if d.ExpiresIn == "" && !d.RequestedAt.IsZero() && !d.ExpiresAt.IsZero() {
-		d.ExpiresIn = HumanDuration(d.ExpiresAt.Sub(d.RequestedAt))
+		d.ExpiresIn = locale.Get(tag).Duration(d.ExpiresAt.Sub(d.RequestedAt))
 	}
 	var b strings.Builder
-	if err := t.subject.Execute(&b, d); err != nil {
+	if err := set.subject.Execute(&b, d); err != nil {
 		return "", "", "", fmt.Errorf("mailer: template subject: %w", err)
 	}
 	subject = singleLine(b.String())
 	b.Reset()
-	if err := t.text.Execute(&b, d); err != nil {
+	if err := set.text.Execute(&b, d); err != nil {
 		return "", "", "", fmt.Errorf("mailer: template text: %w", err)
 	}
 	text = b.String()
 	b.Reset()
-	if err := t.html.Execute(&b, d); err != nil {
+	if err := set.html.Execute(&b, d); err != nil {
 		return "", "", "", fmt.Errorf("mailer: template html: %w", err)
 	}
 	return subject, text, b.String(), nil
@@ -177,29 +249,8 @@ func singleLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
 
-// HumanDuration spells out d for people in the largest units that fit, to
-// the minute ("15 minutes", "1 hour 30 minutes"); under a minute it counts
-// seconds. Mail, pages and commands all use it, so they word a duration
-// alike.
-func HumanDuration(d time.Duration) string {
-	if d < time.Minute {
-		return plural(int(d.Round(time.Second)/time.Second), "second")
-	}
-	d = d.Round(time.Minute)
-	h, m := int(d/time.Hour), int(d%time.Hour/time.Minute)
-	switch {
-	case h == 0:
-		return plural(m, "minute")
-	case m == 0:
-		return plural(h, "hour")
-	default:
-		return plural(h, "hour") + " " + plural(m, "minute")
-	}
-}
-
-func plural(n int, unit string) string {
-	if n == 1 {
-		return "1 " + unit
-	}
-	return fmt.Sprintf("%d %ss", n, unit)
-}
+// HumanDuration words d in English (locale.Catalog.Duration, the one
+// wording of durations): "15 minutes", "1 hour 30 minutes", seconds under
+// a minute. Commands and logs use it; pages and mails word durations in
+// their own language.
+func HumanDuration(d time.Duration) string { return locale.English.Duration(d) }

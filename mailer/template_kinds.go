@@ -31,6 +31,12 @@ func NoticeTemplates() (*Templates, error) {
 	return ParseTemplates(noticeSubject, noticeText, noticeHTML)
 }
 
+// ParseNoticeTemplates is ParseTemplates with the failed-login notice as
+// the default.
+func ParseNoticeTemplates(subject, text, html string) (*Templates, error) {
+	return ParseTemplates(or(subject, noticeSubject), or(text, noticeText), or(html, noticeHTML))
+}
+
 func or(s, def string) string {
 	if s == "" {
 		return def

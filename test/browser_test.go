@@ -182,8 +182,15 @@ func TestBrowserWaitingPageMovesOnByItself(t *testing.T) {
 // chromedp.WithNewBrowserContext() are separate devices.
 func launchChromium(t *testing.T) context.Context {
 	t.Helper()
+	return launchChromiumFor(t, 90*time.Second)
+}
+
+// launchChromiumFor is launchChromium for a test that walks many pages:
+// the browser lives at most limit.
+func launchChromiumFor(t *testing.T, limit time.Duration) context.Context {
+	t.Helper()
 	// The whole browser lives at most this long, whatever hangs.
-	root, cancelAll := context.WithTimeout(context.Background(), 90*time.Second)
+	root, cancelAll := context.WithTimeout(context.Background(), limit)
 	t.Cleanup(cancelAll)
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],

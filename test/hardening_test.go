@@ -406,8 +406,14 @@ func TestWrongNumberSpendsTheLinkAndApprovesNothing(t *testing.T) {
 	if r := newBrowser(t).post(e.URL("/.mailauth/verify"), url.Values{"token": {token}, "match": {right}}); r.Status != http.StatusGone {
 		t.Fatalf("after a wrong pick the link is spent; the right number got %d", r.Status)
 	}
-	if st := status(t, b, e); st != "pending" {
-		t.Fatalf("nothing may be approved, state %q", st)
+	// The spent link ends the login, so its waiting page says so and
+	// offers to start again instead of showing a number that nothing can
+	// approve any more.
+	if st := status(t, b, e); st != "denied" {
+		t.Fatalf("nothing may be approved and the login ends, state %q", st)
+	}
+	if r := b.get(e.URL("/.mailauth/wait")); !strings.Contains(r.Body, "The number did not match") || !strings.Contains(r.Body, "Start again") {
+		t.Fatalf("the waiting page should say the number did not match and offer to start again:\n%s", r.Body)
 	}
 	e.caddy.waitForAudit(t, "match_failed", 5*time.Second)
 }

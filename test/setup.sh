@@ -2,11 +2,14 @@
 # Installs what the tests and the demo need, and nothing that is already
 # there, so running it twice costs seconds: Debian's chromium for the browser
 # tests, slapd and ldap-utils for the LDAP tests, redis-server and
-# redis-sentinel for the Redis store's tests, and mailpit (the SMTP server
-# the tests deliver to).
+# redis-sentinel for the Redis store's tests, mailpit (the SMTP server the
+# tests deliver to), and axe-core from the npm registry, which the browser
+# tests inject into every page to check it for WCAG 2.2 AA.
 set -euo pipefail
 
 MAILPIT_VERSION=v1.33.1
+AXE_VERSION=4.14.1
+here="$(cd "$(dirname "$0")" && pwd)"
 
 # --demo installs only what `make run` needs: mailpit.
 demo=false
@@ -25,6 +28,7 @@ command -v ldapsearch >/dev/null 2>&1 || need_apt+=(ldap-utils)
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 # Sentinel for the failover test (test/redisserver starts its own three).
 command -v redis-sentinel >/dev/null 2>&1 || need_apt+=(redis-sentinel)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
 	echo "setup: installing ${need_apt[*]} from Debian"
@@ -46,4 +50,13 @@ if $demo; then
 	echo "setup: ok for the demo (mailpit ${MAILPIT_VERSION} in $gobin)"
 	exit 0
 fi
-echo "setup: ok ($(chromium --version 2>/dev/null), $(/usr/sbin/slapd -VV 2>&1 | grep -o 'slapd [0-9.]*' | head -n1), $(redis-server --version | grep -o 'v=[0-9.]*' | sed 's/^v=/redis-server /'), mailpit ${MAILPIT_VERSION} in $gobin)"
+# axe-core goes into test/.cache/axe-core, outside any package.json of the
+# project, pinned; a second run finds it and does nothing.
+axe_dir="$here/.cache/axe-core"
+axe_pkg="$axe_dir/node_modules/axe-core/package.json"
+if [ ! -f "$axe_pkg" ] || ! grep -q "\"version\": \"${AXE_VERSION}\"" "$axe_pkg"; then
+	echo "setup: installing axe-core ${AXE_VERSION} from npm into $axe_dir"
+	mkdir -p "$axe_dir"
+	npm install --prefix "$axe_dir" --no-save --no-audit --no-fund --loglevel=error "axe-core@${AXE_VERSION}" >/dev/null
+fi
+echo "setup: ok (axe-core ${AXE_VERSION}, $(chromium --version 2>/dev/null), $(/usr/sbin/slapd -VV 2>&1 | grep -o 'slapd [0-9.]*' | head -n1), $(redis-server --version | grep -o 'v=[0-9.]*' | sed 's/^v=/redis-server /'), mailpit ${MAILPIT_VERSION} in $gobin)"

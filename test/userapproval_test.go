@@ -246,7 +246,11 @@ var (
 // reference, the number to match, clock times and countdowns, the script
 // nonce and form token), so pages can be compared for what they say about
 // the user.
+var typedInput = regexp.MustCompile(`<strong id="typed">[^<]*</strong>`)
+
 func samePage(body string) string {
 	body = perResponse.ReplaceAllString(body, `$1="X"`)
+	// What the browser typed is its own, whoever it names.
+	body = typedInput.ReplaceAllString(body, `<strong id="typed">TYPED</strong>`)
 	return digits.ReplaceAllString(referenceCode.ReplaceAllString(body, "REF"), "0")
 }
