@@ -35,14 +35,34 @@ func (o *Output) String() string {
 	return o.buf.String()
 }
 
-// FreePort returns a loopback TCP port that nothing listens on now.
+// handedOut holds every port FreePort has returned in this process. The
+// kernel may give the same ephemeral port to two binds in a row once the
+// first is closed, and Caddy listens with SO_REUSEPORT, so a site and its
+// admin endpoint given the same number would both bind it and split the
+// connections between them: a failure that shows up far from its cause.
+var handedOut = struct {
+	sync.Mutex
+	ports map[int]bool
+}{ports: map[int]bool{}}
+
+// FreePort returns a loopback TCP port that nothing listens on now and
+// that no earlier call in this process returned.
 func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("finding a free port: %w", err)
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return 0, fmt.Errorf("finding a free port: %w", err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if !handedOut.ports[port] {
+			handedOut.ports[port] = true
+			return port, nil
+		}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return 0, errors.New("finding a free port: the kernel kept offering ports already handed out")
 }
 
 // Start runs cmd with its output going to out and returns a channel that

@@ -46,6 +46,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/mailauth/caddy-mailauth/test/daemon"
 )
 
 var (
@@ -708,12 +710,11 @@ func waitTCP(p *proc, port int, timeout time.Duration) error {
 }
 
 func freePort() int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := daemon.FreePort()
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 // profileWhile fetches a CPU profile of secs seconds from Caddy's admin
