@@ -3,7 +3,6 @@ package approval
 import (
 	"context"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -25,8 +24,6 @@ var (
 	// ErrBadSessionID: a session id is 32 hexadecimal digits.
 	ErrBadSessionID = errors.New("approval: a session id is 32 hexadecimal digits")
 )
-
-const sessionPrefix = "session/"
 
 // SessionInfo describes one issued session. It is kept in the store for
 // listing only: checking a session never reads it.
@@ -57,11 +54,7 @@ func (s *Service) recordSession(ctx context.Context, l *Login, sess *Session, cl
 		IssuedAt:  time.Unix(sess.IssuedAt, 0).UTC(),
 		ExpiresAt: time.Unix(sess.IssuedAt, 0).Add(s.cfg.SessionLifetime).UTC(),
 	}
-	raw, err := json.Marshal(info)
-	if err == nil {
-		err = s.cfg.Store.Put(ctx, sessionPrefix+info.ID, raw, s.cfg.SessionLifetime)
-	}
-	if err != nil {
+	if err := sessionInfos.put(ctx, s.cfg.Store, info.ID, &info, s.cfg.SessionLifetime); err != nil {
 		s.cfg.Logger.Warn("recording a session for listing", zap.String("reference", l.Reference), zap.Error(err))
 	}
 }
@@ -72,27 +65,18 @@ func (s *Service) ListSessions(ctx context.Context, user string) ([]SessionInfo,
 	now := s.now()
 	revoked := s.revoked.load()
 	out := []SessionInfo{}
-	var bad error
-	err := s.cfg.Store.Scan(ctx, sessionPrefix, func(_ string, raw []byte) bool {
-		var info SessionInfo
-		if err := json.Unmarshal(raw, &info); err != nil {
-			bad = fmt.Errorf("approval: a session record is corrupt: %w", err)
-			return true
-		}
+	err := sessionInfos.scan(ctx, s.cfg.Store, func(info *SessionInfo) bool {
 		if user != "" && info.User != user || !info.ExpiresAt.After(now) {
 			return true
 		}
 		if sess, ok := info.session(); ok && revoked.revoked(&sess) {
 			return true
 		}
-		out = append(out, info)
+		out = append(out, *info)
 		return true
-	})
+	}, s.skipCorrupt("listing sessions"))
 	if err != nil {
 		return nil, err
-	}
-	if bad != nil {
-		s.cfg.Logger.Warn("listing sessions", zap.Error(bad))
 	}
 	slices.SortFunc(out, func(a, b SessionInfo) int { return a.IssuedAt.Compare(b.IssuedAt) })
 	return out, nil
@@ -117,16 +101,9 @@ func (s *Service) RevokeSessionID(ctx context.Context, id, operator string) (*Se
 	if b, err := hex.DecodeString(id); err != nil || len(b) != 16 {
 		return nil, ErrBadSessionID
 	}
-	raw, err := s.cfg.Store.Get(ctx, sessionPrefix+id)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, ErrSessionNotFound
-	}
+	info, err := sessionInfos.get(ctx, s.cfg.Store, id)
 	if err != nil {
 		return nil, err
-	}
-	var info SessionInfo
-	if err := json.Unmarshal(raw, &info); err != nil {
-		return nil, fmt.Errorf("approval: session record %s is corrupt: %w", id, err)
 	}
 	sess, _ := info.session()
 	if s.revoked.load().revoked(&sess) {
@@ -137,7 +114,7 @@ func (s *Service) RevokeSessionID(ctx context.Context, id, operator string) (*Se
 	}
 	s.audit.Record(EventRevoked, &Login{Username: info.User, Profile: info.Profile, App: info.Site, Reference: info.Reference},
 		zap.String("session", id[:16]), zap.String("by", operator))
-	return &info, nil
+	return info, nil
 }
 
 // LoginInfo describes a login for an operator.
@@ -185,14 +162,15 @@ func (s *Service) ListLogins(ctx context.Context, all bool) ([]LoginInfo, error)
 }
 
 func (s *Service) scanLogins(ctx context.Context, fn func(*Login) bool) error {
-	return s.cfg.Store.Scan(ctx, loginPrefix, func(key string, raw []byte) bool {
-		var l Login
-		if err := json.Unmarshal(raw, &l); err != nil {
-			s.cfg.Logger.Warn("skipping a corrupt login", zap.String("key", key), zap.Error(err))
-			return true
-		}
-		return fn(&l)
-	})
+	return logins.scan(ctx, s.cfg.Store, fn, s.skipCorrupt("listing logins"))
+}
+
+// skipCorrupt logs a record that an operator listing skips because it
+// does not read: the listing goes on without it.
+func (s *Service) skipCorrupt(doing string) func(key string, err error) {
+	return func(key string, err error) {
+		s.cfg.Logger.Warn(doing+": skipping a corrupt record", zap.String("key", key), zap.Error(err))
+	}
 }
 
 // DenyLogin stops a pending login on an operator's word, as if its

@@ -24,7 +24,7 @@ type countingStore struct {
 }
 
 func (c *countingStore) Get(ctx context.Context, key string) ([]byte, error) {
-	if strings.HasPrefix(key, tokenPrefix) {
+	if strings.HasPrefix(key, links.prefix) {
 		c.tokenReads.Add(1)
 	}
 	return c.Store.Get(ctx, key)
@@ -34,7 +34,7 @@ func (c *countingStore) Get(ctx context.Context, key string) ([]byte, error) {
 func (h *harness) storedLogins() int {
 	h.t.Helper()
 	n := 0
-	if err := h.store.Scan(bg, loginPrefix, func(string, []byte) bool { n++; return true }); err != nil {
+	if err := h.store.Scan(bg, logins.prefix, func(string, []byte) bool { n++; return true }); err != nil {
 		h.t.Fatal(err)
 	}
 	return n

@@ -2,7 +2,6 @@ package approval
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -157,8 +156,6 @@ func grantDuration(durations []GrantDuration, key string) (GrantDuration, error)
 	return GrantDuration{}, ErrBadDuration
 }
 
-const grantPrefix = "grant/"
-
 // grantKeep is how long a grant's record outlives the grant, so that the
 // sweep finds it and audits its end even after an outage.
 const grantKeep = 24 * time.Hour
@@ -203,11 +200,7 @@ func (s *Service) putGrant(ctx context.Context, l *Login) error {
 		Duration: l.GrantLabel, DurationKey: l.GrantKey, Since: l.DecidedAt.UTC(), Until: l.GrantUntil.UTC(),
 		Reference: l.Reference, ClientIP: l.ClientIP,
 	}
-	raw, err := json.Marshal(info)
-	if err != nil {
-		return err
-	}
-	return s.cfg.Store.Put(ctx, grantPrefix+info.ID, raw, l.GrantUntil.Sub(s.now())+grantKeep)
+	return grantInfos.put(ctx, s.cfg.Store, info.ID, &info, l.GrantUntil.Sub(s.now())+grantKeep)
 }
 
 // ListGrants returns the running grants, oldest first: those approved by
@@ -234,20 +227,10 @@ func (s *Service) ListGrants(ctx context.Context, approver, user string) ([]Gran
 }
 
 func (s *Service) scanGrants(ctx context.Context, f func(*GrantInfo)) error {
-	var bad error
-	err := s.cfg.Store.Scan(ctx, grantPrefix, func(_ string, raw []byte) bool {
-		var g GrantInfo
-		if err := json.Unmarshal(raw, &g); err != nil {
-			bad = fmt.Errorf("approval: a grant record is corrupt: %w", err)
-			return true
-		}
-		f(&g)
+	return grantInfos.scan(ctx, s.cfg.Store, func(g *GrantInfo) bool {
+		f(g)
 		return true
-	})
-	if bad != nil {
-		s.cfg.Logger.Warn("listing grants", zap.Error(bad))
-	}
-	return err
+	}, s.skipCorrupt("listing grants"))
 }
 
 // EndGrant ends a running grant everywhere, on the word of by (the
@@ -259,16 +242,9 @@ func (s *Service) EndGrant(ctx context.Context, id, approver, by string) (*Grant
 	if !ok {
 		return nil, ErrGrantNotFound
 	}
-	raw, err := s.cfg.Store.Get(ctx, grantPrefix+gid.String())
-	if isNotFound(err) {
-		return nil, ErrGrantNotFound
-	}
+	g, err := grantInfos.get(ctx, s.cfg.Store, gid.String())
 	if err != nil {
 		return nil, err
-	}
-	var g GrantInfo
-	if err := json.Unmarshal(raw, &g); err != nil {
-		return nil, fmt.Errorf("approval: grant record %s is corrupt: %w", gid, err)
 	}
 	now := s.now()
 	if approver != "" && !sameAddress(g.Approver, approver) || !g.Until.After(now) || s.revoked.load().grantEnded(gid) {
@@ -278,9 +254,9 @@ func (s *Service) EndGrant(ctx context.Context, id, approver, by string) (*Grant
 	if err := s.updateRevocations(ctx, func(r *revocations) { r.Grants[gid.String()] = until }); err != nil {
 		return nil, err
 	}
-	s.audit.Record(EventGrantEnded, grantLogin(&g), zap.String("grant", g.ID), zap.String("by", by),
+	s.audit.Record(EventGrantEnded, grantLogin(g), zap.String("grant", g.ID), zap.String("by", by),
 		zap.String("approver", g.Approver), zap.Time("until", g.Until))
-	return &g, nil
+	return g, nil
 }
 
 // SweepGrants audits the end of every grant whose time has passed and
@@ -297,8 +273,8 @@ func (s *Service) SweepGrants(ctx context.Context) error {
 		return err
 	}
 	for _, g := range due {
-		if _, err := s.cfg.Store.Take(ctx, grantPrefix+g.ID); err != nil {
-			if isNotFound(err) {
+		if _, _, err := grantInfos.take(ctx, s.cfg.Store, g.ID); err != nil {
+			if errors.Is(err, ErrGrantNotFound) || errors.Is(err, errCorrupt) {
 				continue
 			}
 			return err

@@ -129,12 +129,6 @@ const (
 	actionDeny    = "deny"
 )
 
-// Store key prefixes.
-const (
-	loginPrefix = "login/"
-	tokenPrefix = "token/"
-)
-
 // loginGrace is how long a login outlives its link, so a waiting browser
 // can still learn that it expired, or collect an approval made at the last
 // second.

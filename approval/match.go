@@ -7,7 +7,6 @@ import (
 	"crypto/subtle"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -91,10 +90,8 @@ func matches(picked, code string) bool {
 // answers nor their timing tell who has an account or which profile.
 
 const (
-	codePrefix      = "code/"
-	codeTriesPrefix = "codetries/"
-	codeDigits      = 6
-	maxCodeTries    = 5
+	codeDigits   = 6
+	maxCodeTries = 5
 )
 
 // codeRecord holds a login's code, written with its link tokens.
@@ -219,19 +216,13 @@ func (s *Service) RedeemCode(ctx context.Context, pending, code, clientIP string
 func (s *Service) countCodeTry(ctx context.Context, l *Login) (int, error) {
 	ttl := max(l.CreatedAt.Add(s.longestLink()+loginGrace).Sub(s.now()), time.Second)
 	var n int
-	err := s.cfg.Store.Update(ctx, codeTriesPrefix+l.ID, ttl, func(cur []byte, found bool) ([]byte, error) {
-		var r codeTries
-		if found {
-			if err := json.Unmarshal(cur, &r); err != nil {
-				return nil, err
-			}
-		}
+	err := codeTryCounts.update(ctx, s.cfg.Store, l.ID, ttl, func(r *codeTries, _ bool) error {
 		if r.Tries >= maxCodeTries {
-			return nil, errTriesDone
+			return errTriesDone
 		}
 		r.Tries++
 		n = r.Tries
-		return json.Marshal(r)
+		return nil
 	})
 	return n, err
 }
@@ -241,18 +232,12 @@ func (s *Service) countCodeTry(ctx context.Context, l *Login) (int, error) {
 // manager profile, code_fallback off) costs the same single update as a
 // wrong code.
 func (s *Service) takeCode(ctx context.Context, id, code, mac string) (bool, error) {
-	err := s.cfg.Store.Update(ctx, codePrefix+id, 0, func(cur []byte, found bool) ([]byte, error) {
-		var r codeRecord
-		if found {
-			if err := json.Unmarshal(cur, &r); err != nil {
-				return nil, err
-			}
-		}
+	err := codes.update(ctx, s.cfg.Store, id, 0, func(r *codeRecord, found bool) error {
 		if !found || code == "" || r.MAC == "" || !hmac.Equal([]byte(r.MAC), []byte(mac)) {
-			return nil, errNoCode
+			return errNoCode
 		}
 		r.MAC = "" // single use
-		return json.Marshal(r)
+		return nil
 	})
 	switch {
 	case err == nil:
@@ -300,13 +285,9 @@ func (s *Service) lockCodes(ctx context.Context, l *Login) {
 // directory was being asked; the lockout is read back after it and
 // applied again. (A lockout after this read finds the written login.)
 func (s *Service) keepCodeLockout(ctx context.Context, l *Login) {
-	raw, err := s.cfg.Store.Get(ctx, codeTriesPrefix+l.ID)
-	if err != nil {
+	r, err := codeTryCounts.get(ctx, s.cfg.Store, l.ID)
+	if err != nil || r.Tries < maxCodeTries {
 		return // no try yet, or the store failed: then so did the write
-	}
-	var r codeTries
-	if json.Unmarshal(raw, &r) != nil || r.Tries < maxCodeTries {
-		return
 	}
 	s.lockCodes(ctx, l)
 }
@@ -327,6 +308,6 @@ func (s *Service) newCode(l *Login, ttl time.Duration) (string, store.Entry, err
 	if err != nil {
 		return "", store.Entry{}, err
 	}
-	rec, _ := json.Marshal(codeRecord{MAC: s.codeMAC(l.ID, code)})
-	return code, store.Entry{Key: codePrefix + l.ID, Value: rec, TTL: ttl}, nil
+	entry, err := codes.entry(l.ID, &codeRecord{MAC: s.codeMAC(l.ID, code)}, ttl)
+	return code, entry, err
 }

@@ -2,7 +2,6 @@ package approval
 
 import (
 	"context"
-	"encoding/json"
 	"time"
 
 	"go.uber.org/zap"
@@ -16,7 +15,6 @@ import (
 const (
 	noticeWindow = 15 * time.Minute
 	noticeMemory = 24 * time.Hour
-	noticePrefix = "notice/"
 )
 
 type noticeRecord struct {
@@ -100,12 +98,8 @@ func (s *Service) wantsNotice(l *Login) bool {
 // without being counted again.
 func (s *Service) groupNotice(ctx context.Context, l *Login, msgID string) (send bool, repeats int, err error) {
 	now := s.now()
-	key := noticePrefix + hashSecret(l.ManagerEmail+"\x00"+l.Username)
-	err = s.cfg.Store.Update(ctx, key, noticeMemory, func(cur []byte, found bool) ([]byte, error) {
-		var r noticeRecord
-		if found {
-			_ = json.Unmarshal(cur, &r)
-		}
+	id := hashSecret(l.ManagerEmail + "\x00" + l.Username)
+	err = notices.update(ctx, s.cfg.Store, id, noticeMemory, func(r *noticeRecord, found bool) error {
 		switch {
 		case found && r.Message == msgID:
 			send, repeats = true, r.Repeats
@@ -114,9 +108,9 @@ func (s *Service) groupNotice(ctx context.Context, l *Login, msgID string) (send
 			r.Suppressed++
 		default:
 			send, repeats = true, r.Suppressed
-			r = noticeRecord{LastSent: now, Message: msgID, Repeats: repeats}
+			*r = noticeRecord{LastSent: now, Message: msgID, Repeats: repeats}
 		}
-		return json.Marshal(r)
+		return nil
 	})
 	return send, repeats, err
 }

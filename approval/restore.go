@@ -2,7 +2,6 @@ package approval
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"time"
 
@@ -41,7 +40,7 @@ func (s *Service) restoreToken(ctx context.Context, token string, raw []byte, l 
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), restoreTimeout)
 	defer cancel()
-	err := s.cfg.Store.Update(ctx, tokenPrefix+hashSecret(token), ttl, func(_ []byte, found bool) ([]byte, error) {
+	err := s.cfg.Store.Update(ctx, links.key(hashSecret(token)), ttl, func(_ []byte, found bool) ([]byte, error) {
 		if found {
 			return nil, errKept
 		}
@@ -57,13 +56,12 @@ func (s *Service) restoreToken(ctx context.Context, token string, raw []byte, l 
 func (s *Service) restoreCode(ctx context.Context, l *Login, mac string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), restoreTimeout)
 	defer cancel()
-	err := s.cfg.Store.Update(ctx, codePrefix+l.ID, 0, func(cur []byte, found bool) ([]byte, error) {
-		var r codeRecord
-		if !found || json.Unmarshal(cur, &r) != nil || r.MAC != "" {
-			return nil, errKept
+	err := codes.update(ctx, s.cfg.Store, l.ID, 0, func(r *codeRecord, found bool) error {
+		if !found || r.MAC != "" {
+			return errKept
 		}
 		r.MAC = mac
-		return json.Marshal(r)
+		return nil
 	})
 	if err != nil && !errors.Is(err, errKept) {
 		s.cfg.Logger.Warn("giving back a code after a store failure; the code is spent", zap.String("reference", l.Reference), zap.Error(err))
@@ -75,13 +73,12 @@ func (s *Service) restoreCode(ctx context.Context, l *Login, mac string) {
 // uncountCodeTry takes back a try that countCodeTry counted for an
 // attempt that was never decided.
 func (s *Service) uncountCodeTry(ctx context.Context, l *Login) {
-	err := s.cfg.Store.Update(ctx, codeTriesPrefix+l.ID, 0, func(cur []byte, found bool) ([]byte, error) {
-		var r codeTries
-		if !found || json.Unmarshal(cur, &r) != nil || r.Tries == 0 {
-			return nil, errKept
+	err := codeTryCounts.update(ctx, s.cfg.Store, l.ID, 0, func(r *codeTries, found bool) error {
+		if !found || r.Tries == 0 {
+			return errKept
 		}
 		r.Tries--
-		return json.Marshal(r)
+		return nil
 	})
 	if err != nil && !errors.Is(err, errKept) {
 		s.cfg.Logger.Warn("taking back a code try after a store failure", zap.String("reference", l.Reference), zap.Error(err))

@@ -3,9 +3,7 @@ package approval
 import (
 	"context"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -75,10 +73,8 @@ func (r *Revocations) check(sess *Session) error {
 // sessions from valid ones. Until it has, sign-in should answer 503.
 func (s *Service) RevocationsRead() bool { return s.revoked.load() != nil }
 
-const (
-	revocationsKey   = "revocations"
-	revocationsTopic = "revocations"
-)
+// revocationsTopic announces a change of the revocations to every instance.
+const revocationsTopic = "revocations"
 
 // revocations is what the store key holds: revoked session ids (hex) with
 // the time they would have expired anyway, and users whose sessions
@@ -146,41 +142,36 @@ func (s *Service) updateRevocations(ctx context.Context, change func(*revocation
 	now := s.now().Unix()
 	horizon := now - int64(s.cfg.SessionLifetime/time.Second)
 	var next revocations
-	err := s.cfg.Store.Update(ctx, revocationsKey, 0, func(cur []byte, found bool) ([]byte, error) {
-		next = revocations{Sessions: map[string]int64{}, Users: map[string]int64{}, Grants: map[string]int64{}}
-		if found {
-			if err := json.Unmarshal(cur, &next); err != nil {
-				return nil, fmt.Errorf("approval: revocations are corrupt: %w", err)
-			}
-			if next.Sessions == nil {
-				next.Sessions = map[string]int64{}
-			}
-			if next.Users == nil {
-				next.Users = map[string]int64{}
-			}
-			if next.Grants == nil {
-				next.Grants = map[string]int64{}
-			}
+	err := revocationLists.update(ctx, s.cfg.Store, "", 0, func(cur *revocations, _ bool) error {
+		if cur.Sessions == nil {
+			cur.Sessions = map[string]int64{}
+		}
+		if cur.Users == nil {
+			cur.Users = map[string]int64{}
+		}
+		if cur.Grants == nil {
+			cur.Grants = map[string]int64{}
 		}
 		// Entries for sessions that have expired anyway are dropped, so
 		// the list stays as small as the live sessions it refuses.
-		for id, exp := range next.Sessions {
+		for id, exp := range cur.Sessions {
 			if exp < now {
-				delete(next.Sessions, id)
+				delete(cur.Sessions, id)
 			}
 		}
-		for u, before := range next.Users {
+		for u, before := range cur.Users {
 			if before < horizon {
-				delete(next.Users, u)
+				delete(cur.Users, u)
 			}
 		}
-		for id, until := range next.Grants {
+		for id, until := range cur.Grants {
 			if until < now {
-				delete(next.Grants, id)
+				delete(cur.Grants, id)
 			}
 		}
-		change(&next)
-		return json.Marshal(next)
+		change(cur)
+		next = *cur
+		return nil
 	})
 	if err != nil {
 		return err
@@ -215,7 +206,7 @@ func (s *Service) setRevocations(r revocations) {
 
 // loadRevocations reads the store's revocations into memory.
 func (s *Service) loadRevocations(ctx context.Context) error {
-	raw, err := s.cfg.Store.Get(ctx, revocationsKey)
+	r, err := revocationLists.get(ctx, s.cfg.Store, "")
 	if err != nil {
 		if !isNotFound(err) {
 			return err
@@ -241,11 +232,7 @@ func (s *Service) loadRevocations(ctx context.Context) error {
 			}
 		})
 	}
-	var r revocations
-	if err := json.Unmarshal(raw, &r); err != nil {
-		return fmt.Errorf("approval: revocations are corrupt: %w", err)
-	}
-	s.setRevocations(r)
+	s.setRevocations(*r)
 	return nil
 }
 

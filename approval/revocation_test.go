@@ -153,7 +153,7 @@ func TestRevocationsLostByTheStoreAreRestoredFromMemory(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A Redis restarted without persistence: the key is simply gone.
-	if err := h.store.Delete(bg, revocationsKey); err != nil {
+	if err := h.store.Delete(bg, revocationLists.key("")); err != nil {
 		t.Fatal(err)
 	}
 	if err := h.svc.loadRevocations(bg); err != nil {

@@ -8,7 +8,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -425,15 +424,11 @@ type askOptions struct {
 // loginEntry is the store entry of l, kept for longest (the longest link
 // lifetime of any profile it could have) and a grace.
 func (s *Service) loginEntry(l *Login, longest time.Duration) (store.Entry, error) {
-	raw, err := json.Marshal(l)
-	if err != nil {
-		return store.Entry{}, err
-	}
 	ttl := l.CreatedAt.Add(longest + loginGrace).Sub(s.now())
 	if ttl <= 0 {
 		ttl = time.Second
 	}
-	return store.Entry{Key: loginPrefix + l.ID, Value: raw, TTL: ttl}, nil
+	return logins.entry(l.ID, l, ttl)
 }
 
 // ask sends recipient the mail that decides the login: a sign-in link for
@@ -462,8 +457,12 @@ func (s *Service) ask(ctx context.Context, l *Login, p *Profile, recipient strin
 			s.cfg.Logger.Error("dispatching login", zap.String("reference", l.Reference), zap.Error(err))
 			return
 		}
-		rec, _ := json.Marshal(linkRecord{LoginID: l.ID, Action: a, Recipient: recipient})
-		entries = append(entries, store.Entry{Key: tokenPrefix + hashSecret(token), Value: rec, TTL: ttl})
+		entry, err := links.entry(hashSecret(token), &linkRecord{LoginID: l.ID, Action: a, Recipient: recipient}, ttl)
+		if err != nil {
+			s.cfg.Logger.Error("dispatching login", zap.String("reference", l.Reference), zap.Error(err))
+			return
+		}
+		entries = append(entries, entry)
 		tokens[a] = token
 	}
 	code := ""
@@ -739,22 +738,16 @@ func (s *Service) linkRecord(ctx context.Context, token string) (*linkRecord, er
 	if !validSecret(token) {
 		return nil, ErrLinkInvalid
 	}
-	raw, err := s.cfg.Store.Get(ctx, tokenPrefix+hashSecret(token))
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, ErrLinkInvalid
-	}
-	if err != nil {
-		return nil, err
-	}
-	return decodeLinkRecord(raw)
+	return validLink(links.get(ctx, s.cfg.Store, hashSecret(token)))
 }
 
-func decodeLinkRecord(raw []byte) (*linkRecord, error) {
-	var rec linkRecord
-	if err := json.Unmarshal(raw, &rec); err != nil || (rec.Action != actionApprove && rec.Action != actionDeny) {
+// validLink passes on a link record that names an action; any other, or
+// one that does not read, is an invalid link, as a missing one is.
+func validLink(rec *linkRecord, err error) (*linkRecord, error) {
+	if errors.Is(err, errCorrupt) || err == nil && rec.Action != actionApprove && rec.Action != actionDeny {
 		return nil, ErrLinkInvalid
 	}
-	return &rec, nil
+	return rec, err
 }
 
 // Confirmation is the POST of a link's landing page.
@@ -800,16 +793,12 @@ func (s *Service) Confirm(ctx context.Context, c Confirmation) (*LinkView, error
 			return nil, err
 		}
 	}
-	raw, err := s.cfg.Store.Take(ctx, tokenPrefix+hashSecret(token))
-	if errors.Is(err, store.ErrNotFound) {
+	rec, raw, err := links.take(ctx, s.cfg.Store, hashSecret(token))
+	if errors.Is(err, ErrLinkInvalid) {
 		s.audit.Record(EventLinkRejected, nil, zap.String("client_ip", clientIP), zap.String("reason", "unknown or used token"))
 		return nil, ErrLinkInvalid
 	}
-	if err != nil {
-		return nil, err
-	}
-	rec, err := decodeLinkRecord(raw)
-	if err != nil {
+	if rec, err = validLink(rec, err); err != nil {
 		return nil, err
 	}
 	l, err := s.getLogin(ctx, rec.LoginID)
@@ -1195,47 +1184,25 @@ func (s *Service) pendingLogin(ctx context.Context, pending string) (*Login, err
 }
 
 func (s *Service) getLogin(ctx context.Context, id string) (*Login, error) {
-	raw, err := s.cfg.Store.Get(ctx, loginPrefix+id)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, ErrLoginNotFound
-	}
-	if err != nil {
-		return nil, err
-	}
-	var l Login
-	if err := json.Unmarshal(raw, &l); err != nil {
-		return nil, fmt.Errorf("approval: login %s is corrupt: %w", id, err)
-	}
-	return &l, nil
+	return logins.get(ctx, s.cfg.Store, id)
 }
 
 func (s *Service) putLogin(ctx context.Context, l *Login, ttl time.Duration) error {
-	raw, err := json.Marshal(l)
-	if err != nil {
-		return err
-	}
-	return s.cfg.Store.Put(ctx, loginPrefix+l.ID, raw, ttl)
+	return logins.put(ctx, s.cfg.Store, l.ID, l, ttl)
 }
 
 // updateLogin applies fn to the stored login atomically.
 func (s *Service) updateLogin(ctx context.Context, id string, fn func(*Login) error) error {
-	err := s.cfg.Store.Update(ctx, loginPrefix+id, 0, func(cur []byte, found bool) ([]byte, error) {
+	err := logins.update(ctx, s.cfg.Store, id, 0, func(l *Login, found bool) error {
 		if !found {
-			return nil, ErrLoginNotFound
+			return ErrLoginNotFound
 		}
-		var l Login
-		if err := json.Unmarshal(cur, &l); err != nil {
-			return nil, fmt.Errorf("approval: login %s is corrupt: %w", id, err)
-		}
-		if err := fn(&l); err != nil {
-			return nil, err
-		}
-		return json.Marshal(&l)
+		return fn(l)
 	})
 	if err == nil {
 		// Waiting pages of this login, on any instance, look again now
 		// rather than at their next poll.
-		if perr := s.cfg.Store.Publish(ctx, loginPrefix+id, nil); perr != nil {
+		if perr := s.cfg.Store.Publish(ctx, logins.key(id), nil); perr != nil {
 			s.cfg.Logger.Debug("publishing a login change", zap.Error(perr))
 		}
 	}

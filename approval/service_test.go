@@ -167,14 +167,14 @@ func TestStoreHoldsOnlyHashesOfTokenAndPendingSecret(t *testing.T) {
 	st, token := h.startKnown()
 	id, secret := pendingParts(t, st.Pending)
 
-	rec, err := h.store.Get(bg, tokenPrefix+hashSecret(token))
+	rec, err := h.store.Get(bg, links.key(hashSecret(token)))
 	if err != nil {
 		t.Fatalf("no link record under the token's hash: %v", err)
 	}
-	if _, err := h.store.Get(bg, tokenPrefix+token); !errors.Is(err, store.ErrNotFound) {
+	if _, err := h.store.Get(bg, links.key(token)); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("the plaintext token is a store key (Get returned %v)", err)
 	}
-	raw, err := h.store.Get(bg, loginPrefix+id)
+	raw, err := h.store.Get(bg, logins.key(id))
 	if err != nil {
 		t.Fatalf("no login stored under its id: %v", err)
 	}
@@ -208,7 +208,7 @@ func TestOpenLinkChangesNothing(t *testing.T) {
 			t.Errorf("OpenLink #%d shows %+v, want Alice Example asking for %s from %s, Firefox on Windows, ref %s", i, v, testApp, testIP, st.Reference)
 		}
 	}
-	if _, err := h.store.Get(bg, tokenPrefix+hashSecret(token)); err != nil {
+	if _, err := h.store.Get(bg, links.key(hashSecret(token))); err != nil {
 		t.Errorf("after two OpenLink calls the token is gone from the store (%v); a GET must not burn it", err)
 	}
 	w, err := h.svc.Watch(bg, h.site, st.Pending)
