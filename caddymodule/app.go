@@ -5,13 +5,8 @@
 package caddymodule
 
 import (
-	"bytes"
 	"context"
-	"crypto/hkdf"
-	"crypto/rand"
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"maps"
@@ -30,6 +25,7 @@ import (
 	"github.com/mailauth/caddy-mailauth/approval"
 	"github.com/mailauth/caddy-mailauth/directory"
 	"github.com/mailauth/caddy-mailauth/internal/loopback"
+	"github.com/mailauth/caddy-mailauth/keyring"
 	"github.com/mailauth/caddy-mailauth/mailer"
 	"github.com/mailauth/caddy-mailauth/store"
 )
@@ -126,27 +122,22 @@ type App struct {
 	logoType      string
 	brandCSS      []byte
 
-	limits  approval.RateLimits
-	csrfKey []byte
-	// checkpointKeys sign audit checkpoints (the first) and check them
-	// (any): one per signing key, as outboxKeys.
-	checkpointKeys [][]byte
-	// outboxKeys seal queued mail at rest: one per signing key, the
-	// current one first.
-	outboxKeys [][]byte
-	logger     *zap.Logger
-	profiles   map[string]*approval.Profile
-	policies   map[string]*approval.Policy
-	dirs       map[string]directory.Directory
-	storeID    string
-	store      store.Store
-	outbox     *mailer.Outbox
+	limits approval.RateLimits
+	// keyring holds the keys derived from the signing keys.
+	keyring  *keyring.Keys
+	logger   *zap.Logger
+	profiles map[string]*approval.Profile
+	policies map[string]*approval.Policy
+	dirs     map[string]directory.Directory
+	storeID  string
+	store    store.Store
+	outbox   *mailer.Outbox
 	// smtp carries the outbox's mail; Stop ends its sessions.
 	smtp    *mailer.SMTP
 	service *approval.Service
 	trail   *approval.AuditTrail
 	// storedKey is the session key kept in the store, when none is
-	// configured; keepSessionKey puts it back should the store lose it.
+	// configured; keyring.Keep puts it back should the store lose it.
 	storedKey []byte
 	stop      context.CancelFunc
 	stopped   chan struct{}
@@ -219,7 +210,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err := a.openStore(); err != nil {
 		return err
 	}
-	codec, codeKey, err := a.keys(ctx)
+	codec, err := a.keys(ctx)
 	if err != nil {
 		return err
 	}
@@ -271,7 +262,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		Profiles:   a.profiles,
 		Policies:   slices.Collect(maps.Values(a.policies)),
 		Codec:      codec,
-		CodeKey:    codeKey,
+		CodeKey:    a.keyring.Code,
 		RateLimits: a.limits,
 		// Instances sharing a Redis share its limits, too.
 		SharedRateLimits:  a.Store != nil && a.Store.Backend == "redis",
@@ -291,7 +282,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		return err
 	}
 	a.outbox.BeforeSend(svc.BeforeSend)
-	if err := a.outbox.SealWith(a.outboxKeys...); err != nil {
+	if err := a.outbox.SealWith(a.keyring.Outbox...); err != nil {
 		return fmt.Errorf("mailauth: %w", err)
 	}
 	a.service = svc
@@ -759,89 +750,35 @@ func (a *App) openRedis(sc *StoreConfig) error {
 	return nil
 }
 
-// sessionKeyName is where the generated session signing key is kept, so
-// cookies stay valid across restarts and reloads.
-const sessionKeyName = "keys/session"
-
-// keys loads (or makes, once) the session signing key and derives the
-// key that one-time codes are stored under from it, so every instance that
-// shares the store agrees on both.
-func (a *App) keys(ctx context.Context) (*approval.SessionCodec, []byte, error) {
+// keys loads the signing keys (session_keys, or the key kept in the
+// store, made once) and derives the others from them.
+func (a *App) keys(ctx context.Context) (*approval.SessionCodec, error) {
+	var signing [][]byte
 	if len(a.SessionKeys) > 0 {
 		repl := caddy.NewReplacer()
-		keys := make([][]byte, 0, len(a.SessionKeys))
+		encoded := make([]string, len(a.SessionKeys))
 		for i, k := range a.SessionKeys {
-			raw := strings.TrimSpace(repl.ReplaceKnown(k, ""))
-			b, err := base64.StdEncoding.DecodeString(raw)
-			if err != nil {
-				b, err = base64.RawURLEncoding.DecodeString(strings.TrimRight(raw, "="))
-			}
-			if err != nil || len(b) != approval.SessionKeySize {
-				return nil, nil, fmt.Errorf("mailauth: session_keys: key %d is not %d bytes of base64 (make one with: head -c 32 /dev/urandom | base64)", i+1, approval.SessionKeySize)
-			}
-			keys = append(keys, b)
+			encoded[i] = repl.ReplaceKnown(k, "")
 		}
-		codec, err := approval.NewSessionCodec(keys...)
+		var err error
+		if signing, err = keyring.Parse(encoded); err != nil {
+			return nil, fmt.Errorf("mailauth: session_keys: %w", err)
+		}
+	} else {
+		key, err := keyring.LoadOrCreate(ctx, a.store)
 		if err != nil {
-			return nil, nil, fmt.Errorf("mailauth: session_keys: %w", err)
+			return nil, fmt.Errorf("mailauth: %w", err)
 		}
-		codeKey, err := a.deriveKeys(keys...)
-		return codec, codeKey, err
+		a.storedKey, signing = key, [][]byte{key}
 	}
-	var key []byte
-	defer func() { a.storedKey = key }()
-	err := a.store.Update(ctx, sessionKeyName, 0, func(cur []byte, found bool) ([]byte, error) {
-		if found && len(cur) == approval.SessionKeySize {
-			key = cur
-			return cur, nil
-		}
-		key = make([]byte, approval.SessionKeySize)
-		if _, err := rand.Read(key); err != nil {
-			return nil, err
-		}
-		return key, nil
-	})
+	codec, err := approval.NewSessionCodec(signing...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("mailauth: loading the session key: %w", err)
+		return nil, fmt.Errorf("mailauth: session_keys: %w", err)
 	}
-	codeKey, err := a.deriveKeys(key)
-	if err != nil {
-		return nil, nil, err
-	}
-	codec, err := approval.NewSessionCodec(key)
-	return codec, codeKey, err
-}
-
-// deriveKeys makes the one-time-code key (returned), the form-token key,
-// the outbox keys and the audit checkpoint keys from the signing keys,
-// each for its one purpose (HKDF), so the signing key itself is only ever
-// used to sign.
-func (a *App) deriveKeys(keys ...[]byte) ([]byte, error) {
-	codeKey, err := hkdf.Key(sha256.New, keys[0], nil, "caddy-mailauth one-time codes", 32)
-	if err != nil {
+	if a.keyring, err = keyring.Derive(signing...); err != nil {
 		return nil, err
 	}
-	if a.csrfKey, err = hkdf.Key(sha256.New, keys[0], nil, "caddy-mailauth form tokens", 32); err != nil {
-		return nil, err
-	}
-	// Queued mail is sealed under the current key and opened with any, so
-	// a rotation does not strand mail queued before it.
-	// Audit checkpoints likewise, so one exported before a rotation
-	// still verifies while its key is listed.
-	a.outboxKeys, a.checkpointKeys = a.outboxKeys[:0], a.checkpointKeys[:0]
-	for _, k := range keys {
-		ok, err := hkdf.Key(sha256.New, k, nil, "caddy-mailauth outbox", mailer.SealKeySize)
-		if err != nil {
-			return nil, err
-		}
-		a.outboxKeys = append(a.outboxKeys, ok)
-		ck, err := hkdf.Key(sha256.New, k, nil, "caddy-mailauth audit checkpoints", 32)
-		if err != nil {
-			return nil, err
-		}
-		a.checkpointKeys = append(a.checkpointKeys, ck)
-	}
-	return codeKey, nil
+	return codec, nil
 }
 
 // Start runs the outbox worker.
@@ -852,46 +789,11 @@ func (a *App) Start() error {
 	go func() {
 		defer close(a.stopped)
 		if a.storedKey != nil {
-			go a.keepSessionKey(ctx)
+			go keyring.Keep(ctx, a.store, a.storedKey, keyring.KeepInterval, a.logger)
 		}
 		a.outbox.Run(ctx)
 	}()
 	return nil
-}
-
-// sessionKeyCheck is how often keepSessionKey looks at the stored key.
-const sessionKeyCheck = 30 * time.Second
-
-// keepSessionKey writes this instance's session key back if the store has
-// lost it (a Redis restarted without persistence): otherwise the next
-// instance to start would make a new key, and the sessions each signs
-// would fail on the others. A different key in the store is only logged:
-// an operator replaced it, and a restart picks it up.
-func (a *App) keepSessionKey(ctx context.Context) {
-	t := time.NewTicker(sessionKeyCheck)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := a.store.Update(cctx, sessionKeyName, 0, func(cur []byte, found bool) ([]byte, error) {
-			if !found {
-				a.logger.Warn("the session key is missing from the store; writing this instance's back")
-				return a.storedKey, nil
-			}
-			if !bytes.Equal(cur, a.storedKey) {
-				a.logger.Error("the store holds a different session key than this instance signs with; restart or reload to use it")
-			}
-			return cur, nil
-		})
-		cancel()
-		if err != nil && ctx.Err() == nil {
-			a.logger.Debug("checking the stored session key", zap.Error(err))
-		}
-	}
 }
 
 // Stop ends the outbox worker and waits for logins still being dispatched,

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mailauth/caddy-mailauth/approval"
+	"github.com/mailauth/caddy-mailauth/keyring"
 	"github.com/mailauth/caddy-mailauth/store"
 )
 
@@ -39,7 +40,7 @@ func (a *App) auditCheckpoint(ctx context.Context) (*approval.Checkpoint, error)
 	if err := a.syncAudit(ctx); err != nil {
 		return nil, err
 	}
-	return approval.MakeCheckpoint(ctx, a.store, a.checkpointKeys[0], time.Now())
+	return approval.MakeCheckpoint(ctx, a.store, a.keyring.Checkpoint[0], time.Now())
 }
 
 // verifyAuditSince checks the trail in the app's store against cp, after
@@ -48,7 +49,7 @@ func (a *App) verifyAuditSince(ctx context.Context, cp *approval.Checkpoint) (*a
 	if err := a.syncAudit(ctx); err != nil {
 		return nil, err
 	}
-	return approval.VerifyAuditChainSince(ctx, a.store, a.auditRetention(), time.Now(), cp, a.checkpointKeys)
+	return approval.VerifyAuditChainSince(ctx, a.store, a.auditRetention(), time.Now(), cp, a.keyring.Checkpoint)
 }
 
 // syncAudit waits until the audit records queued so far are stored.
@@ -64,17 +65,17 @@ func (a *App) syncAudit(ctx context.Context) error {
 // the key kept in the store.
 func (a *App) loadCheckpointKeys(ctx context.Context) error {
 	if len(a.SessionKeys) > 0 {
-		_, _, err := a.keys(ctx)
+		_, err := a.keys(ctx)
 		return err
 	}
-	key, err := a.store.Get(ctx, sessionKeyName)
+	key, err := a.store.Get(ctx, keyring.StoredKeyName)
 	if errors.Is(err, store.ErrNotFound) {
 		return errors.New("the store holds no session key (and the config sets no session_keys), so no checkpoint can have been made for it")
 	}
 	if err != nil {
 		return fmt.Errorf("reading the session key from the store: %w", err)
 	}
-	_, err = a.deriveKeys(key)
+	a.keyring, err = keyring.Derive(key)
 	return err
 }
 

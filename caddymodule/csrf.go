@@ -21,7 +21,7 @@ func (a *App) csrfToken(cookie string) string {
 	if cookie == "" {
 		return ""
 	}
-	m := hmac.New(sha256.New, a.csrfKey)
+	m := hmac.New(sha256.New, a.keyring.Form)
 	m.Write([]byte("form\x00" + cookie))
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:18])
 }
