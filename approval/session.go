@@ -321,78 +321,106 @@ func (c *SessionCodec) Decode(value string, now time.Time, s *Session) error {
 // decode verifies value in full and fills s. On success it allocates once,
 // for the string fields.
 func (c *SessionCodec) decode(value string, now time.Time, s *Session) error {
-	if len(value) > maxSessionCookie {
-		return ErrSessionInvalid
-	}
-	dot := strings.IndexByte(value, '.')
-	if dot < 0 {
-		return ErrSessionInvalid
-	}
-	enc, sig := value[:dot], value[dot+1:]
-	if base64.RawURLEncoding.DecodedLen(len(sig)) != sha256.Size || len(enc) < base64.RawURLEncoding.EncodedLen(sessionHeaderLen) {
-		return ErrSessionInvalid
-	}
-	// The key id is the second payload byte; decoding the first block of
-	// four characters yields it without decoding the rest.
-	var head [3]byte
-	if _, err := base64.RawURLEncoding.Decode(head[:], bytesOf(enc[:4])); err != nil {
-		return ErrSessionInvalid
-	}
-	var k *sessionKey
-	for _, cand := range c.keys {
-		if cand.id == head[1] {
-			k = cand
-			break
-		}
-	}
-	if k == nil || head[0] != sessionVersion {
+	k, enc, sig, ok := c.split(value)
+	if !ok {
 		return ErrSessionInvalid
 	}
 	m := k.pool.Get().(*macState)
 	defer k.pool.Put(m)
-	m.mac.Reset()
-	m.mac.Write(bytesOf(enc))
-	want := m.mac.Sum(m.sum[:0])
-	var got [sha256.Size]byte
-	if n, err := strictBase64.Decode(got[:], bytesOf(sig)); err != nil || n != sha256.Size {
+	p, ok := m.open(enc, sig)
+	if !ok {
 		return ErrSessionInvalid
 	}
-	if !hmac.Equal(want, got[:]) {
-		return ErrSessionInvalid
-	}
-	n, err := base64.RawURLEncoding.Decode(m.payload[:], bytesOf(enc))
-	if err != nil {
-		return ErrSessionInvalid
-	}
-	p := m.payload[:n]
 	expires := int64(binary.BigEndian.Uint64(p[10:]))
 	if now.Unix() >= expires {
 		return ErrSessionExpired
 	}
-	count := int(p[38])
-	if count > MaxApprovals {
+	rest := p[sessionHeaderLen:]
+	var lay sessionLayout
+	if !lay.walk(rest, int(p[38])) {
 		return ErrSessionInvalid
 	}
-	// Walk the layout once to validate it before allocating; the string
-	// fields are then substrings of one string.
-	rest := p[sessionHeaderLen:]
-	var strEnd [4]int // end offsets in rest of the four strings
-	off := 0
-	for i := range strEnd {
-		if off >= len(rest) {
-			return ErrSessionInvalid
-		}
-		off += 1 + int(rest[off])
-		if off > len(rest) {
-			return ErrSessionInvalid
-		}
-		strEnd[i] = off
+	lay.fill(s, string(rest))
+	s.IssuedAt = int64(binary.BigEndian.Uint64(p[2:]))
+	s.ExpiresAt = expires
+	copy(s.ID[:], p[18:34])
+	s.PolicyEpoch = binary.BigEndian.Uint32(p[34:])
+	return nil
+}
+
+// split cuts a cookie value into its payload and signature and finds the
+// key that signed it, reading only the payload's first block, so that a
+// value of the wrong shape or key costs no MAC.
+func (c *SessionCodec) split(value string) (k *sessionKey, enc, sig string, ok bool) {
+	if len(value) > maxSessionCookie {
+		return nil, "", "", false
 	}
-	var apOff [MaxApprovals]int
+	dot := strings.IndexByte(value, '.')
+	if dot < 0 {
+		return nil, "", "", false
+	}
+	enc, sig = value[:dot], value[dot+1:]
+	if base64.RawURLEncoding.DecodedLen(len(sig)) != sha256.Size || len(enc) < base64.RawURLEncoding.EncodedLen(sessionHeaderLen) {
+		return nil, "", "", false
+	}
+	// The key id is the second payload byte; decoding the first block of
+	// four characters yields it without decoding the rest.
+	var head [3]byte
+	if _, err := base64.RawURLEncoding.Decode(head[:], bytesOf(enc[:4])); err != nil || head[0] != sessionVersion {
+		return nil, "", "", false
+	}
+	for _, cand := range c.keys {
+		if cand.id == head[1] {
+			return cand, enc, sig, true
+		}
+	}
+	return nil, "", "", false
+}
+
+// open checks sig over enc and decodes the payload into m's buffer, which
+// the result shares.
+func (m *macState) open(enc, sig string) ([]byte, bool) {
+	m.mac.Reset()
+	m.mac.Write(bytesOf(enc))
+	want := m.mac.Sum(m.sum[:0])
+	var got [sha256.Size]byte
+	if n, err := strictBase64.Decode(got[:], bytesOf(sig)); err != nil || n != sha256.Size || !hmac.Equal(want, got[:]) {
+		return nil, false
+	}
+	n, err := base64.RawURLEncoding.Decode(m.payload[:], bytesOf(enc))
+	if err != nil {
+		return nil, false
+	}
+	return m.payload[:n], true
+}
+
+// sessionLayout is where the variable part of a payload puts its fields:
+// the ends of the four strings (user, email, directory, policies) and the
+// start of each approval, as offsets into the part after the header.
+type sessionLayout struct {
+	strEnd [4]int
+	apOff  [MaxApprovals]int
+	count  int
+}
+
+// walk checks that rest holds exactly the four strings and count
+// approvals, and records where they are, before anything is allocated.
+func (lay *sessionLayout) walk(rest []byte, count int) bool {
+	if count > MaxApprovals {
+		return false
+	}
+	lay.count = count
+	off := 0
+	for i := range lay.strEnd {
+		if off = skipField(rest, off); off < 0 {
+			return false
+		}
+		lay.strEnd[i] = off
+	}
 	for i := range count {
-		apOff[i] = off
+		lay.apOff[i] = off
 		if off+approvalFixedLen > len(rest) {
-			return ErrSessionInvalid
+			return false
 		}
 		switch rest[off] {
 		case approvalUser:
@@ -400,24 +428,35 @@ func (c *SessionCodec) decode(value string, now time.Time, s *Session) error {
 		case approvalManager:
 			off += approvalFixedLen + len(GrantID{})
 		default:
-			return ErrSessionInvalid
+			return false
 		}
-		for range 2 {
-			if off >= len(rest) {
-				return ErrSessionInvalid
-			}
-			off += 1 + int(rest[off])
-			if off > len(rest) {
-				return ErrSessionInvalid
+		for range 2 { // profile, approver
+			if off = skipField(rest, off); off < 0 {
+				return false
 			}
 		}
 	}
-	if off != len(rest) {
-		return ErrSessionInvalid
+	return off == len(rest)
+}
+
+// skipField returns the end of the length-prefixed field at off in b, or
+// -1 when it does not fit.
+func skipField(b []byte, off int) int {
+	if off >= len(b) {
+		return -1
 	}
-	all := string(rest)
+	off += 1 + int(b[off])
+	if off > len(b) {
+		return -1
+	}
+	return off
+}
+
+// fill sets s's strings and approvals from all (the payload after the
+// header, as one string, so every field is a substring of one allocation).
+func (lay *sessionLayout) fill(s *Session, all string) {
 	start := 0
-	for i, end := range strEnd {
+	for i, end := range lay.strEnd {
 		v := all[start+1 : end]
 		switch i {
 		case 0:
@@ -431,36 +470,31 @@ func (c *SessionCodec) decode(value string, now time.Time, s *Session) error {
 		}
 		start = end
 	}
-	for i := range count {
-		o := apOff[i]
+	for i := range lay.count {
+		o := lay.apOff[i]
 		a := &s.approvals[i]
 		a.Type = TypeUser
-		if rest[o] == approvalManager {
+		if all[o] == approvalManager {
 			a.Type = TypeManager
 		}
-		a.At = int64(binary.BigEndian.Uint32(rest[o+1:]))
-		a.Until = int64(binary.BigEndian.Uint32(rest[o+5:]))
+		a.At = int64(binary.BigEndian.Uint32(bytesOf(all[o+1:])))
+		a.Until = int64(binary.BigEndian.Uint32(bytesOf(all[o+5:])))
 		o += approvalFixedLen
 		a.Grant = GrantID{}
 		if a.Type == TypeManager {
-			copy(a.Grant[:], rest[o:])
+			copy(a.Grant[:], all[o:])
 			o += len(a.Grant)
 		}
-		l := int(rest[o])
+		l := int(all[o])
 		a.Profile = all[o+1 : o+1+l]
 		o += 1 + l
-		l = int(rest[o])
+		l = int(all[o])
 		a.Approver = all[o+1 : o+1+l]
 	}
-	for i := count; i < int(s.n); i++ {
+	for i := lay.count; i < int(s.n); i++ {
 		s.approvals[i] = Approval{}
 	}
-	s.n = uint8(count)
-	s.IssuedAt = int64(binary.BigEndian.Uint64(p[2:]))
-	s.ExpiresAt = expires
-	copy(s.ID[:], p[18:34])
-	s.PolicyEpoch = binary.BigEndian.Uint32(p[34:])
-	return nil
+	s.n = uint8(lay.count)
 }
 
 // strictBase64 decodes signatures. The last of a signature's 43 characters
