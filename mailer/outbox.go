@@ -337,94 +337,121 @@ func (o *Outbox) deliver(ctx context.Context, item store.OutboxItem) {
 	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), bookkeepingTimeout)
 	defer cancel()
 
+	m, ok := o.decode(bctx, item)
+	if !ok || !o.stillWanted(bctx, item, m) {
+		return
+	}
+	sctx, scancel := context.WithTimeout(ctx, o.attemptTimeout)
+	// Real time, not o.now: tests fake the clock for scheduling, and this
+	// measures the server.
+	began := time.Now()
+	server, err := o.sender.Send(sctx, m)
+	took := time.Since(began)
+	scancel()
+	o.settle(ctx, bctx, item, Event{Message: m, Server: server, Attempt: item.Attempts + 1, Err: err, Duration: took})
+}
+
+// decode opens and reads a claimed message. One that does not read would
+// fail the same way on every claim, so it is dropped, not kept to repeat
+// the error forever.
+func (o *Outbox) decode(bctx context.Context, item store.OutboxItem) (*Message, bool) {
 	var m Message
 	payload, err := o.open(item.ID, item.Payload)
 	if err == nil {
 		err = json.Unmarshal(payload, &m)
 	}
 	if err != nil {
-		// It would fail the same way on every claim; keeping it would only
-		// repeat this error forever.
 		o.logger.Error("dropping undecodable outbox message", zap.String("id", item.ID), zap.Error(err))
 		o.ack(bctx, item.ID)
-		return
+		return nil, false
 	}
-	attempt := item.Attempts + 1
 	if !m.Notice {
 		o.track(m.ID, maxTime(item.EnqueuedAt, m.NotBefore))
 	}
-	if o.expired(&m, o.now()) {
+	return &m, true
+}
+
+// stillWanted settles a message that should not be sent any more: its link
+// has expired, or the BeforeSend hook says its moment has passed (or, on
+// an error, retries it later). It reports whether to send it now.
+func (o *Outbox) stillWanted(bctx context.Context, item store.OutboxItem, m *Message) bool {
+	if o.expired(m, o.now()) {
 		o.ack(bctx, item.ID)
-		o.emit(Event{Kind: EventAbandoned, Message: &m, Attempt: item.Attempts,
+		o.emit(Event{Kind: EventAbandoned, Message: m, Attempt: item.Attempts,
 			Err: fmt.Errorf("mailer: link expired at %s before delivery", m.ExpiresAt.Format(time.RFC3339))})
-		return
+		return false
 	}
-
-	if o.before != nil && m.Purpose != "" {
-		send, err := o.before(bctx, &m)
-		switch {
-		case err != nil:
-			o.retry(bctx, Event{Message: &m, Attempt: attempt, RetryAt: o.now().Add(o.backoff(attempt)), Err: err}, item.EnqueuedAt)
-			return
-		case !send:
-			o.ack(bctx, item.ID)
-			o.emit(Event{Kind: EventSkipped, Message: &m, Attempt: item.Attempts})
-			return
-		}
+	if o.before == nil || m.Purpose == "" {
+		return true
 	}
+	send, err := o.before(bctx, m)
+	switch {
+	case err != nil:
+		attempt := item.Attempts + 1
+		o.retry(bctx, Event{Message: m, Attempt: attempt, RetryAt: o.now().Add(o.backoff(attempt)), Err: err}, item.EnqueuedAt)
+		return false
+	case !send:
+		o.ack(bctx, item.ID)
+		o.emit(Event{Kind: EventSkipped, Message: m, Attempt: item.Attempts})
+		return false
+	}
+	return true
+}
 
-	sctx, scancel := context.WithTimeout(ctx, o.attemptTimeout)
-	// Real time, not o.now: tests fake the clock for scheduling, and this
-	// measures the server.
-	began := time.Now()
-	server, err := o.sender.Send(sctx, &m)
-	took := time.Since(began)
-	scancel()
-
-	var code int
+// settle records the outcome of an attempt (ev: its message, the server
+// that answered, the attempt's number, error and duration) in the queue
+// and reports it: sent and permanent failures are acknowledged, a
+// deferral postpones without counting an attempt, and other failures are
+// retried with backoff until the attempts or the link's life run out.
+func (o *Outbox) settle(ctx, bctx context.Context, item store.OutboxItem, ev Event) {
+	m, err := ev.Message, ev.Err
 	if se := lastServerError(err); se != nil {
-		server, code = se.server, se.code
+		ev.Server, ev.Code = se.server, se.code
 	}
 	var deferred *DeferredError
 	switch {
 	case err == nil:
 		o.ack(bctx, item.ID)
 		// Success means the server took the data: SMTP's 250.
-		o.emit(Event{Kind: EventSent, Message: &m, Server: server, Code: 250, Attempt: attempt, Duration: took})
+		ev.Kind, ev.Code = EventSent, 250
 	case errors.Is(err, ErrPermanent):
 		o.ack(bctx, item.ID)
-		o.emit(Event{Kind: EventFailed, Message: &m, Server: server, Code: code, Attempt: attempt, Err: err, Duration: took})
+		ev.Kind = EventFailed
 	case errors.As(err, &deferred) && ctx.Err() == nil:
-		if o.expired(&m, deferred.Until) {
-			o.ack(bctx, item.ID)
-			o.emit(Event{Kind: EventAbandoned, Message: &m, Server: server, Code: code, Attempt: item.Attempts, Err: err, Duration: took})
-			return
-		}
 		// Nothing was refused for this message's sake: its attempts stay.
+		ev.Attempt = item.Attempts
+		if o.expired(m, deferred.Until) {
+			o.ack(bctx, item.ID)
+			ev.Kind = EventAbandoned
+			break
+		}
 		if err := o.q.Postpone(bctx, item.ID, deferred.Until); err != nil {
 			o.logger.Error("postponing outbox message", zap.String("id", item.ID), zap.Error(err))
 		}
 		o.held(item.ID, deferred.Until)
-		o.emit(Event{Kind: EventDeferred, Message: &m, Server: server, Code: code, Attempt: item.Attempts, RetryAt: deferred.Until, Err: err, Duration: took})
+		ev.Kind, ev.RetryAt = EventDeferred, deferred.Until
 	case ctx.Err() != nil:
 		// Shutting down (often a config reload, whose new worker is already
 		// running): hand the message back now rather than after the lease.
-		o.retry(bctx, Event{Message: &m, Server: server, Code: code, Attempt: attempt, RetryAt: o.now(), Err: err, Duration: took}, item.EnqueuedAt)
-	case attempt >= o.maxAttempts:
+		ev.RetryAt = o.now()
+		o.retry(bctx, ev, item.EnqueuedAt)
+		return
+	case ev.Attempt >= o.maxAttempts:
 		o.ack(bctx, item.ID)
-		o.emit(Event{Kind: EventFailed, Message: &m, Server: server, Code: code, Attempt: attempt,
-			Err: fmt.Errorf("mailer: giving up after %d attempts: %w", attempt, err), Duration: took})
+		ev.Kind, ev.Err = EventFailed, fmt.Errorf("mailer: giving up after %d attempts: %w", ev.Attempt, err)
 	default:
-		at := o.now().Add(o.backoff(attempt))
-		if o.expired(&m, at) {
-			// The link would be dead before the next attempt; say so now, as
-			// the store may drop the message silently at its expiry.
-			o.ack(bctx, item.ID)
-			o.emit(Event{Kind: EventAbandoned, Message: &m, Server: server, Code: code, Attempt: attempt, Err: err, Duration: took})
+		at := o.now().Add(o.backoff(ev.Attempt))
+		if !o.expired(m, at) {
+			ev.RetryAt = at
+			o.retry(bctx, ev, item.EnqueuedAt)
 			return
 		}
-		o.retry(bctx, Event{Message: &m, Server: server, Code: code, Attempt: attempt, RetryAt: at, Err: err, Duration: took}, item.EnqueuedAt)
+		// The link would be dead before the next attempt; say so now, as
+		// the store may drop the message silently at its expiry.
+		o.ack(bctx, item.ID)
+		ev.Kind = EventAbandoned
 	}
+	o.emit(ev)
 }
 
 // expired reports whether m's link no longer works at t.
