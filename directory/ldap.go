@@ -113,7 +113,44 @@ func NewLDAP(name string, cfg LDAPConfig, logger *zap.Logger) (*LDAP, error) {
 	fail := func(field, format string, args ...any) error {
 		return fmt.Errorf("directory %q: %s: %s", name, field, fmt.Sprintf(format, args...))
 	}
+	u, err := cfg.checkURL(fail)
+	if err != nil {
+		return nil, err
+	}
+	for _, check := range [...]func(failFunc) error{cfg.checkBind, cfg.checkSearch, cfg.checkAttributes, cfg.checkLimits} {
+		if err := check(fail); err != nil {
+			return nil, err
+		}
+	}
+	d := &LDAP{
+		name:   name,
+		cfg:    cfg,
+		logger: logger,
+		attrs: uniqueFold(append([]string{
+			cfg.UsernameAttribute, cfg.MailAttribute, cfg.NameAttribute,
+			cfg.ManagerAttribute, "memberOf", cfg.DepartmentAttribute,
+		}, cfg.Attributes...)),
+	}
+	d.pool = newConnPool(d.name, dialer{
+		url:      cfg.URL,
+		startTLS: cfg.StartTLS,
+		bindDN:   cfg.BindDN,
+		password: cfg.BindPassword,
+		tls: &tls.Config{
+			RootCAs:    cfg.RootCAs,
+			ServerName: u.Hostname(),
+			MinVersion: tls.VersionTLS12,
+		},
+	}, cfg.PoolSize, logger)
+	return d, nil
+}
 
+// failFunc makes the error for a field of the directory's config.
+type failFunc func(field, format string, args ...any) error
+
+// checkURL parses the server's URL and refuses clear text to a host that
+// is not this machine.
+func (cfg *LDAPConfig) checkURL(fail failFunc) (*url.URL, error) {
 	u, err := url.Parse(cfg.URL)
 	switch {
 	case cfg.URL == "":
@@ -137,35 +174,50 @@ func NewLDAP(name string, cfg LDAPConfig, logger *zap.Logger) (*LDAP, error) {
 		}
 		return nil, fail("url", "%q sends the bind password and every lookup in clear text; use ldaps://%s or set start_tls (plain ldap:// is allowed only for loopback hosts such as localhost)", cfg.URL, host)
 	}
+	return u, nil
+}
 
-	if cfg.BindDN != "" {
-		if _, err := ldap.ParseDN(cfg.BindDN); err != nil {
-			return nil, fail("bind_dn", "%q: %v", cfg.BindDN, err)
+// checkBind: a service account is a DN with a password, or neither
+// (anonymous binds).
+func (cfg *LDAPConfig) checkBind(fail failFunc) error {
+	if cfg.BindDN == "" {
+		if cfg.BindPassword != "" {
+			return fail("bind_dn", "required with bind_password")
 		}
-		if cfg.BindPassword == "" {
-			return nil, fail("bind_password", "required with bind_dn")
-		}
-	} else if cfg.BindPassword != "" {
-		return nil, fail("bind_dn", "required with bind_password")
+		return nil
 	}
+	if _, err := ldap.ParseDN(cfg.BindDN); err != nil {
+		return fail("bind_dn", "%q: %v", cfg.BindDN, err)
+	}
+	if cfg.BindPassword == "" {
+		return fail("bind_password", "required with bind_dn")
+	}
+	return nil
+}
 
+// checkSearch checks where and how users are searched for.
+func (cfg *LDAPConfig) checkSearch(fail failFunc) error {
 	if strings.TrimSpace(cfg.BaseDN) == "" {
-		return nil, fail("base_dn", "required")
+		return fail("base_dn", "required")
 	}
 	if _, err := ldap.ParseDN(cfg.BaseDN); err != nil {
-		return nil, fail("base_dn", "%q: %v", cfg.BaseDN, err)
+		return fail("base_dn", "%q: %v", cfg.BaseDN, err)
 	}
-
 	if cfg.UserFilter == "" {
 		cfg.UserFilter = DefaultLDAPUserFilter
 	}
 	if !strings.Contains(cfg.UserFilter, "{input}") {
-		return nil, fail("user_filter", "%q does not contain {input}", cfg.UserFilter)
+		return fail("user_filter", "%q does not contain {input}", cfg.UserFilter)
 	}
 	if _, err := ldap.CompileFilter(userFilter(cfg.UserFilter, "sample")); err != nil {
-		return nil, fail("user_filter", "%q: %v", cfg.UserFilter, err)
+		return fail("user_filter", "%q: %v", cfg.UserFilter, err)
 	}
+	return nil
+}
 
+// checkAttributes fills in the default attribute names and checks that
+// every name is one.
+func (cfg *LDAPConfig) checkAttributes(fail failFunc) error {
 	attrFields := []struct {
 		field string
 		value *string
@@ -182,50 +234,33 @@ func NewLDAP(name string, cfg LDAPConfig, logger *zap.Logger) (*LDAP, error) {
 			*f.value = f.def
 		}
 		if !attributeName.MatchString(*f.value) {
-			return nil, fail(f.field, "%q is not an attribute name", *f.value)
+			return fail(f.field, "%q is not an attribute name", *f.value)
 		}
 	}
 	cfg.Attributes = append([]string(nil), cfg.Attributes...)
 	for _, a := range cfg.Attributes {
 		if !attributeName.MatchString(a) {
-			return nil, fail("attributes", "%q is not an attribute name", a)
+			return fail("attributes", "%q is not an attribute name", a)
 		}
 	}
+	return nil
+}
 
+// checkLimits fills in the default timeout and pool size.
+func (cfg *LDAPConfig) checkLimits(fail failFunc) error {
 	switch {
 	case cfg.Timeout < 0:
-		return nil, fail("timeout", "must not be negative, got %s", cfg.Timeout)
+		return fail("timeout", "must not be negative, got %s", cfg.Timeout)
 	case cfg.Timeout == 0:
 		cfg.Timeout = DefaultLDAPTimeout
 	}
 	switch {
 	case cfg.PoolSize < 0:
-		return nil, fail("pool_size", "must not be negative, got %d", cfg.PoolSize)
+		return fail("pool_size", "must not be negative, got %d", cfg.PoolSize)
 	case cfg.PoolSize == 0:
 		cfg.PoolSize = DefaultLDAPPoolSize
 	}
-
-	d := &LDAP{
-		name:   name,
-		cfg:    cfg,
-		logger: logger,
-		attrs: uniqueFold(append([]string{
-			cfg.UsernameAttribute, cfg.MailAttribute, cfg.NameAttribute,
-			cfg.ManagerAttribute, "memberOf", cfg.DepartmentAttribute,
-		}, cfg.Attributes...)),
-	}
-	d.pool = newConnPool(d.name, dialer{
-		url:      cfg.URL,
-		startTLS: cfg.StartTLS,
-		bindDN:   cfg.BindDN,
-		password: cfg.BindPassword,
-		tls: &tls.Config{
-			RootCAs:    cfg.RootCAs,
-			ServerName: u.Hostname(),
-			MinVersion: tls.VersionTLS12,
-		},
-	}, cfg.PoolSize, logger)
-	return d, nil
+	return nil
 }
 
 // userFilter puts the escaped input into the configured filter. The input
