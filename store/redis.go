@@ -138,26 +138,9 @@ func OpenRedis(ctx context.Context, opts RedisOptions, logger *zap.Logger) (*Red
 // never holds the password.
 func (o *RedisOptions) universal() (u *redis.UniversalOptions, where string, err error) {
 	sentinel, cluster := len(o.SentinelAddrs) > 0, len(o.ClusterAddrs) > 0
-	switch {
-	case sentinel && cluster:
-		return nil, "", errors.New("store: redis: SentinelAddrs and ClusterAddrs are mutually exclusive")
-	case sentinel && o.MasterName == "":
-		return nil, "", errors.New("store: redis: MasterName is required with SentinelAddrs")
-	case !sentinel && o.MasterName != "":
-		return nil, "", errors.New("store: redis: MasterName needs SentinelAddrs")
-	case !sentinel && !cluster && o.URL == "":
-		return nil, "", errors.New("store: redis: URL is required")
-	case o.PoolSize < 0:
-		return nil, "", fmt.Errorf("store: redis: PoolSize %d is negative", o.PoolSize)
-	case o.DialTimeout < 0:
-		return nil, "", fmt.Errorf("store: redis: DialTimeout %v is negative", o.DialTimeout)
+	if err := o.checkTopology(sentinel, cluster); err != nil {
+		return nil, "", err
 	}
-	for _, a := range slices.Concat(o.SentinelAddrs, o.ClusterAddrs) {
-		if a == "" {
-			return nil, "", errors.New("store: redis: SentinelAddrs and ClusterAddrs may not hold an empty address")
-		}
-	}
-
 	parsed := &redis.Options{}
 	if o.URL != "" {
 		if parsed, err = parseRedisURL(o.URL, sentinel || cluster); err != nil {
@@ -167,20 +150,10 @@ func (o *RedisOptions) universal() (u *redis.UniversalOptions, where string, err
 	if cluster && parsed.DB != 0 {
 		return nil, "", fmt.Errorf("store: redis: URL selects database %d; a cluster has only database 0", parsed.DB)
 	}
-
-	tlsConf := parsed.TLSConfig
-	if o.TLS && tlsConf == nil {
-		tlsConf = &tls.Config{MinVersion: tls.VersionTLS12}
+	tlsConf, err := o.tlsConfig(parsed.TLSConfig)
+	if err != nil {
+		return nil, "", err
 	}
-	if o.TLSCA != "" {
-		if tlsConf == nil {
-			return nil, "", errors.New("store: redis: TLSCA needs TLS or a rediss:// URL")
-		}
-		if tlsConf.RootCAs, err = loadCAFile(o.TLSCA); err != nil {
-			return nil, "", err
-		}
-	}
-
 	if o.KeyPrefix == "" {
 		o.KeyPrefix = defaultRedisKeyPrefix
 		if cluster {
@@ -190,8 +163,76 @@ func (o *RedisOptions) universal() (u *redis.UniversalOptions, where string, err
 	if cluster && !hasHashTag(o.KeyPrefix) {
 		return nil, "", fmt.Errorf("store: redis: KeyPrefix %q has no hash tag ({…}); in a cluster every key must hash to one slot", o.KeyPrefix)
 	}
+	u = universalFrom(parsed, tlsConf)
+	if o.PoolSize > 0 {
+		u.PoolSize = o.PoolSize
+	}
+	if o.DialTimeout > 0 {
+		u.DialTimeout = o.DialTimeout
+	}
+	switch {
+	case sentinel:
+		u.Addrs, u.MasterName = o.SentinelAddrs, o.MasterName
+		where = fmt.Sprintf("master %q through sentinels %s", o.MasterName, strings.Join(o.SentinelAddrs, ", "))
+	case cluster:
+		u.Addrs, u.IsClusterMode = o.ClusterAddrs, true
+		where = "cluster " + strings.Join(o.ClusterAddrs, ", ")
+	default:
+		u.Addrs = []string{parsed.Addr}
+		where = parsed.Addr
+	}
+	return u, where, nil
+}
 
-	u = &redis.UniversalOptions{
+// checkTopology refuses options that name no server, or servers in two
+// ways at once, and negative sizes.
+func (o *RedisOptions) checkTopology(sentinel, cluster bool) error {
+	switch {
+	case sentinel && cluster:
+		return errors.New("store: redis: SentinelAddrs and ClusterAddrs are mutually exclusive")
+	case sentinel && o.MasterName == "":
+		return errors.New("store: redis: MasterName is required with SentinelAddrs")
+	case !sentinel && o.MasterName != "":
+		return errors.New("store: redis: MasterName needs SentinelAddrs")
+	case !sentinel && !cluster && o.URL == "":
+		return errors.New("store: redis: URL is required")
+	case o.PoolSize < 0:
+		return fmt.Errorf("store: redis: PoolSize %d is negative", o.PoolSize)
+	case o.DialTimeout < 0:
+		return fmt.Errorf("store: redis: DialTimeout %v is negative", o.DialTimeout)
+	}
+	for _, a := range slices.Concat(o.SentinelAddrs, o.ClusterAddrs) {
+		if a == "" {
+			return errors.New("store: redis: SentinelAddrs and ClusterAddrs may not hold an empty address")
+		}
+	}
+	return nil
+}
+
+// tlsConfig is the URL's TLS (rediss://), or TLS asked for by the option,
+// with the CA file when one is given.
+func (o *RedisOptions) tlsConfig(fromURL *tls.Config) (*tls.Config, error) {
+	conf := fromURL
+	if o.TLS && conf == nil {
+		conf = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	if o.TLSCA == "" {
+		return conf, nil
+	}
+	if conf == nil {
+		return nil, errors.New("store: redis: TLSCA needs TLS or a rediss:// URL")
+	}
+	var err error
+	if conf.RootCAs, err = loadCAFile(o.TLSCA); err != nil {
+		return nil, err
+	}
+	return conf, nil
+}
+
+// universalFrom carries what a parsed URL says over to the options every
+// topology takes.
+func universalFrom(parsed *redis.Options, tlsConf *tls.Config) *redis.UniversalOptions {
+	return &redis.UniversalOptions{
 		Username:        parsed.Username,
 		Password:        parsed.Password,
 		DB:              parsed.DB,
@@ -214,24 +255,6 @@ func (o *RedisOptions) universal() (u *redis.UniversalOptions, where string, err
 		// timeouts: a request must not hang on a stuck server.
 		ContextTimeoutEnabled: true,
 	}
-	if o.PoolSize > 0 {
-		u.PoolSize = o.PoolSize
-	}
-	if o.DialTimeout > 0 {
-		u.DialTimeout = o.DialTimeout
-	}
-	switch {
-	case sentinel:
-		u.Addrs, u.MasterName = o.SentinelAddrs, o.MasterName
-		where = fmt.Sprintf("master %q through sentinels %s", o.MasterName, strings.Join(o.SentinelAddrs, ", "))
-	case cluster:
-		u.Addrs, u.IsClusterMode = o.ClusterAddrs, true
-		where = "cluster " + strings.Join(o.ClusterAddrs, ", ")
-	default:
-		u.Addrs = []string{parsed.Addr}
-		where = parsed.Addr
-	}
-	return u, where, nil
 }
 
 // parseRedisURL is redis.ParseURL with this package's rules on top: no
