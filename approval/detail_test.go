@@ -94,3 +94,50 @@ func TestDetailLogsTheKeysTypesAndFormattingOfTheZapFieldsItReplaced(t *testing.
 		})
 	}
 }
+
+// oldAuditRecord is how auditRecord built a record from zap fields before
+// Detail, kept to show that records are stored as they were.
+func oldAuditRecord(now time.Time, ev Event, l *Login, extra []zap.Field) AuditRecord {
+	r := AuditRecord{Time: now.UTC(), Event: ev}
+	if l != nil {
+		r.Reference, r.User, r.Profile, r.Site, r.ClientIP, r.UserAgent = l.Reference, l.Username, l.Profile, l.App, l.ClientIP, l.UserAgent
+		if r.User == "" {
+			r.User = l.Input
+		}
+	}
+	if len(extra) > 0 {
+		enc := zapcore.NewMapObjectEncoder()
+		for _, f := range extra {
+			f.AddTo(enc)
+		}
+		if ip, ok := enc.Fields["client_ip"].(string); ok && r.ClientIP == "" {
+			r.ClientIP = ip
+			delete(enc.Fields, "client_ip")
+		}
+		if len(enc.Fields) > 0 {
+			r.Fields = enc.Fields
+		}
+	}
+	return r
+}
+
+func TestStoredAuditRecordsAreEncodedAsBeforeDetail(t *testing.T) {
+	now := time.Date(2030, 1, 2, 3, 4, 5, 6, time.UTC)
+	for _, l := range []*Login{nil, {Reference: "REF-1", Username: "alice", Profile: "daily", App: "app.example.com", ClientIP: "192.0.2.9", UserAgent: "ua"}} {
+		for _, c := range detailCases {
+			newRec, oldRec := auditRecord(now, EventRateLimited, l, &c.detail), oldAuditRecord(now, EventRateLimited, l, c.fields)
+			newRec.Seq, oldRec.Seq, newRec.Prev, oldRec.Prev = 5, 5, "prev", "prev"
+			got, err := encodeAuditRecord(&newRec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := encodeAuditRecord(&oldRec)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(got, want) {
+				t.Errorf("%s (login %v): stored as\n%s\nbefore Detail it was\n%s", c.name, l != nil, got, want)
+			}
+		}
+	}
+}
