@@ -10,6 +10,8 @@ import (
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/mailauth/caddy-mailauth/store"
 )
 
 // detailCases pair a Detail with the zap fields that audit lines were
@@ -139,5 +141,32 @@ func TestStoredAuditRecordsAreEncodedAsBeforeDetail(t *testing.T) {
 				t.Errorf("%s (login %v): stored as\n%s\nbefore Detail it was\n%s", c.name, l != nil, got, want)
 			}
 		}
+	}
+}
+
+func TestATrailStoredFromZapFieldsVerifiesWithRecordsFromDetailsAfterIt(t *testing.T) {
+	log := newMemLog()
+	var old []AuditRecord
+	for _, c := range detailCases {
+		old = append(old, oldAuditRecord(time.Now(), EventDecisionRefused, nil, c.fields))
+	}
+	if err := log.Append(t.Context(), AuditLog, time.Hour, func(last *store.LogRecord) ([][]byte, error) {
+		return chainRecords(last, old)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	trail := NewAuditTrail(log, time.Hour, zap.NewNop())
+	t.Cleanup(trail.Close)
+	a := NewAuditor(nil)
+	a.Persist(trail, nil)
+	for _, c := range detailCases {
+		a.Record(EventDecisionRefused, nil, c.detail)
+	}
+	if err := trail.Sync(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	rep := verify(t, log)
+	if want := 2 * len(detailCases); rep.Records != want || len(rep.Problems) != 0 {
+		t.Fatalf("report = %+v; want %d intact records, the older ones stored from zap fields", rep, want)
 	}
 }
