@@ -80,7 +80,7 @@ var allEvents = []Event{
 
 // Auditor writes one structured line per event. It never takes a token,
 // code or password: nothing it is given can carry one, since it reads only
-// the named fields of a Login.
+// the named fields of a Login and of a Detail.
 //
 // Events that anyone can cause as fast as they send requests (a rejected
 // link, a refusal by a limit keyed on the client's address) are folded: at

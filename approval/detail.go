@@ -11,11 +11,10 @@ import (
 // key in the audit line and in the stored record; a field left at its
 // zero value is left out, so an event carries only the keys it sets.
 //
-// The fields are written in the order they are declared here, which is
-// the order the keys had in the lines before Detail existed. Typed fields
-// rather than zap fields let the observer, the trail and the flood gate
-// read what they need without looking keys up, and keep the audit from
-// ever being handed a field that was not meant for it, such as a token.
+// Typed fields rather than zap fields let the observer, the trail and the
+// flood gate read what they need without looking keys up, and keep the
+// audit from ever being handed a field that was not meant for it, such as
+// a token.
 type Detail struct {
 	// Policy is the name of the policy that matched (policy_matched).
 	Policy string
@@ -42,7 +41,8 @@ type Detail struct {
 	Server string
 	// Attempt counts the delivery attempts of a mail, this one included.
 	Attempt Optional[int]
-	// Code is the SMTP reply code of a mail server, when it gave one.
+	// Code is the SMTP reply code of the mail server's last answer, when
+	// it gave one.
 	Code int
 	// To is the address a mail or notice was sent to, or a login was
 	// escalated to.
@@ -54,8 +54,8 @@ type Detail struct {
 	MessageID string
 	// NotBefore is when a mail queued for later is sent at the earliest.
 	NotBefore time.Time
-	// Purpose is why a mail queued for later is sent, such as an
-	// escalation.
+	// Purpose is why a mail queued for later is sent, such as
+	// "escalation".
 	Purpose string
 	// OK says whether a code that was tried was the right one.
 	OK Optional[bool]
@@ -81,9 +81,9 @@ type Detail struct {
 	Duration string
 	// Action is what a link is for: "approve" or "deny".
 	Action string
-	// OpenerIP and OpenerUserAgent are the address and user agent that
-	// opened a link.
-	OpenerIP        string
+	// OpenerIP is the address a link was opened from.
+	OpenerIP string
+	// OpenerUserAgent is the user agent that opened a link.
 	OpenerUserAgent string
 	// Decider is who approved or denied a login, or tried to.
 	Decider string
@@ -100,17 +100,18 @@ type Detail struct {
 	// Reason says in words why the event happened, such as "not me" or
 	// "outbox".
 	Reason string
-	// DeciderIP and DeciderUserAgent are the address and user agent a
-	// decision came from.
-	DeciderIP        string
+	// DeciderIP is the address a decision came from.
+	DeciderIP string
+	// DeciderUserAgent is the user agent a decision came from.
 	DeciderUserAgent string
 	// NoneOfThese says that the decider answered a number match with
 	// "none of these".
 	NoneOfThese Optional[bool]
-	// DecidedBy and State are who decided a login before a refused
-	// decision, and what they decided.
+	// DecidedBy is who had decided a login before a decision that was
+	// refused for it.
 	DecidedBy string
-	State     string
+	// State is what they had decided: the login's State.
+	State string
 	// Err is the error that caused the event; the line says its message
 	// as zap.Error does.
 	Err error
@@ -139,10 +140,11 @@ func Some[T any](v T) Optional[T] { return Optional[T]{v: v, set: true} }
 // Get returns the value and whether there is one.
 func (o Optional[T]) Get() (T, bool) { return o.v, o.set }
 
-// MarshalLogObject writes the fields that are set, as the zap fields that
-// audit lines were built of before, so that lines and stored records keep
-// their keys, types and formatting. It has a value receiver so that
-// zap.Inline can take a copy, leaving the caller's Detail on its stack.
+// MarshalLogObject writes the fields that are set, in the order they are
+// declared, each as the zap field that audit lines used to be built of,
+// so that lines and stored records keep their keys, types and formatting.
+// It has a value receiver so that zap.Inline can take a copy, leaving the
+// caller's Detail on its stack.
 func (d Detail) MarshalLogObject(enc zapcore.ObjectEncoder) error {
 	str := func(k, v string) {
 		if v != "" {
