@@ -112,8 +112,7 @@ func (s *Service) RevokeSessionID(ctx context.Context, id, operator string) (*Se
 	if err := s.RevokeSession(ctx, &sess); err != nil {
 		return nil, err
 	}
-	s.audit.Record(EventRevoked, &Login{Username: info.User, Profile: info.Profile, App: info.Site, Reference: info.Reference},
-		zap.String("session", id[:16]), zap.String("by", operator))
+	s.audit.Record(EventRevoked, &Login{Username: info.User, Profile: info.Profile, App: info.Site, Reference: info.Reference}, Detail{Session: id[:16], By: operator})
 	return info, nil
 }
 
@@ -214,7 +213,7 @@ func (s *Service) DenyLogin(ctx context.Context, reference, operator string) (*L
 		return nil, err
 	}
 	found.State, found.DecidedAt, found.Decider = StateDenied, now, decider
-	s.audit.Record(EventDenied, found, zap.String("decider", decider))
+	s.audit.Record(EventDenied, found, Detail{Decider: decider})
 	s.notifyFailed(ctx, found, OutcomeDenied)
 	info := s.loginInfo(found, now)
 	return &info, nil

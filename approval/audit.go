@@ -4,7 +4,6 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 )
 
 // Event names an audited event. The names are stable: operators alert on
@@ -81,7 +80,7 @@ var allEvents = []Event{
 
 // Auditor writes one structured line per event. It never takes a token,
 // code or password: nothing it is given can carry one, since it reads only
-// the named fields of a Login.
+// the named fields of a Login and of a Detail.
 //
 // Events that anyone can cause as fast as they send requests (a rejected
 // link, a refusal by a limit keyed on the client's address) are folded: at
@@ -109,9 +108,9 @@ type Observation struct {
 	// CreatedAt is when the login started; DecidedAt when it was approved
 	// or denied, if the Login recorded says so. Zero when unknown.
 	CreatedAt, DecidedAt time.Time
-	// Directory is the "directory" field of the event, if any.
+	// Directory is the event's Detail.Directory, if any.
 	Directory string
-	// Limit is the "limit" field of a rate_limited event.
+	// Limit is the Detail.Limit of a rate_limited event.
 	Limit string
 }
 
@@ -141,25 +140,26 @@ func (a *Auditor) Persist(trail *AuditTrail, now func() time.Time) {
 	a.trail, a.now = trail, now
 }
 
-// Record writes ev for login l (which may be nil) with extra fields.
-func (a *Auditor) Record(ev Event, l *Login, extra ...zap.Field) {
+// Record writes ev for login l (which may be nil) with what d says of it.
+func (a *Auditor) Record(ev Event, l *Login, d Detail) {
 	// The observer runs before the level check so that metrics still count
 	// when an operator turns the audit logger off.
 	if a.observe != nil {
-		a.observe(observation(ev, l, extra))
+		a.observe(observation(ev, l, &d))
 	}
 	now := a.clock()
 	for _, s := range a.floods.sweep(now) {
-		a.write(now, s.key.ev, nil, s.fields())
+		sd := s.detail()
+		a.write(now, s.key.ev, nil, &sd)
 	}
-	if k, ok := floodProne(ev, l, extra); ok {
+	if k, ok := floodProne(ev, l, &d); ok {
 		n := a.floods.admit(k, now)
 		if n == 0 {
 			return
 		}
-		extra = append(extra[:len(extra):len(extra)], zap.Int("count", n))
+		d.Count = n
 	}
-	a.write(now, ev, l, extra)
+	a.write(now, ev, l, &d)
 }
 
 func (a *Auditor) clock() time.Time {
@@ -170,15 +170,15 @@ func (a *Auditor) clock() time.Time {
 }
 
 // write stores and logs one event.
-func (a *Auditor) write(now time.Time, ev Event, l *Login, extra []zap.Field) {
+func (a *Auditor) write(now time.Time, ev Event, l *Login, d *Detail) {
 	if a.trail != nil {
-		a.trail.add(auditRecord(now, ev, l, extra))
+		a.trail.add(auditRecord(now, ev, l, d))
 	}
 	ce := a.log.Check(zap.InfoLevel, string(ev))
 	if ce == nil {
 		return
 	}
-	fields := make([]zap.Field, 0, 8+len(extra))
+	fields := make([]zap.Field, 0, 8)
 	fields = append(fields, zap.String("event", string(ev)))
 	if l != nil {
 		user := l.Username
@@ -196,25 +196,16 @@ func (a *Auditor) write(now time.Time, ev Event, l *Login, extra []zap.Field) {
 			}
 		}
 	}
-	ce.Write(append(fields, extra...)...)
+	// zap.Inline boxes a copy of *d, on this path only, so that Record
+	// allocates nothing for d when the line is not written.
+	ce.Write(append(fields, zap.Inline(*d))...)
 }
 
 // observation picks out of an event what an observer may see.
-func observation(ev Event, l *Login, extra []zap.Field) Observation {
-	o := Observation{Event: ev}
+func observation(ev Event, l *Login, d *Detail) Observation {
+	o := Observation{Event: ev, Directory: d.Directory, Limit: d.Limit}
 	if l != nil {
 		o.Profile, o.Type, o.CreatedAt, o.DecidedAt = l.Profile, l.Type, l.CreatedAt, l.DecidedAt
-	}
-	for _, f := range extra {
-		if f.Type != zapcore.StringType {
-			continue
-		}
-		switch f.Key {
-		case "directory":
-			o.Directory = f.String
-		case "limit":
-			o.Limit = f.String
-		}
 	}
 	return o
 }

@@ -162,8 +162,8 @@ func TestAuditNamesUnknownUserByWhatTheyTyped(t *testing.T) {
 
 func TestAuditorWithNilLoggerDoesNotPanic(t *testing.T) {
 	a := NewAuditor(nil)
-	a.Record(EventLoginStarted, &Login{Username: "alice"}, zap.String("x", "y"))
-	a.Record(EventLinkRejected, nil)
+	a.Record(EventLoginStarted, &Login{Username: "alice"}, Detail{Reason: "y"})
+	a.Record(EventLinkRejected, nil, Detail{})
 }
 
 func TestAuditObserverSeesEventsWhenTheLoggerIsOff(t *testing.T) {
@@ -172,9 +172,9 @@ func TestAuditObserverSeesEventsWhenTheLoggerIsOff(t *testing.T) {
 	a.Observe(func(o Observation) {
 		got = append(got, fmt.Sprintf("%s/%s/%s/%s", o.Event, o.Profile, o.Directory, o.Limit))
 	})
-	a.Record(EventLoginStarted, &Login{Profile: "daily", Username: "alice"})
-	a.Record(EventRateLimited, &Login{Profile: "daily"}, zap.String("limit", "login_per_ip"), zap.String("client_ip", "192.0.2.1"))
-	a.Record(EventDirectoryError, nil, zap.String("directory", "staff"), zap.Error(errors.New("down")))
+	a.Record(EventLoginStarted, &Login{Profile: "daily", Username: "alice"}, Detail{})
+	a.Record(EventRateLimited, &Login{Profile: "daily"}, Detail{Limit: "login_per_ip", ClientIP: "192.0.2.1"})
+	a.Record(EventDirectoryError, nil, Detail{Directory: "staff", Err: errors.New("down")})
 	want := "login_started/daily// rate_limited/daily//login_per_ip directory_error//staff/"
 	if strings.Join(got, " ") != want {
 		t.Errorf("observer saw %q, want %q: it must get every event, with its directory and limit, even when nothing is logged", strings.Join(got, " "), want)
@@ -186,7 +186,7 @@ func TestAuditObserverCostsRecordNoAllocation(t *testing.T) {
 	a.Observe(func(Observation) {})
 	l := &Login{Profile: "daily", Username: "alice"}
 	allocs := testing.AllocsPerRun(100, func() {
-		a.Record(EventRateLimited, l, zap.String("limit", "login_per_ip"))
+		a.Record(EventRateLimited, l, Detail{Limit: "login_per_ip"})
 	})
 	if allocs != 0 {
 		t.Errorf("Record with an observer and the logger off made %v allocations, want 0", allocs)

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
-
 	"github.com/mailauth/caddy-mailauth/store"
 )
 
@@ -55,7 +53,7 @@ func more(t *testing.T, trail *AuditTrail, n int) {
 	a := NewAuditor(nil)
 	a.Persist(trail, nil)
 	for range n {
-		a.Record(EventApproved, &Login{Username: "alice"}, zap.String("decider", "bob@example.com"))
+		a.Record(EventApproved, &Login{Username: "alice"}, Detail{Decider: "bob@example.com"})
 	}
 	if err := trail.Sync(t.Context()); err != nil {
 		t.Fatal(err)

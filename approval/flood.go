@@ -6,9 +6,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
 )
 
 // Flood control: what keeps a client that sends requests as fast as it can
@@ -104,23 +101,10 @@ type floodGate struct {
 }
 
 // floodProne reports which gate key, if any, an event is folded under.
-func floodProne(ev Event, l *Login, extra []zap.Field) (floodKey, bool) {
-	var limit, ip string
-	if l != nil {
+func floodProne(ev Event, l *Login, d *Detail) (floodKey, bool) {
+	limit, ip := d.Limit, d.ClientIP
+	if l != nil && l.ClientIP != "" {
 		ip = l.ClientIP
-	}
-	for _, f := range extra {
-		if f.Type != zapcore.StringType {
-			continue
-		}
-		switch f.Key {
-		case "limit":
-			limit = f.String
-		case "client_ip":
-			if ip == "" {
-				ip = f.String
-			}
-		}
 	}
 	switch {
 	case ev == EventLinkRejected:
@@ -217,18 +201,15 @@ func (g *floodGate) sweep(now time.Time) []floodSummary {
 	return out
 }
 
-// fields are the audit fields of a summary record.
-func (s floodSummary) fields() []zap.Field {
-	f := make([]zap.Field, 0, 4)
-	if s.key.limit != "" {
-		f = append(f, zap.String("limit", s.key.limit))
-	}
+// detail is what a summary record says.
+func (s floodSummary) detail() Detail {
+	d := Detail{Limit: s.key.limit, Count: s.folded, Since: s.since, Summary: true}
 	switch s.key.ip {
 	case manyClients:
-		f = append(f, zap.String("clients", "many"))
+		d.Clients = "many"
 	case "":
 	default:
-		f = append(f, zap.String("client_ip", s.key.ip))
+		d.ClientIP = s.key.ip
 	}
-	return append(f, zap.Int("count", s.folded), zap.Time("since", s.since), zap.Bool("summary", true))
+	return d
 }

@@ -168,7 +168,7 @@ func TestUnknownLinksArePerIPLimitedWithoutStoreReads(t *testing.T) {
 	}
 	// A minute on, the next audited event carries what was folded.
 	h.clock.Advance(time.Minute)
-	h.svc.audit.Record(EventRefreshed, &Login{Username: "carol"})
+	h.svc.audit.Record(EventRefreshed, &Login{Username: "carol"}, Detail{})
 	if n := h.countOf(EventLinkRejected); n != 6 {
 		t.Errorf("link_rejected lines stand for %d rejections after the window; want all 6", n)
 	}
@@ -216,7 +216,7 @@ func TestFloodProneEventsFoldIntoOneRecordPerAddressAndMinute(t *testing.T) {
 		}
 	})
 	reject := func(ip string) {
-		a.Record(EventLinkRejected, nil, zap.String("client_ip", ip), zap.String("reason", "unknown or used token"))
+		a.Record(EventLinkRejected, nil, Detail{ClientIP: ip, Reason: "unknown or used token"})
 	}
 	sent := map[string]int{}
 	for minute := range 5 {
@@ -235,7 +235,7 @@ func TestFloodProneEventsFoldIntoOneRecordPerAddressAndMinute(t *testing.T) {
 		}
 		clock.Advance(time.Minute)
 	}
-	a.Record(EventRefreshed, &Login{Username: "alice"}) // carries the last window's summaries
+	a.Record(EventRefreshed, &Login{Username: "alice"}, Detail{}) // carries the last window's summaries
 	if observed != 510 {
 		t.Errorf("the observer saw %d rejections; want all 510: metrics count what the log folds", observed)
 	}

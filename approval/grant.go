@@ -254,8 +254,7 @@ func (s *Service) EndGrant(ctx context.Context, id, approver, by string) (*Grant
 	if err := s.updateRevocations(ctx, func(r *revocations) { r.Grants[gid.String()] = until }); err != nil {
 		return nil, err
 	}
-	s.audit.Record(EventGrantEnded, grantLogin(g), zap.String("grant", g.ID), zap.String("by", by),
-		zap.String("approver", g.Approver), zap.Time("until", g.Until))
+	s.audit.Record(EventGrantEnded, grantLogin(g), Detail{Grant: g.ID, By: by, Approver: g.Approver, Until: g.Until})
 	return g, nil
 }
 
@@ -279,11 +278,11 @@ func (s *Service) SweepGrants(ctx context.Context) error {
 			}
 			return err
 		}
-		fields := []zap.Field{zap.String("grant", g.ID), zap.String("approver", g.Approver), zap.Time("until", g.Until)}
+		d := Detail{Grant: g.ID, Approver: g.Approver, Until: g.Until}
 		if gid, ok := ParseGrantID(g.ID); ok && s.revoked.load().grantEnded(gid) {
-			fields = append(fields, zap.Bool("ended_early", true))
+			d.EndedEarly = true
 		}
-		s.audit.Record(EventGrantExpired, grantLogin(&g), fields...)
+		s.audit.Record(EventGrantExpired, grantLogin(&g), d)
 	}
 	return nil
 }

@@ -134,7 +134,7 @@ func (s *Service) codeMAC(loginID, code string) string {
 // is refused with ErrCodesPaused.
 func (s *Service) RedeemCode(ctx context.Context, pending, code, clientIP string) error {
 	if !s.limits.RedeemIP.Allow(ipKey(clientIP)) {
-		s.audit.Record(EventRateLimited, nil, zap.String("limit", "redeem_per_ip"), zap.String("client_ip", clientIP))
+		s.audit.Record(EventRateLimited, nil, Detail{Limit: "redeem_per_ip", ClientIP: clientIP})
 		return ErrWrongCode
 	}
 	l, err := s.pendingLogin(ctx, pending)
@@ -158,7 +158,7 @@ func (s *Service) RedeemCode(ctx context.Context, pending, code, clientIP string
 	// right, or is never compared, is given back.
 	budget := strings.ToLower(l.Input)
 	if !s.limits.CodeFailures.Allow(budget) {
-		s.audit.Record(EventRateLimited, l, zap.String("limit", "code_failures_per_identity"), zap.String("code_ip", clientIP))
+		s.audit.Record(EventRateLimited, l, Detail{Limit: "code_failures_per_identity", CodeIP: clientIP})
 		return ErrCodesPaused
 	}
 	tries, err := s.countCodeTry(ctx, l)
@@ -180,7 +180,7 @@ func (s *Service) RedeemCode(ctx context.Context, pending, code, clientIP string
 		s.uncountCodeTry(ctx, l)
 		return err
 	}
-	s.audit.Record(EventCodeTried, l, zap.Bool("ok", ok), zap.String("code_ip", clientIP))
+	s.audit.Record(EventCodeTried, l, Detail{OK: Some(ok), CodeIP: clientIP})
 	if !ok {
 		if tries >= maxCodeTries {
 			s.lockCodes(ctx, l)
@@ -206,7 +206,7 @@ func (s *Service) RedeemCode(ctx context.Context, pending, code, clientIP string
 		}
 		return err
 	}
-	s.audit.Record(EventApproved, l, zap.String("decider", l.Email), zap.String("by", "code"), zap.String("decider_ip", clientIP))
+	s.audit.Record(EventApproved, l, Detail{Decider: l.Email, By: "code", DeciderIP: clientIP})
 	return nil
 }
 
@@ -270,7 +270,7 @@ func (s *Service) lockCodes(ctx context.Context, l *Login) {
 		}
 		return
 	}
-	s.audit.Record(EventDenied, &locked, zap.String("decider", codeLockedBy))
+	s.audit.Record(EventDenied, &locked, Detail{Decider: codeLockedBy})
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()

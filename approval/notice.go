@@ -54,7 +54,7 @@ func (s *Service) notifyFailed(ctx context.Context, l *Login, outcome string) {
 		return
 	}
 	if !send {
-		s.audit.Record(EventNoticeQueued, l, zap.String("outcome", outcome), zap.Bool("grouped", true))
+		s.audit.Record(EventNoticeQueued, l, Detail{Outcome: outcome, Grouped: true})
 		return
 	}
 	if repeats > 0 {
@@ -63,10 +63,10 @@ func (s *Service) notifyFailed(ctx context.Context, l *Login, outcome string) {
 		}
 	}
 	if err := s.cfg.Mail.Enqueue(ctx, msg); err != nil {
-		s.audit.Record(EventMailFailed, l, zap.String("reason", "outbox"), zap.Error(err))
+		s.audit.Record(EventMailFailed, l, Detail{Reason: "outbox", Err: err})
 		return
 	}
-	s.audit.Record(EventNoticeQueued, l, zap.String("outcome", outcome), zap.String("to", l.ManagerEmail), zap.Int("repeats", repeats))
+	s.audit.Record(EventNoticeQueued, l, Detail{Outcome: outcome, To: l.ManagerEmail, Repeats: Some(repeats)})
 }
 
 // scheduleExpiryNotice queues the notice for a login that may expire
@@ -84,7 +84,7 @@ func (s *Service) scheduleExpiryNotice(ctx context.Context, l *Login) {
 	}
 	msg.NotBefore, msg.LoginID, msg.Purpose = l.ExpiresAt, l.ID, purposeExpiryNotice
 	if err := s.cfg.Mail.Enqueue(ctx, msg); err != nil {
-		s.audit.Record(EventMailFailed, l, zap.String("reason", "outbox"), zap.Error(err))
+		s.audit.Record(EventMailFailed, l, Detail{Reason: "outbox", Err: err})
 	}
 }
 

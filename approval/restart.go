@@ -81,7 +81,7 @@ func (s *Service) Replace(ctx context.Context, pending string) {
 		return
 	}
 	if ended, ok := s.endLogin(ctx, l.ID, "replaced by a new sign-in", EndedReplaced); ok {
-		s.audit.Record(EventReplaced, ended)
+		s.audit.Record(EventReplaced, ended, Detail{})
 	}
 }
 
@@ -127,7 +127,7 @@ func (s *Service) NotMe(ctx context.Context, req NotMeRequest) (*LinkView, error
 		return nil, ErrLinkInvalid
 	}
 	if !s.limits.RedeemIP.Allow(ipKey(req.ClientIP)) {
-		s.audit.Record(EventRateLimited, nil, zap.String("limit", "redeem_per_ip"), zap.String("client_ip", req.ClientIP))
+		s.audit.Record(EventRateLimited, nil, Detail{Limit: "redeem_per_ip", ClientIP: req.ClientIP})
 		return nil, ErrLinkInvalid
 	}
 	rec, err := s.linkRecord(ctx, req.Token)
@@ -160,8 +160,7 @@ func (s *Service) NotMe(ctx context.Context, req NotMeRequest) (*LinkView, error
 		}
 		return s.linkView(cur, rec), ErrAlreadyDecided
 	}
-	s.audit.Record(EventDenied, ended, zap.String("decider", decider), zap.String("reason", "not me"),
-		zap.String("decider_ip", req.ClientIP), zap.String("decider_user_agent", truncate(req.UserAgent, 512)))
+	s.audit.Record(EventDenied, ended, Detail{Decider: decider, Reason: "not me", DeciderIP: req.ClientIP, DeciderUserAgent: truncate(req.UserAgent, 512)})
 	s.notifyFailed(ctx, ended, OutcomeNotMe)
 	return s.linkView(ended, rec), nil
 }

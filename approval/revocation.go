@@ -133,7 +133,7 @@ func (s *Service) RevokeUser(ctx context.Context, user string) error {
 	now := s.now().Unix()
 	err := s.updateRevocations(ctx, func(r *revocations) { r.Users[user] = now })
 	if err == nil {
-		s.audit.Record(EventRevoked, &Login{Username: user})
+		s.audit.Record(EventRevoked, &Login{Username: user}, Detail{})
 	}
 	return err
 }

@@ -7,8 +7,6 @@ import (
 	"slices"
 	"strings"
 
-	"go.uber.org/zap"
-
 	"github.com/mailauth/caddy-mailauth/directory"
 	"github.com/mailauth/caddy-mailauth/mailer"
 )
@@ -70,7 +68,7 @@ func (s *Service) BeforeSend(ctx context.Context, m *mailer.Message) (bool, erro
 		if state != StatePending {
 			return false, nil
 		}
-		s.audit.Record(EventEscalated, l, zap.String("to", m.To), zap.String("message_id", m.ID))
+		s.audit.Record(EventEscalated, l, Detail{To: m.To, MessageID: m.ID})
 		return true, nil
 	case purposeExpiryNotice:
 		if state != StateExpired {
@@ -79,7 +77,7 @@ func (s *Service) BeforeSend(ctx context.Context, m *mailer.Message) (bool, erro
 		send, repeats, err := s.groupNotice(ctx, l, m.ID)
 		if err != nil || !send {
 			if err == nil {
-				s.audit.Record(EventNoticeQueued, l, zap.String("outcome", "expired"), zap.Bool("grouped", true))
+				s.audit.Record(EventNoticeQueued, l, Detail{Outcome: "expired", Grouped: true})
 			}
 			return false, err
 		}
@@ -90,7 +88,7 @@ func (s *Service) BeforeSend(ctx context.Context, m *mailer.Message) (bool, erro
 			}
 			m.Subject, m.Text, m.HTML = fresh.Subject, fresh.Text, fresh.HTML
 		}
-		s.audit.Record(EventNoticeQueued, l, zap.String("outcome", "expired"), zap.String("to", m.To), zap.Int("repeats", repeats))
+		s.audit.Record(EventNoticeQueued, l, Detail{Outcome: "expired", To: m.To, Repeats: Some(repeats)})
 		return true, nil
 	}
 	return true, nil

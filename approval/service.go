@@ -254,8 +254,7 @@ func (s *Service) Start(ctx context.Context, req StartRequest) (*Started, error)
 	// rather than waiting for a mail that will not come. The per-identity
 	// limit, which would tell, stays silent in dispatch.
 	if ipk := ipKey(req.ClientIP); !s.limits.LoginIP.Allow(ipk) {
-		s.audit.Record(EventRateLimited, &Login{Profile: p.Name, Input: input, App: req.App, ClientIP: req.ClientIP, UserAgent: truncate(req.UserAgent, 512)},
-			zap.String("limit", "login_per_ip"))
+		s.audit.Record(EventRateLimited, &Login{Profile: p.Name, Input: input, App: req.App, ClientIP: req.ClientIP, UserAgent: truncate(req.UserAgent, 512)}, Detail{Limit: "login_per_ip"})
 		return nil, limitedBy(s.limits.LoginIP, "login_per_ip", ipk)
 	}
 	l, started, err := s.newLogin(p, input, req.ReturnURL, req.App, req.ClientIP, req.UserAgent)
@@ -266,7 +265,7 @@ func (s *Service) Start(ctx context.Context, req StartRequest) (*Started, error)
 	if err := s.putLogin(ctx, l, req.Site.longestLink+loginGrace); err != nil {
 		return nil, err
 	}
-	s.audit.Record(EventLoginStarted, l)
+	s.audit.Record(EventLoginStarted, l, Detail{})
 	// dispatch owns l from here on: it fills in the user as it finds them.
 	s.wg.Add(1)
 	go func() {
@@ -321,34 +320,34 @@ func (s *Service) dispatch(l *Login, site *Site) {
 	ctx, cancel := context.WithTimeout(s.ctx, s.cfg.LookupTimeout)
 	defer cancel()
 	id, err := directory.Lookup(ctx, site.Directories, l.Input, func(d directory.Directory, err error) {
-		s.audit.Record(EventDirectoryError, l, zap.String("directory", d.Name()), zap.Error(err))
+		s.audit.Record(EventDirectoryError, l, Detail{Directory: d.Name(), Err: err})
 	})
 	if err != nil {
 		if errors.Is(err, directory.ErrNotFound) {
-			s.audit.Record(EventUserUnknown, l)
+			s.audit.Record(EventUserUnknown, l, Detail{})
 		} else if errors.Is(err, directory.ErrNoEmail) {
-			s.audit.Record(EventDirectoryError, l, zap.Error(err))
+			s.audit.Record(EventDirectoryError, l, Detail{Err: err})
 		}
 		return
 	}
 	d := site.Choose(id, false)
 	if d.Profile == nil {
-		s.audit.Record(EventUserUnknown, l, zap.String("directory", id.Directory), zap.String("reason", "no policy matched and the default profile does not use this directory"))
+		s.audit.Record(EventUserUnknown, l, Detail{Directory: id.Directory, Reason: "no policy matched and the default profile does not use this directory"})
 		return
 	}
 	p := d.Profile
 	if !s.limits.LoginIdentity.Allow(strings.ToLower(id.Directory + "\x00" + id.Username)) {
 		l.Username, l.Name, l.Email, l.ManagerEmail, l.Profile = id.Username, id.Name, id.Email, id.ManagerEmail, p.Name
-		s.audit.Record(EventRateLimited, l, zap.String("limit", "login_per_identity"))
+		s.audit.Record(EventRateLimited, l, Detail{Limit: "login_per_identity"})
 		s.notifyFailed(ctx, l, OutcomeRateLimited)
 		return
 	}
 	if d.Policy != nil {
-		s.audit.Record(EventPolicyMatched, l, zap.String("policy", d.Policy.Name), zap.String("profile", p.Name), zap.String("directory", id.Directory))
+		s.audit.Record(EventPolicyMatched, l, Detail{Policy: d.Policy.Name, Profile: p.Name, Directory: id.Directory})
 	}
 	expires := l.CreatedAt.Add(p.LinkExpiration)
 	if !s.now().Before(expires) {
-		s.audit.Record(EventMailAbandoned, l, zap.String("reason", "the link expired before the directory answered"))
+		s.audit.Record(EventMailAbandoned, l, Detail{Reason: "the link expired before the directory answered"})
 		return
 	}
 	l.Username, l.Name, l.Email, l.ManagerEmail = id.Username, id.Name, id.Email, id.ManagerEmail
@@ -362,7 +361,7 @@ func (s *Service) dispatch(l *Login, site *Site) {
 	// instead of one per key.
 	loginEntry, err := s.loginEntry(l, site.longestLink)
 	if err != nil {
-		s.audit.Record(EventMailFailed, l, zap.String("reason", "store"), zap.Error(err))
+		s.audit.Record(EventMailFailed, l, Detail{Reason: "store", Err: err})
 		return
 	}
 	defer s.keepCodeLockout(ctx, l)
@@ -383,7 +382,7 @@ func (s *Service) request(ctx context.Context, l *Login, p *Profile, site *Site,
 		// The user waits on the same page as everyone else; only the audit
 		// log, under the login's reference, says why nothing comes.
 		s.writeLogin(ctx, l, loginEntry)
-		s.audit.Record(EventDirectoryError, l, zap.String("directory", l.Directory), zap.String("reason", "the user has no manager email (LDAP manager attribute, or sponsor for local users)"))
+		s.audit.Record(EventDirectoryError, l, Detail{Directory: l.Directory, Reason: "the user has no manager email (LDAP manager attribute, or sponsor for local users)"})
 		return
 	}
 	now, later := s.approverChain(ctx, site, p, l)
@@ -391,7 +390,7 @@ func (s *Service) request(ctx context.Context, l *Login, p *Profile, site *Site,
 		// Nobody but the user could approve: the request fails closed
 		// behind the same waiting page as any other.
 		s.writeLogin(ctx, l, loginEntry)
-		s.audit.Record(EventNoApprover, l, zap.String("directory", l.Directory), zap.String("reason", "the manager, escalation target and approvers are all the user themself, or there are none"))
+		s.audit.Record(EventNoApprover, l, Detail{Directory: l.Directory, Reason: "the manager, escalation target and approvers are all the user themself, or there are none"})
 		return
 	}
 	s.ask(ctx, l, p, now[0], askOptions{with: []store.Entry{loginEntry}})
@@ -407,7 +406,7 @@ func (s *Service) request(ctx context.Context, l *Login, p *Profile, site *Site,
 
 func (s *Service) writeLogin(ctx context.Context, l *Login, e store.Entry) {
 	if err := s.cfg.Store.PutMany(ctx, []store.Entry{e}); err != nil {
-		s.audit.Record(EventMailFailed, l, zap.String("reason", "store"), zap.Error(err))
+		s.audit.Record(EventMailFailed, l, Detail{Reason: "store", Err: err})
 	}
 }
 
@@ -441,10 +440,10 @@ func (s *Service) ask(ctx context.Context, l *Login, p *Profile, recipient strin
 		if !s.limits.Manager.Allow(strings.ToLower(recipient)) {
 			if len(opt.with) > 0 {
 				if err := s.cfg.Store.PutMany(ctx, opt.with); err != nil {
-					s.audit.Record(EventMailFailed, l, zap.String("reason", "store"), zap.Error(err))
+					s.audit.Record(EventMailFailed, l, Detail{Reason: "store", Err: err})
 				}
 			}
-			s.audit.Record(EventRateLimited, l, zap.String("limit", "mails_per_manager"), zap.String("to", recipient))
+			s.audit.Record(EventRateLimited, l, Detail{Limit: "mails_per_manager", To: recipient})
 			return
 		}
 	}
@@ -476,26 +475,26 @@ func (s *Service) ask(ctx context.Context, l *Login, p *Profile, recipient strin
 		entries = append(entries, entry)
 	}
 	if err := s.persist(ctx, func() error { return s.cfg.Store.PutMany(ctx, entries) }); err != nil {
-		s.audit.Record(EventMailFailed, l, zap.String("reason", "store"), zap.Error(err))
+		s.audit.Record(EventMailFailed, l, Detail{Reason: "store", Err: err})
 		return
 	}
 	msg, err := s.renderApprovalMail(l, p, recipient, tokens, opt.escalatedFrom, code)
 	if err != nil {
-		s.audit.Record(EventMailFailed, l, zap.String("reason", "template"), zap.Error(err))
+		s.audit.Record(EventMailFailed, l, Detail{Reason: "template", Err: err})
 		return
 	}
 	if !opt.notBefore.IsZero() {
 		msg.NotBefore, msg.LoginID, msg.Purpose = opt.notBefore, l.ID, purposeEscalation
 	}
 	if err := s.persist(ctx, func() error { return s.cfg.Mail.Enqueue(ctx, msg) }); err != nil {
-		s.audit.Record(EventMailFailed, l, zap.String("reason", "outbox"), zap.Error(err))
+		s.audit.Record(EventMailFailed, l, Detail{Reason: "outbox", Err: err})
 		return
 	}
-	fields := []zap.Field{zap.String("to", msg.To), zap.String("message_id", msg.ID)}
+	d := Detail{To: msg.To, MessageID: msg.ID}
 	if !opt.notBefore.IsZero() {
-		fields = append(fields, zap.Time("not_before", opt.notBefore), zap.String("purpose", msg.Purpose))
+		d.NotBefore, d.Purpose = opt.notBefore, msg.Purpose
 	}
-	s.audit.Record(EventMailQueued, l, fields...)
+	s.audit.Record(EventMailQueued, l, d)
 }
 
 // persist runs a store write of dispatch, retrying while ctx lasts: the
@@ -695,14 +694,14 @@ func (s *Service) OpenLink(ctx context.Context, token, pair, clientIP, userAgent
 	// links, it is answered as invalid without a store read.
 	ipk := ipKey(clientIP)
 	if s.limits.OpenIP.RetryAfter(ipk) > 0 {
-		s.audit.Record(EventRateLimited, nil, zap.String("limit", "open_per_ip"), zap.String("client_ip", clientIP))
+		s.audit.Record(EventRateLimited, nil, Detail{Limit: "open_per_ip", ClientIP: clientIP})
 		return nil, ErrLinkInvalid
 	}
 	rec, err := s.linkRecord(ctx, token)
 	if err != nil {
 		if errors.Is(err, ErrLinkInvalid) {
 			s.limits.OpenIP.Allow(ipk)
-			s.audit.Record(EventLinkRejected, nil, zap.String("client_ip", clientIP), zap.String("reason", "unknown or used token"))
+			s.audit.Record(EventLinkRejected, nil, Detail{ClientIP: clientIP, Reason: "unknown or used token"})
 		}
 		return nil, err
 	}
@@ -713,7 +712,7 @@ func (s *Service) OpenLink(ctx context.Context, token, pair, clientIP, userAgent
 	if err != nil {
 		return nil, err
 	}
-	s.audit.Record(EventLinkOpened, l, zap.String("action", rec.Action), zap.String("opener_ip", clientIP), zap.String("opener_user_agent", truncate(userAgent, 512)))
+	s.audit.Record(EventLinkOpened, l, Detail{Action: rec.Action, OpenerIP: clientIP, OpenerUserAgent: truncate(userAgent, 512)})
 	v := s.linkView(l, rec)
 	if l.NumberMatching && rec.Action == actionApprove {
 		v.Choices = matchChoices(l.MatchCode, token)
@@ -783,7 +782,7 @@ func (s *Service) Confirm(ctx context.Context, c Confirmation) (*LinkView, error
 	if !s.limits.RedeemIP.Allow(ipKey(clientIP)) {
 		// Answered as an invalid link, without touching the store, so a
 		// guesser learns nothing and costs nothing.
-		s.audit.Record(EventRateLimited, nil, zap.String("limit", "redeem_per_ip"), zap.String("client_ip", clientIP))
+		s.audit.Record(EventRateLimited, nil, Detail{Limit: "redeem_per_ip", ClientIP: clientIP})
 		return nil, ErrLinkInvalid
 	}
 	if c.Duration != "" {
@@ -795,7 +794,7 @@ func (s *Service) Confirm(ctx context.Context, c Confirmation) (*LinkView, error
 	}
 	rec, raw, err := links.take(ctx, s.cfg.Store, hashSecret(token))
 	if errors.Is(err, ErrLinkInvalid) {
-		s.audit.Record(EventLinkRejected, nil, zap.String("client_ip", clientIP), zap.String("reason", "unknown or used token"))
+		s.audit.Record(EventLinkRejected, nil, Detail{ClientIP: clientIP, Reason: "unknown or used token"})
 		return nil, ErrLinkInvalid
 	}
 	if rec, err = validLink(rec, err); err != nil {
@@ -814,13 +813,13 @@ func (s *Service) Confirm(ctx context.Context, c Confirmation) (*LinkView, error
 		decider = l.Email
 	}
 	if rec.Action == actionApprove && l.NumberMatching && l.EffectiveState(s.now()) == StatePending && !matches(c.Match, l.MatchCode) {
-		s.audit.Record(EventMatchFailed, l, zap.String("decider", decider), zap.String("decider_ip", clientIP), zap.Bool("none_of_these", c.Match == NoneOfThese))
+		s.audit.Record(EventMatchFailed, l, Detail{Decider: decider, DeciderIP: clientIP, NoneOfThese: Some(c.Match == NoneOfThese)})
 		// The link is spent, so the login ends with it: its waiting page
 		// says so and offers to start again, instead of showing a number
 		// that nothing can approve any more.
 		if ended, ok := s.endLogin(ctx, l.ID, decider, EndedWrongNumber); ok {
 			l = ended
-			s.audit.Record(EventDenied, l, zap.String("decider", decider), zap.String("reason", "wrong number"), zap.String("decider_ip", clientIP))
+			s.audit.Record(EventDenied, l, Detail{Decider: decider, Reason: "wrong number", DeciderIP: clientIP})
 		}
 		return s.linkView(l, rec), ErrWrongMatch
 	}
@@ -852,12 +851,12 @@ func (s *Service) Confirm(ctx context.Context, c Confirmation) (*LinkView, error
 	})
 	if err != nil {
 		if errors.Is(err, ErrLoginExpired) || errors.Is(err, ErrAlreadyDecided) {
-			fields := []zap.Field{zap.String("reason", err.Error()), zap.String("action", rec.Action), zap.String("decider", decider), zap.String("decider_ip", clientIP)}
+			d := Detail{Reason: err.Error(), Action: rec.Action, Decider: decider, DeciderIP: clientIP}
 			if prior != nil {
-				fields = append(fields, zap.String("decided_by", prior.Decider), zap.String("state", string(prior.State)))
+				d.DecidedBy, d.State = prior.Decider, string(prior.State)
 				l = prior
 			}
-			s.audit.Record(EventDecisionRefused, l, fields...)
+			s.audit.Record(EventDecisionRefused, l, d)
 			if prior != nil {
 				v := s.linkView(l, rec)
 				return v, ErrAlreadyDecided
@@ -875,7 +874,7 @@ func (s *Service) Confirm(ctx context.Context, c Confirmation) (*LinkView, error
 	} else if grant != nil {
 		grant.apply(l)
 	}
-	s.audit.Record(ev, l, zap.String("decider", decider), zap.String("decider_ip", clientIP), zap.String("decider_user_agent", truncate(userAgent, 512)))
+	s.audit.Record(ev, l, Detail{Decider: decider, DeciderIP: clientIP, DeciderUserAgent: truncate(userAgent, 512)})
 	if ev == EventDenied {
 		s.notifyFailed(ctx, l, OutcomeDenied)
 	}
@@ -885,8 +884,7 @@ func (s *Service) Confirm(ctx context.Context, c Confirmation) (*LinkView, error
 			// only listing and ending it from the grants page need it.
 			s.cfg.Logger.Warn("recording a grant", zap.String("reference", l.Reference), zap.Error(err))
 		}
-		s.audit.Record(EventGrantIssued, l, zap.String("grant", l.Grant), zap.String("duration", l.GrantLabel),
-			zap.Time("until", l.GrantUntil), zap.String("approver", decider))
+		s.audit.Record(EventGrantIssued, l, Detail{Grant: l.Grant, Duration: l.GrantLabel, Until: l.GrantUntil, Approver: decider})
 	}
 	return s.linkView(l, rec), nil
 }
@@ -1051,13 +1049,13 @@ func (s *Service) Complete(ctx context.Context, pending, clientIP string, curren
 	if err != nil {
 		return nil, err
 	}
-	fields := []zap.Field{zap.String("session", fmt.Sprintf("%x", sess.ID[:8])), zap.Time("session_expires", time.Unix(sess.ExpiresAt, 0)), zap.String("collector_ip", clientIP)}
+	d := Detail{Session: fmt.Sprintf("%x", sess.ID[:8]), SessionExpires: time.Unix(sess.ExpiresAt, 0), CollectorIP: clientIP}
 	if l.StepUpOf != "" {
-		fields = append(fields, zap.Bool("step_up", true))
+		d.StepUp = true
 	} else {
 		s.recordSession(ctx, l, sess, clientIP)
 	}
-	s.audit.Record(EventSessionIssued, l, fields...)
+	s.audit.Record(EventSessionIssued, l, d)
 	return c, nil
 }
 
@@ -1123,8 +1121,7 @@ func minTime(a, b time.Time) time.Time {
 // cleared from the browser by the caller.
 func (s *Service) Logout(ctx context.Context, sess *Session, site, clientIP, userAgent string) error {
 	err := s.RevokeSession(ctx, sess)
-	s.audit.Record(EventLogout, &Login{Username: sess.User, Profile: sess.Profile(), App: site, ClientIP: clientIP, UserAgent: truncate(userAgent, 512)},
-		zap.String("session", fmt.Sprintf("%x", sess.ID[:8])))
+	s.audit.Record(EventLogout, &Login{Username: sess.User, Profile: sess.Profile(), App: site, ClientIP: clientIP, UserAgent: truncate(userAgent, 512)}, Detail{Session: fmt.Sprintf("%x", sess.ID[:8])})
 	return err
 }
 
@@ -1151,19 +1148,13 @@ func (s *Service) MailEvent(ev mailer.Event) {
 	default:
 		kind = EventMailFailed
 	}
-	fields := []zap.Field{zap.String("server", ev.Server), zap.Int("attempt", ev.Attempt)}
-	if ev.Code != 0 {
-		fields = append(fields, zap.Int("code", ev.Code))
-	}
+	d := Detail{Server: ev.Server, Attempt: Some(ev.Attempt), Code: ev.Code, Err: ev.Err}
 	var l *Login
 	if ev.Message != nil {
 		l = &Login{Reference: ev.Message.Reference}
-		fields = append(fields, zap.String("to", ev.Message.To), zap.String("message_id", ev.Message.ID))
+		d.To, d.MessageID = ev.Message.To, ev.Message.ID
 	}
-	if ev.Err != nil {
-		fields = append(fields, zap.Error(ev.Err))
-	}
-	s.audit.Record(kind, l, fields...)
+	s.audit.Record(kind, l, d)
 }
 
 // pendingLogin finds the login a pending cookie names and checks that the

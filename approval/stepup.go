@@ -7,8 +7,6 @@ import (
 	"strings"
 	"unicode"
 
-	"go.uber.org/zap"
-
 	"github.com/mailauth/caddy-mailauth/directory"
 )
 
@@ -114,7 +112,7 @@ func (s *Service) StepUp(ctx context.Context, req StepUpRequest) (*Started, erro
 		return nil, ErrReasonRequired
 	}
 	if !s.limits.LoginIdentity.Allow(strings.ToLower(id.Directory + "\x00" + id.Username)) {
-		s.audit.Record(EventRateLimited, &Login{Username: id.Username, Profile: p.Name, App: req.App, ClientIP: req.ClientIP}, zap.String("limit", "login_per_identity"))
+		s.audit.Record(EventRateLimited, &Login{Username: id.Username, Profile: p.Name, App: req.App, ClientIP: req.ClientIP}, Detail{Limit: "login_per_identity"})
 		return nil, ErrStepUpLimited
 	}
 	l, started, err := s.newLogin(p, req.Session.User, req.ReturnURL, req.App, req.ClientIP, req.UserAgent)
@@ -131,11 +129,7 @@ func (s *Service) StepUp(ctx context.Context, req StepUpRequest) (*Started, erro
 	if err != nil {
 		return nil, err
 	}
-	fields := []zap.Field{zap.String("route", l.ReturnURL), zap.String("directory", l.Directory), zap.String("session", l.StepUpOf[:16])}
-	if reason != "" {
-		fields = append(fields, zap.String("reason", reason))
-	}
-	s.audit.Record(EventStepUpRequested, l, fields...)
+	s.audit.Record(EventStepUpRequested, l, Detail{Route: l.ReturnURL, Directory: l.Directory, Session: l.StepUpOf[:16], Reason: reason})
 	s.request(ctx, l, p, req.Site, entry)
 	return started, nil
 }
@@ -155,7 +149,7 @@ func (s *Service) stepUpProfile(ctx context.Context, site *Site, sess *Session) 
 	case errors.Is(err, directory.ErrNotFound):
 		return nil, nil, "", ErrAccountGone
 	case err != nil:
-		s.audit.Record(EventDirectoryError, &Login{Username: sess.User}, zap.String("directory", sess.Directory), zap.Error(err))
+		s.audit.Record(EventDirectoryError, &Login{Username: sess.User}, Detail{Directory: sess.Directory, Err: err})
 		return nil, nil, "", ErrDirectoryUnavailable
 	case id.Username != sess.User:
 		// The input matched someone else's mail address.

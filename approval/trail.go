@@ -291,8 +291,10 @@ func chainRecords(last *store.LogRecord, batch []AuditRecord) ([][]byte, error) 
 	return out, nil
 }
 
-// auditRecord builds the stored form of an event.
-func auditRecord(now time.Time, ev Event, l *Login, extra []zap.Field) AuditRecord {
+// auditRecord builds the stored form of an event. Its fields are the ones
+// d writes to a MapObjectEncoder, as they were when they came from zap
+// fields, so records stored before and after Detail read alike.
+func auditRecord(now time.Time, ev Event, l *Login, d *Detail) AuditRecord {
 	r := AuditRecord{Time: now.UTC(), Event: ev}
 	if l != nil {
 		r.Reference, r.User, r.Profile, r.Site, r.ClientIP, r.UserAgent = l.Reference, l.Username, l.Profile, l.App, l.ClientIP, l.UserAgent
@@ -300,20 +302,16 @@ func auditRecord(now time.Time, ev Event, l *Login, extra []zap.Field) AuditReco
 			r.User = l.Input
 		}
 	}
-	if len(extra) > 0 {
-		enc := zapcore.NewMapObjectEncoder()
-		for _, f := range extra {
-			f.AddTo(enc)
-		}
-		// Events with no Login carry the client address as a field;
-		// lifting it lets queries treat every record alike.
-		if ip, ok := enc.Fields["client_ip"].(string); ok && r.ClientIP == "" {
-			r.ClientIP = ip
-			delete(enc.Fields, "client_ip")
-		}
-		if len(enc.Fields) > 0 {
-			r.Fields = enc.Fields
-		}
+	rest := *d
+	// Events with no Login carry the client address in their Detail;
+	// lifting it lets queries treat every record alike.
+	if r.ClientIP == "" {
+		r.ClientIP, rest.ClientIP = rest.ClientIP, ""
+	}
+	enc := zapcore.NewMapObjectEncoder()
+	_ = rest.MarshalLogObject(enc)
+	if len(enc.Fields) > 0 {
+		r.Fields = enc.Fields
 	}
 	return r
 }

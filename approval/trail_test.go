@@ -93,8 +93,7 @@ func trailWith(t *testing.T, n int) (*memLog, *AuditTrail) {
 	a := NewAuditor(nil)
 	a.Persist(trail, nil)
 	for i := range n {
-		a.Record(EventLoginStarted, &Login{Reference: fmt.Sprintf("REF-%d", i), Username: "alice", Profile: "p", App: "app.example.com", ClientIP: "192.0.2.1", UserAgent: "ua"},
-			zap.String("decider", "bob@example.com"), zap.Int("attempt", i))
+		a.Record(EventLoginStarted, &Login{Reference: fmt.Sprintf("REF-%d", i), Username: "alice", Profile: "p", App: "app.example.com", ClientIP: "192.0.2.1", UserAgent: "ua"}, Detail{Decider: "bob@example.com", Attempt: Some(i)})
 	}
 	if err := trail.Sync(t.Context()); err != nil {
 		t.Fatal(err)
@@ -196,7 +195,7 @@ func TestAuditTrailRetriesWhileStoreFails(t *testing.T) {
 	a := NewAuditor(nil)
 	a.Persist(trail, nil)
 	for range 3 {
-		a.Record(EventLoginStarted, &Login{Username: "alice"})
+		a.Record(EventLoginStarted, &Login{Username: "alice"}, Detail{})
 	}
 	time.Sleep(120 * time.Millisecond)
 	if _, err := log.LastRecord(t.Context(), AuditLog); !errors.Is(err, store.ErrNotFound) {
@@ -219,7 +218,7 @@ func TestAuditTrailCloseStoresWhatIsQueued(t *testing.T) {
 	a := NewAuditor(nil)
 	a.Persist(trail, nil)
 	for range 500 {
-		a.Record(EventRefreshed, &Login{Username: "alice"})
+		a.Record(EventRefreshed, &Login{Username: "alice"}, Detail{})
 	}
 	trail.Close()
 	if rep := verify(t, log); rep.Records != 500 || len(rep.Problems) != 0 {
@@ -238,7 +237,7 @@ func TestAuditTrailOnBadgerAcrossRestart(t *testing.T) {
 		a := NewAuditor(nil)
 		a.Persist(trail, nil)
 		for range 20 {
-			a.Record(EventApproved, &Login{Username: fmt.Sprint("user", round)})
+			a.Record(EventApproved, &Login{Username: fmt.Sprint("user", round)}, Detail{})
 		}
 		trail.Close()
 		rep, err := VerifyAuditChain(t.Context(), st, time.Hour, time.Now())
@@ -265,7 +264,7 @@ func BenchmarkAuditRecordPersisted(b *testing.B) {
 	l := &Login{Reference: "K7F-3QX", Username: "alice", Profile: "daily", App: "app.example.com", ClientIP: "192.0.2.1", UserAgent: "Mozilla/5.0"}
 	b.ReportAllocs()
 	for b.Loop() {
-		a.Record(EventMailQueued, l, zap.String("to", "alice@example.com"), zap.String("message_id", "4-wIPCtR3N6GZXK8_ZkiLA"))
+		a.Record(EventMailQueued, l, Detail{To: "alice@example.com", MessageID: "4-wIPCtR3N6GZXK8_ZkiLA"})
 	}
 }
 
@@ -282,7 +281,7 @@ func BenchmarkAuditTrailAppendOnDisk(b *testing.B) {
 	a.Persist(trail, nil)
 	l := &Login{Reference: "K7F-3QX", Username: "alice", Profile: "daily", App: "app.example.com"}
 	for b.Loop() {
-		a.Record(EventApproved, l, zap.String("decider", "bob@example.com"))
+		a.Record(EventApproved, l, Detail{Decider: "bob@example.com"})
 	}
 	trail.Close()
 }
@@ -313,7 +312,7 @@ func TestFullAuditQueueDropsRecordsInsteadOfBlocking(t *testing.T) {
 	trail.OnDrop(func() { counted.Add(1) })
 	a := NewAuditor(zap.New(core).Named("mailauth.audit"))
 	a.Persist(trail, nil)
-	a.Record(EventLoginStarted, &Login{Username: "alice"})
+	a.Record(EventLoginStarted, &Login{Username: "alice"}, Detail{})
 	<-stuck.entered // the writer holds that one record and waits on the store
 
 	const more = auditQueue + 1000
@@ -321,7 +320,7 @@ func TestFullAuditQueueDropsRecordsInsteadOfBlocking(t *testing.T) {
 	go func() {
 		start := time.Now()
 		for range more {
-			a.Record(EventLoginStarted, &Login{Username: "alice"})
+			a.Record(EventLoginStarted, &Login{Username: "alice"}, Detail{})
 		}
 		done <- time.Since(start)
 	}()
