@@ -1,6 +1,9 @@
 package approval
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // What the waiting browser learns of its login must not depend on who the
 // user is. Anyone can start a login for any name and watch its waiting
@@ -66,4 +69,69 @@ func waitState(l *Login, now, expires time.Time) State {
 		return StateExpired
 	}
 	return l.State
+}
+
+// LoginView is what the waiting page may show about a login.
+// It depends on the site and on nothing the directory said about the
+// user (see waitview.go).
+type LoginView struct {
+	// MatchCode is the number to show for number matching.
+	MatchCode string
+	Reference string
+	// State is the login's state with the site's expiry applied.
+	State     State
+	App       string
+	ReturnURL string
+	CreatedAt time.Time
+	// ExpiresAt is the site's expiry for the login (Site.WaitLifetime
+	// after CreatedAt), not necessarily its link's.
+	ExpiresAt time.Time
+	// StepUp says a signed-in user asks for more access; only then is
+	// Type, the type of the profile asked, set: the user is known, so it
+	// reveals nothing, while for a sign-in it would tell who exists.
+	StepUp bool
+	Type   ProfileType
+	// GrantUntil and GrantLabel describe a manager's grant, once approved.
+	GrantUntil time.Time
+	GrantLabel string
+	GrantKey   string
+	// Input is what was typed on the login form: the browser's own
+	// words, which say nothing of whether they name anyone.
+	Input string
+	// Ended says why a denied login ended (an Ended constant), so the page
+	// can say what happened and what to do next.
+	Ended string
+}
+
+// Watch returns the state of the login that the pending cookie names, as
+// long as the cookie proves that its holder started it, as the waiting
+// page of site may show it.
+func (s *Service) Watch(ctx context.Context, site *Site, pending string) (*LoginView, error) {
+	l, err := s.pendingLogin(ctx, pending)
+	if err != nil {
+		return nil, err
+	}
+	return s.view(l, site), nil
+}
+
+func (s *Service) view(l *Login, site *Site) *LoginView {
+	expires := site.waitExpiry(l)
+	v := &LoginView{
+		MatchCode:  l.MatchCode,
+		Reference:  l.Reference,
+		State:      waitState(l, s.now(), expires),
+		App:        l.App,
+		ReturnURL:  l.ReturnURL,
+		CreatedAt:  l.CreatedAt,
+		ExpiresAt:  expires,
+		GrantUntil: l.GrantUntil,
+		GrantLabel: l.GrantLabel,
+		GrantKey:   l.GrantKey,
+		Input:      l.Input,
+		Ended:      l.Ended,
+	}
+	if l.StepUpOf != "" {
+		v.StepUp, v.Type = true, l.Type
+	}
+	return v
 }
