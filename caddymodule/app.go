@@ -6,14 +6,13 @@ package caddymodule
 
 import (
 	"context"
-	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
 	"net/mail"
 	"net/url"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -23,6 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mailauth/caddy-mailauth/approval"
+	"github.com/mailauth/caddy-mailauth/caddymodule/directories"
 	"github.com/mailauth/caddy-mailauth/directory"
 	"github.com/mailauth/caddy-mailauth/internal/loopback"
 	"github.com/mailauth/caddy-mailauth/keyring"
@@ -47,9 +47,13 @@ const (
 // site using the "mailauth" handler relies on. It is configured by the
 // global "mailauth" option block.
 type App struct {
-	// Store says where state is kept. Default: Badger under Caddy's data
-	// directory.
-	Store *StoreConfig `json:"store,omitempty"`
+	// Store says where logins, link tokens, the outbox, the audit trail
+	// and the session keys are kept: a module in the mailauth.stores
+	// namespace, named by its "backend" key, such as "badger" (embedded,
+	// one Caddy process) or "redis" (shared by every Caddy instance that
+	// points at the same Redis and key_prefix). Default: Badger under
+	// Caddy's data directory.
+	Store json.RawMessage `json:"store,omitempty" caddy:"namespace=mailauth.stores inline_key=backend"`
 	// SessionLifetime is how long a session cookie stays valid after
 	// sign-in. Default: 8h.
 	SessionLifetime caddy.Duration `json:"session_lifetime,omitempty"`
@@ -69,8 +73,10 @@ type App struct {
 	CookieDomain string `json:"cookie_domain,omitempty"`
 	// MailServers are the SMTP servers, by name.
 	MailServers map[string]*MailServerConfig `json:"mail_servers,omitempty"`
-	// Directories are the sources of identities, by name.
-	Directories map[string]*DirectoryConfig `json:"directories,omitempty"`
+	// Directories are the sources of identities, by name: each a module
+	// in the mailauth.directories namespace, named by its "type" key, such
+	// as "ldap" (an LDAP server) or "local" (users listed in the config).
+	Directories map[string]json.RawMessage `json:"directories,omitempty" caddy:"namespace=mailauth.directories inline_key=type"`
 	// Profiles say how approval runs, by name. Sites pick one with
 	// default_profile.
 	Profiles map[string]*ProfileConfig `json:"profiles,omitempty"`
@@ -129,9 +135,13 @@ type App struct {
 	profiles map[string]*approval.Profile
 	policies map[string]*approval.Policy
 	dirs     map[string]directory.Directory
-	storeID  string
-	store    store.Store
-	outbox   *mailer.Outbox
+	// dirModules are the modules that built dirs, by the same names, for
+	// what `caddy mailauth check` asks of them.
+	dirModules map[string]directories.Provider
+	store      store.Store
+	// sharedStore says that other Caddy instances use the store too.
+	sharedStore bool
+	outbox      *mailer.Outbox
 	// smtp carries the outbox's mail; Stop ends its sessions.
 	smtp    *mailer.SMTP
 	service *approval.Service
@@ -145,8 +155,15 @@ type App struct {
 	sites *siteSet
 
 	// revocations are the store's, shared with the other configs of this
-	// process (pooledStore).
+	// process (sharedRevocations).
 	revocations *approval.Revocations
+
+	// parent is the context the app was provisioned in; guests is the
+	// one its directory and store modules are loaded in, which
+	// closeGuests ends.
+	parent    caddy.Context
+	guests    caddy.Context
+	endGuests context.CancelFunc
 }
 
 // siteSet holds sites by ID; handlers add theirs as they provision.
@@ -163,27 +180,22 @@ func (App) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// stores holds open stores across config reloads: a reload provisions the
-// new config before it cleans up the old one, and Badger refuses a second
-// open of the same directory.
-var stores = caddy.NewUsagePool()
+// sharedRevocations holds the session revocations read from each open
+// store, keyed by the store, which every config of this process that uses
+// the store shares: a config loaded while the store cannot be read starts
+// from the list the config before it kept, rather than refusing every
+// session until the store answers (see approval.Config.Revocations).
+var sharedRevocations = caddy.NewUsagePool()
 
-// pooledStore is an open store and the session revocations read from it,
-// which every config of this process that uses the store shares: a config
-// loaded while the store cannot be read starts from the list the config
-// before it kept, rather than refusing every session until the store
-// answers (see approval.Config.Revocations).
-type pooledStore struct {
-	store.Store
-	revocations *approval.Revocations
-}
+type pooledRevocations struct{ *approval.Revocations }
 
-func (p pooledStore) Destruct() error { return p.Close() }
+func (pooledRevocations) Destruct() error { return nil }
 
 // Provision checks the configuration and builds the store, mailer,
 // directories, profiles and the approval service.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
+	a.parent = ctx
 	a.sites = &siteSet{byID: map[string]*approval.Site{}}
 	lifetime := time.Duration(a.SessionLifetime)
 	if lifetime == 0 {
@@ -265,7 +277,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 		CodeKey:    a.keyring.Code,
 		RateLimits: a.limits,
 		// Instances sharing a Redis share its limits, too.
-		SharedRateLimits:  a.Store != nil && a.Store.Backend == "redis",
+		SharedRateLimits:  a.sharedStore,
 		Revocations:       a.revocations,
 		SessionLifetime:   lifetime,
 		IdleTimeout:       idle,
@@ -314,7 +326,7 @@ func (a *App) build() (map[string]mailer.ServerConfig, error) {
 				zap.String("mail_server", name), zap.String("host", sc.Host), zap.String("tls", string(sc.TLS)))
 		}
 	}
-	if a.dirs, err = a.directories(repl); err != nil {
+	if a.dirs, err = a.directories(); err != nil {
 		return nil, err
 	}
 	if a.profiles, err = a.buildProfiles(servers, a.dirs); err != nil {
@@ -411,77 +423,6 @@ func (a *App) mailServers(repl *caddy.Replacer) (map[string]mailer.ServerConfig,
 		out[name] = sc
 	}
 	return out, nil
-}
-
-func (a *App) directories(repl *caddy.Replacer) (map[string]directory.Directory, error) {
-	out := make(map[string]directory.Directory, len(a.Directories))
-	for name, c := range a.Directories {
-		if c == nil {
-			return nil, fmt.Errorf("mailauth: directory %q: empty", name)
-		}
-		d, err := a.directory(name, c, repl)
-		if err != nil {
-			return nil, err
-		}
-		out[name] = d
-	}
-	return out, nil
-}
-
-func (a *App) directory(name string, c *DirectoryConfig, repl *caddy.Replacer) (directory.Directory, error) {
-	switch c.Type {
-	case "local":
-		users := make([]directory.LocalUser, 0, len(c.Users))
-		for _, u := range c.Users {
-			users = append(users, directory.LocalUser{Username: u.Username, Name: u.Name, Email: u.Email, Sponsor: u.Sponsor, Attributes: u.Attributes})
-		}
-		d, err := directory.NewLocal(name, users)
-		if err != nil {
-			return nil, fmt.Errorf("mailauth: %w", err)
-		}
-		return d, nil
-	case "ldap":
-		attrs := c.Attributes
-		if la := a.languageAttribute(); !slices.ContainsFunc(attrs, func(s string) bool { return strings.EqualFold(s, la) }) {
-			// Asked for with every lookup, so the user's mail can be in
-			// their own language.
-			attrs = append(slices.Clone(attrs), la)
-		}
-		cfg := directory.LDAPConfig{
-			URL:                 c.URL,
-			BindDN:              c.BindDN,
-			BindPassword:        repl.ReplaceKnown(c.BindPassword, ""),
-			BaseDN:              c.BaseDN,
-			UserFilter:          c.UserFilter,
-			UsernameAttribute:   c.UsernameAttribute,
-			MailAttribute:       c.MailAttribute,
-			ManagerAttribute:    c.ManagerAttribute,
-			NameAttribute:       c.NameAttribute,
-			DepartmentAttribute: c.DepartmentAttribute,
-			Attributes:          attrs,
-			StartTLS:            c.StartTLS,
-			Timeout:             time.Duration(c.Timeout),
-			PoolSize:            c.PoolSize,
-		}
-		if c.TLSCA != "" {
-			pem, err := os.ReadFile(c.TLSCA)
-			if err != nil {
-				return nil, fmt.Errorf("mailauth: directory %q: tls_ca: %w", name, err)
-			}
-			cfg.RootCAs = x509.NewCertPool()
-			if !cfg.RootCAs.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("mailauth: directory %q: tls_ca: %s holds no PEM certificate", name, c.TLSCA)
-			}
-		}
-		d, err := directory.NewLDAP(name, cfg, a.logger.Named("directory"))
-		if err != nil {
-			return nil, fmt.Errorf("mailauth: %w", err)
-		}
-		return d, nil
-	case "":
-		return nil, fmt.Errorf("mailauth: directory %q: type is required (local or ldap)", name)
-	}
-	return nil, fmt.Errorf("mailauth: directory %q: type %q is not supported (local or ldap)", name, c.Type)
 }
 
 func (a *App) buildProfiles(servers map[string]mailer.ServerConfig, dirs map[string]directory.Directory) (map[string]*approval.Profile, error) {
@@ -668,88 +609,6 @@ func (a *App) buildGrants(p *approval.Profile, c *ProfileConfig, field func(stri
 	return nil
 }
 
-func (a *App) openStore() error {
-	sc := a.Store
-	if sc == nil {
-		sc = &StoreConfig{}
-	}
-	switch sc.Backend {
-	case "", "badger":
-		return a.openBadger(sc)
-	case "redis":
-		return a.openRedis(sc)
-	}
-	return fmt.Errorf("mailauth: store: backend %q is not supported (badger, redis)", sc.Backend)
-}
-
-func (a *App) openBadger(sc *StoreConfig) error {
-	dir := sc.Path
-	if dir == "" {
-		dir = filepath.Join(caddy.AppDataDir(), "mailauth")
-	}
-	dir, err := filepath.Abs(dir)
-	if err != nil {
-		return fmt.Errorf("mailauth: store: path: %w", err)
-	}
-	id := "badger:" + dir
-	val, _, err := stores.LoadOrNew(id, func() (caddy.Destructor, error) {
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, err
-		}
-		s, err := store.OpenBadger(store.BadgerOptions{Dir: dir}, a.logger.Named("store"))
-		if err != nil {
-			return nil, err
-		}
-		return pooledStore{Store: s, revocations: new(approval.Revocations)}, nil
-	})
-	if err != nil {
-		return fmt.Errorf("mailauth: store: opening %s: %w", dir, err)
-	}
-	a.storeID = id
-	a.store, a.revocations = val.(pooledStore).Store, val.(pooledStore).revocations
-	return nil
-}
-
-// defaultRedisDialTimeout is short so that a page answers 503 quickly
-// while Redis is down, rather than after go-redis's 5 s.
-const defaultRedisDialTimeout = 2 * time.Second
-
-func (a *App) openRedis(sc *StoreConfig) error {
-	repl := caddy.NewReplacer()
-	opts := store.RedisOptions{
-		URL:           repl.ReplaceKnown(sc.URL, ""),
-		TLS:           sc.TLS,
-		TLSCA:         sc.TLSCA,
-		KeyPrefix:     sc.KeyPrefix,
-		PoolSize:      sc.PoolSize,
-		DialTimeout:   time.Duration(sc.DialTimeout),
-		MasterName:    sc.SentinelMaster,
-		SentinelAddrs: sc.SentinelAddrs,
-		ClusterAddrs:  sc.ClusterAddrs,
-	}
-	if opts.DialTimeout == 0 {
-		opts.DialTimeout = defaultRedisDialTimeout
-	}
-	// Pooled by everything that tells one shared store from another, so
-	// a reload reuses the connections and subscriptions.
-	id := fmt.Sprintf("redis:%s|%s|%s|%s|%s", opts.URL, opts.KeyPrefix, opts.MasterName, strings.Join(opts.SentinelAddrs, ","), strings.Join(opts.ClusterAddrs, ","))
-	val, _, err := stores.LoadOrNew(id, func() (caddy.Destructor, error) {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*opts.DialTimeout)
-		defer cancel()
-		s, err := store.OpenRedis(ctx, opts, a.logger.Named("store"))
-		if err != nil {
-			return nil, err
-		}
-		return pooledStore{Store: s, revocations: new(approval.Revocations)}, nil
-	})
-	if err != nil {
-		return fmt.Errorf("mailauth: store redis: %w", err)
-	}
-	a.storeID = id
-	a.store, a.revocations = val.(pooledStore).Store, val.(pooledStore).revocations
-	return nil
-}
-
 // keys loads the signing keys (session_keys, or the key kept in the
 // store, made once) and derives the others from them.
 func (a *App) keys(ctx context.Context) (*approval.SessionCodec, error) {
@@ -813,21 +672,17 @@ func (a *App) Stop() error {
 	return nil
 }
 
-// Cleanup releases the store; the last config using it closes it.
+// Cleanup releases the directories and the store; the last config using
+// the store closes it.
 func (a *App) Cleanup() error {
-	a.closeDirectories()
 	// The trail closes here rather than in Stop: requests of this config
 	// may still be finishing, and recording, until every app has stopped.
+	// The store outlives it, for the trail's last records.
 	if a.trail != nil {
 		a.trail.Close()
 		a.trail = nil
 	}
-	if a.storeID == "" {
-		return nil
-	}
-	_, err := stores.Delete(a.storeID)
-	a.storeID = ""
-	return err
+	return a.closeGuests()
 }
 
 func names[T any](m map[string]T) string {

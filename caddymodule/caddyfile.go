@@ -1,19 +1,19 @@
 package caddymodule
 
 import (
-	"fmt"
+	"encoding/json"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 
-	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 
 	"github.com/mailauth/caddy-mailauth/approval"
+	"github.com/mailauth/caddy-mailauth/internal/caddyfilearg"
 	"github.com/mailauth/caddy-mailauth/locale"
 )
 
@@ -122,7 +122,7 @@ func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 	}
 	app := &App{
 		MailServers: map[string]*MailServerConfig{},
-		Directories: map[string]*DirectoryConfig{},
+		Directories: map[string]json.RawMessage{},
 		Profiles:    map[string]*ProfileConfig{},
 		Policies:    map[string]*PolicyConfig{},
 	}
@@ -241,30 +241,7 @@ func parseGlobal(d *caddyfile.Dispenser, existing any) (any, error) {
 			}
 			app.MailServers[name] = ms
 		case "directory":
-			if !d.NextArg() {
-				return nil, d.Err("directory: want a name and a type (local or ldap)")
-			}
-			name := d.Val()
-			if _, dup := app.Directories[name]; dup {
-				return nil, d.Errf("directory %q: defined twice", name)
-			}
-			if !d.NextArg() {
-				return nil, d.Errf("directory %q: want a type (local or ldap)", name)
-			}
-			kind := d.Val()
-			if d.NextArg() {
-				return nil, d.Errf("directory %q: unexpected %q", name, d.Val())
-			}
-			var dir *DirectoryConfig
-			var err error
-			switch kind {
-			case "local":
-				dir, err = parseLocalDirectory(d, name)
-			case "ldap":
-				dir, err = parseLDAPDirectory(d, name)
-			default:
-				err = d.Errf("directory %q: type %q is not supported (local or ldap)", name, kind)
-			}
+			name, dir, err := parseDirectory(d, app.Directories)
 			if err != nil {
 				return nil, err
 			}
@@ -456,150 +433,6 @@ func blockName[T any](d *caddyfile.Dispenser, opt string, existing map[string]T,
 	return name, nil
 }
 
-func parseLocalDirectory(d *caddyfile.Dispenser, dirName string) (*DirectoryConfig, error) {
-	dir := &DirectoryConfig{Type: "local"}
-	nesting := d.Nesting()
-	users := map[string]bool{}
-	for d.NextBlock(nesting) {
-		if d.Val() != "user" {
-			return nil, d.Errf("directory %q: unknown option %q (user)", dirName, d.Val())
-		}
-		if !d.NextArg() || d.CountRemainingArgs() > 0 {
-			return nil, d.Errf("directory %q: user: want one username", dirName)
-		}
-		u := &LocalUserConfig{Username: d.Val()}
-		if users[u.Username] {
-			return nil, d.Errf("directory %q: user %q: defined twice", dirName, u.Username)
-		}
-		users[u.Username] = true
-		un := d.Nesting()
-		fields := map[string]bool{}
-		for d.NextBlock(un) {
-			f := d.Val()
-			if f != "attr" && fields[f] {
-				return nil, d.Errf("directory %q: user %q: %s: set twice", dirName, u.Username, f)
-			}
-			fields[f] = true
-			switch f {
-			case "name", "email", "sponsor":
-				if !d.NextArg() || d.CountRemainingArgs() > 0 {
-					return nil, d.Errf("directory %q: user %q: %s: want one value", dirName, u.Username, f)
-				}
-				v := d.Val()
-				if f != "name" && !validAddress(v) {
-					return nil, d.Errf("directory %q: user %q: %s: %q is not a mail address", dirName, u.Username, f, v)
-				}
-				switch f {
-				case "name":
-					u.Name = v
-				case "email":
-					u.Email = v
-				case "sponsor":
-					u.Sponsor = v
-				}
-			case "attr":
-				args := d.RemainingArgs()
-				if len(args) < 2 {
-					return nil, d.Errf("directory %q: user %q: attr: want a key and at least one value", dirName, u.Username)
-				}
-				if u.Attributes == nil {
-					u.Attributes = map[string][]string{}
-				}
-				u.Attributes[args[0]] = append(u.Attributes[args[0]], args[1:]...)
-			default:
-				return nil, d.Errf("directory %q: user %q: unknown option %q", dirName, u.Username, f)
-			}
-		}
-		if u.Email == "" {
-			return nil, d.Errf("directory %q: user %q: email: required", dirName, u.Username)
-		}
-		dir.Users = append(dir.Users, u)
-	}
-	return dir, nil
-}
-
-func parseLDAPDirectory(d *caddyfile.Dispenser, name string) (*DirectoryConfig, error) {
-	dir := &DirectoryConfig{Type: "ldap"}
-	nesting := d.Nesting()
-	fields := map[string]bool{}
-	for d.NextBlock(nesting) {
-		f := d.Val()
-		if fields[f] {
-			return nil, d.Errf("directory %q: %s: set twice", name, f)
-		}
-		fields[f] = true
-		switch f {
-		case "start_tls":
-			if d.NextArg() {
-				return nil, d.Errf("directory %q: start_tls: takes no value", name)
-			}
-			dir.StartTLS = true
-			continue
-		case "attributes":
-			dir.Attributes = d.RemainingArgs()
-			if len(dir.Attributes) == 0 {
-				return nil, d.Errf("directory %q: attributes: name at least one", name)
-			}
-			continue
-		case "timeout":
-			dur, err := durationArg(d, fmt.Sprintf("directory %q: timeout", name))
-			if err != nil {
-				return nil, err
-			}
-			dir.Timeout = dur
-			continue
-		}
-		if !d.NextArg() || d.CountRemainingArgs() > 0 {
-			return nil, d.Errf("directory %q: %s: want one value", name, f)
-		}
-		v := d.Val()
-		switch f {
-		case "url":
-			if !strings.HasPrefix(v, "ldap://") && !strings.HasPrefix(v, "ldaps://") {
-				return nil, d.Errf("directory %q: url: %q must start with ldap:// or ldaps://", name, v)
-			}
-			dir.URL = v
-		case "bind_dn":
-			dir.BindDN = v
-		case "bind_password":
-			dir.BindPassword = v
-		case "base_dn":
-			dir.BaseDN = v
-		case "user_filter":
-			if !strings.Contains(v, "{input}") {
-				return nil, d.Errf("directory %q: user_filter: %q must contain {input}", name, v)
-			}
-			dir.UserFilter = v
-		case "username_attribute":
-			dir.UsernameAttribute = v
-		case "mail_attribute":
-			dir.MailAttribute = v
-		case "manager_attribute":
-			dir.ManagerAttribute = v
-		case "name_attribute":
-			dir.NameAttribute = v
-		case "department_attribute":
-			dir.DepartmentAttribute = v
-		case "tls_ca":
-			dir.TLSCA = v
-		case "pool_size":
-			n, err := strconv.Atoi(v)
-			if err != nil || n < 1 || n > 64 {
-				return nil, d.Errf("directory %q: pool_size: %q is not a number from 1 to 64", name, v)
-			}
-			dir.PoolSize = n
-		default:
-			return nil, d.Errf("directory %q: unknown option %q", name, f)
-		}
-	}
-	for _, f := range []string{"url", "base_dn"} {
-		if !fields[f] {
-			return nil, d.Errf("directory %q: %s: required", name, f)
-		}
-	}
-	return dir, nil
-}
-
 func parsePolicy(d *caddyfile.Dispenser, name string) (*PolicyConfig, error) {
 	pol := &PolicyConfig{}
 	nesting := d.Nesting()
@@ -647,107 +480,8 @@ func parsePolicy(d *caddyfile.Dispenser, name string) (*PolicyConfig, error) {
 	return pol, nil
 }
 
-// parseStore reads
-//
-//	store badger [<dir>]
-//	store redis [<url>] {
-//		tls
-//		tls_ca <file>
-//		key_prefix <prefix>
-//		pool_size <n>
-//		dial_timeout <duration>
-//		sentinel <master> <host:port...>
-//		cluster <host:port...>
-//	}
-func parseStore(d *caddyfile.Dispenser) (*StoreConfig, error) {
-	args := d.RemainingArgs()
-	if len(args) == 0 || len(args) > 2 {
-		return nil, d.Errf("store: want 'store badger [<dir>]' or 'store redis <url> { … }'")
-	}
-	sc := &StoreConfig{Backend: args[0]}
-	switch args[0] {
-	case "badger":
-		if len(args) == 2 {
-			sc.Path = args[1]
-		}
-		if d.NextBlock(d.Nesting()) {
-			return nil, d.Errf("store badger: takes no block")
-		}
-		return sc, nil
-	case "redis":
-		if len(args) == 2 {
-			sc.URL = args[1]
-		}
-	default:
-		return nil, d.Errf("store: backend %q is not supported (badger, redis)", args[0])
-	}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		opt := d.Val()
-		switch opt {
-		case "tls":
-			if d.NextArg() {
-				return nil, d.ArgErr()
-			}
-			sc.TLS = true
-		case "tls_ca", "key_prefix":
-			if !d.NextArg() || d.CountRemainingArgs() > 0 {
-				return nil, d.Errf("store redis: %s: want one value", opt)
-			}
-			if opt == "tls_ca" {
-				sc.TLSCA = d.Val()
-			} else {
-				sc.KeyPrefix = d.Val()
-			}
-		case "pool_size":
-			if !d.NextArg() || d.CountRemainingArgs() > 0 {
-				return nil, d.Errf("store redis: pool_size: want one number")
-			}
-			n, err := strconv.Atoi(d.Val())
-			if err != nil || n < 1 {
-				return nil, d.Errf("store redis: pool_size: %q is not a positive number", d.Val())
-			}
-			sc.PoolSize = n
-		case "dial_timeout":
-			dur, err := durationArg(d, "store redis: dial_timeout")
-			if err != nil {
-				return nil, err
-			}
-			sc.DialTimeout = dur
-		case "sentinel":
-			a := d.RemainingArgs()
-			if len(a) < 2 {
-				return nil, d.Errf("store redis: sentinel: want 'sentinel <master name> <host:port...>'")
-			}
-			sc.SentinelMaster, sc.SentinelAddrs = a[0], a[1:]
-		case "cluster":
-			a := d.RemainingArgs()
-			if len(a) == 0 {
-				return nil, d.Errf("store redis: cluster: want 'cluster <host:port...>'")
-			}
-			sc.ClusterAddrs = a
-		default:
-			return nil, d.Errf("store redis: unknown option %q (tls, tls_ca, key_prefix, pool_size, dial_timeout, sentinel, cluster)", opt)
-		}
-	}
-	if sc.URL == "" && len(sc.SentinelAddrs) == 0 && len(sc.ClusterAddrs) == 0 {
-		return nil, d.Errf("store redis: want a URL (store redis redis://host:6379/0), or sentinel or cluster addresses")
-	}
-	return sc, nil
-}
-
-func durationArg(d *caddyfile.Dispenser, what string) (caddy.Duration, error) {
-	if !d.NextArg() || d.CountRemainingArgs() > 0 {
-		return 0, d.Errf("%s: want one duration", what)
-	}
-	dur, err := caddy.ParseDuration(d.Val())
-	if err != nil {
-		return 0, d.Errf("%s: %v", what, err)
-	}
-	if dur <= 0 {
-		return 0, d.Errf("%s: must be positive", what)
-	}
-	return caddy.Duration(dur), nil
-}
+// durationArg reads an option's one positive duration.
+var durationArg = caddyfilearg.Duration
 
 // parseHandler sets up the handler from the site directive:
 //

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -12,6 +13,8 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
+
+	"github.com/mailauth/caddy-mailauth/caddymodule/directories"
 )
 
 // adapt runs the Caddyfile adapter as `caddy adapt` does.
@@ -19,6 +22,28 @@ func adapt(t *testing.T, src string) ([]byte, error) {
 	t.Helper()
 	out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(src), map[string]any{"filename": "Caddyfile"})
 	return out, err
+}
+
+// guestConfig decodes a guest module's JSON into mod, refusing fields the
+// module does not have, and returns the module name under key.
+func guestConfig(t *testing.T, raw json.RawMessage, key string, mod any) string {
+	t.Helper()
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &obj); err != nil {
+		t.Fatalf("module config %s: %v", raw, err)
+	}
+	var name string
+	if err := json.Unmarshal(obj[key], &name); err != nil {
+		t.Fatalf("module config %s: %s: %v", raw, key, err)
+	}
+	delete(obj, key)
+	rest, _ := json.Marshal(obj)
+	dec := json.NewDecoder(bytes.NewReader(rest))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(mod); err != nil {
+		t.Fatalf("module config %s does not decode into %T: %v", raw, mod, err)
+	}
+	return name
 }
 
 // globalBlock wraps mailauth options in a minimal valid site.
@@ -64,8 +89,9 @@ func TestCaddyfileExampleAdapts(t *testing.T) {
 	if app.Profiles["daily"] == nil || app.Profiles["daily"].Server != "https://apps.example.com" || len(app.Profiles["daily"].Fallback) != 2 {
 		t.Fatalf("profile daily not adapted as written: %+v", app.Profiles["daily"])
 	}
-	if corp := app.Directories["corp"]; corp == nil || corp.Type != "ldap" || corp.URL != "ldaps://dc1.example.com" || corp.UserFilter != "(|(uid={input})(mail={input}))" || len(corp.Attributes) != 2 {
-		t.Fatalf("directory corp not adapted as written: %+v", corp)
+	var corp directories.LDAP
+	if kind := guestConfig(t, app.Directories["corp"], "type", &corp); kind != "ldap" || corp.URL != "ldaps://dc1.example.com" || corp.UserFilter != "(|(uid={input})(mail={input}))" || len(corp.Attributes) != 2 {
+		t.Fatalf("directory corp not adapted as written: type %q, %+v", kind, corp)
 	}
 	if p := app.Policies["executives"]; p == nil || p.Profile != "sensitive" || p.Directory != "corp" || len(p.Values) != 2 || p.Values[1] != "/^cn=finance-.*$/" {
 		t.Fatalf("policy executives not adapted as written: %+v", p)
@@ -73,7 +99,11 @@ func TestCaddyfileExampleAdapts(t *testing.T) {
 	if !strings.Contains(string(out), `"policies":["executives"]`) {
 		t.Fatalf("the site's policies are missing from the adapted JSON")
 	}
-	if u := app.Directories["staff"].Users; len(u) != 1 || u[0].Sponsor != "bob@example.com" || u[0].Attributes["department"][0] != "IT" {
+	var staff directories.Local
+	if kind := guestConfig(t, app.Directories["staff"], "type", &staff); kind != "local" {
+		t.Fatalf("directory staff adapted as type %q, want local", kind)
+	}
+	if u := staff.Users; len(u) != 1 || u[0].Sponsor != "bob@example.com" || u[0].Attributes["department"][0] != "IT" {
 		t.Fatalf("directory staff not adapted as written: %+v", u)
 	}
 	if ms := app.MailServers["primary"]; ms == nil || ms.Port != 587 || ms.TLS != "starttls" || ms.Password != "{env.SMTP_PASSWORD}" {

@@ -96,7 +96,7 @@ func explainCommand(ctx context.Context, w io.Writer, cfgFile, adapter, site, us
 	if _, err := app.build(); err != nil {
 		return err
 	}
-	defer app.closeDirectories()
+	defer app.closeGuests()
 	s, err := app.site(h.DefaultProfile, h.Policies)
 	if err != nil {
 		return err
@@ -264,13 +264,4 @@ func routeServesHost(r route, host string) bool {
 		}
 	}
 	return !hasHost
-}
-
-// closeDirectories releases directory connections (LDAP pools).
-func (a *App) closeDirectories() {
-	for _, d := range a.dirs {
-		if c, ok := d.(io.Closer); ok {
-			_ = c.Close()
-		}
-	}
 }

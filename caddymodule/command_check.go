@@ -100,12 +100,25 @@ type checkOptions struct {
 	rcpt string
 }
 
-// checkableDirectory is a directory with a server to check: LDAP. Local
-// directories have nothing to connect to.
-type checkableDirectory interface {
-	directory.Directory
-	Check(ctx context.Context) error
+// Checker is a directory module that check can ask whether its
+// directory answers: LDAP binds and reads its base, local has nothing to
+// connect to. detail says what was checked. A directory module that is
+// not a Checker is reported as not checked.
+type Checker interface {
+	Check(ctx context.Context) (detail string, err error)
+}
+
+// Lister is a directory module that can name its users, at most limit of
+// them where listing costs queries, for check to look each one up.
+type Lister interface {
 	List(ctx context.Context, limit int) ([]string, error)
+}
+
+// sponsoring is a directory module whose users' approvers are sponsors
+// named in the config, not managers found in a directory server, which
+// check's report then calls them.
+type sponsoring interface {
+	Sponsored() bool
 }
 
 // Status words of the tables. PROBLEM is upper case so it stands out and
@@ -124,7 +137,7 @@ func check(ctx context.Context, w io.Writer, app *App, opts checkOptions) (int, 
 	if err != nil {
 		return 0, err
 	}
-	defer app.closeDirectories()
+	defer app.closeGuests()
 	fmt.Fprintf(w, "config: ok (%d mail servers, %d directories, %d profiles)\n", len(servers), len(app.dirs), len(app.profiles))
 
 	serverProblems := checkMailServers(ctx, w, servers, opts.rcpt)
@@ -193,19 +206,22 @@ func checkDirectories(ctx context.Context, w io.Writer, app *App) (int, map[stri
 	problems := 0
 	reachable := make(map[string]bool, len(app.dirs))
 	for _, name := range sortedNames(app.dirs) {
-		d, ok := app.dirs[name].(checkableDirectory)
+		mod := app.dirModules[name]
+		kind := mod.CaddyModule().ID.Name()
+		c, ok := mod.(Checker)
 		if !ok {
 			reachable[name] = true
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d user(s) in the config, nothing to connect to\n", name, app.Directories[name].Type, statusOK, len(app.Directories[name].Users))
+			fmt.Fprintf(tw, "%s\t%s\t%s\tnot checked: the directory cannot be asked\n", name, kind, statusSkipped)
 			continue
 		}
-		if err := d.Check(ctx); err != nil {
+		detail, err := c.Check(ctx)
+		if err != nil {
 			problems++
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%v\n", name, app.Directories[name].Type, statusProblem, err)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%v\n", name, kind, statusProblem, err)
 			continue
 		}
 		reachable[name] = true
-		fmt.Fprintf(tw, "%s\t%s\t%s\tbound and read base_dn %s\n", name, app.Directories[name].Type, statusOK, app.Directories[name].BaseDN)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", name, kind, statusOK, detail)
 	}
 	return problems, reachable
 }
@@ -233,20 +249,18 @@ func checkUsers(ctx context.Context, w io.Writer, app *App, reachable map[string
 		if !reachable[name] {
 			continue // already a problem in the directories table
 		}
-		if d, ok := app.dirs[name].(checkableDirectory); ok {
-			names, err := d.List(ctx, opts.limit)
-			if err != nil {
-				problems++
-				fmt.Fprintf(tw, "(listing)\t\t%s\t%s\t%v\n", name, statusProblem, err)
-				continue
-			}
-			for _, n := range names {
-				candidates = append(candidates, userCandidate{input: n, dir: name})
-			}
+		l, ok := app.dirModules[name].(Lister)
+		if !ok {
+			continue // only --user names its users
+		}
+		names, err := l.List(ctx, opts.limit)
+		if err != nil {
+			problems++
+			fmt.Fprintf(tw, "(listing)\t\t%s\t%s\t%v\n", name, statusProblem, err)
 			continue
 		}
-		for _, u := range app.Directories[name].Users {
-			candidates = append(candidates, userCandidate{input: u.Username, dir: name})
+		for _, n := range names {
+			candidates = append(candidates, userCandidate{input: n, dir: name})
 		}
 	}
 
@@ -258,7 +272,7 @@ func checkUsers(ctx context.Context, w io.Writer, app *App, reachable map[string
 				continue
 			}
 			checked++
-			r := checkUser(ctx, p, c.input)
+			r := checkUser(ctx, app, p, c.input)
 			if r.directory == "" {
 				// A failed lookup returns no identity; a listed user's
 				// directory is still known.
@@ -287,7 +301,7 @@ type userResult struct {
 
 // checkUser looks input up as a login under profile p would, and says
 // whether that login could send its mail.
-func checkUser(ctx context.Context, p *approval.Profile, input string) userResult {
+func checkUser(ctx context.Context, app *App, p *approval.Profile, input string) userResult {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	id, err := directory.Lookup(ctx, p.Directories, input, nil)
@@ -310,7 +324,7 @@ func checkUser(ctx context.Context, p *approval.Profile, input string) userResul
 	detail := "mail " + id.Email
 	if p.Type == approval.TypeManager {
 		switch {
-		case id.ManagerEmail == "" && isLocal(p, id.Directory):
+		case id.ManagerEmail == "" && sponsored(app, id.Directory):
 			return bad("no sponsor: a manager profile has nobody to ask for approval")
 		case id.ManagerEmail == "":
 			return bad("no manager email (manager attribute missing, manager entry missing, or manager without mail): a manager profile has nobody to ask for approval")
@@ -341,16 +355,11 @@ func checkUser(ctx context.Context, p *approval.Profile, input string) userResul
 	return userResult{directory: id.Directory, status: statusOK, detail: detail}
 }
 
-// isLocal reports whether the directory named dir in p is a local one,
-// where a missing approver is a missing sponsor.
-func isLocal(p *approval.Profile, dir string) bool {
-	for _, d := range p.Directories {
-		if d.Name() == dir {
-			_, ok := d.(*directory.Local)
-			return ok
-		}
-	}
-	return false
+// sponsored reports whether the directory named dir names its users'
+// approvers as sponsors, so that a missing approver is a missing sponsor.
+func sponsored(app *App, dir string) bool {
+	s, ok := app.dirModules[dir].(sponsoring)
+	return ok && s.Sponsored()
 }
 
 func sortedNames[T any](m map[string]T) []string {

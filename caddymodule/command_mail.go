@@ -182,7 +182,7 @@ func preview(w io.Writer, cfgFile, adapter, profile, out string) error {
 	if _, err := app.build(); err != nil {
 		return err
 	}
-	defer app.closeDirectories()
+	defer app.closeGuests()
 	p := app.profiles[profile]
 	d := mailer.SampleData()
 	d.Link = p.Server + approval.VerifyPath + "?token=SAMPLE-TOKEN-NOT-VALID"

@@ -30,7 +30,7 @@ func adaptedApp(t *testing.T, opts string) (*App, error) {
 	}
 	a := &cfg.Apps.Mailauth
 	_, err = a.build()
-	t.Cleanup(a.closeDirectories)
+	t.Cleanup(func() { _ = a.closeGuests() })
 	return a, err
 }
 
