@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/mailauth/caddy-mailauth/approval/mailtemplate"
 	"github.com/mailauth/caddy-mailauth/directory"
 	"github.com/mailauth/caddy-mailauth/mailer"
 	"github.com/mailauth/caddy-mailauth/store"
@@ -155,7 +156,7 @@ func newHarnessTuned(t *testing.T, dirs []directory.Directory, wrap func(store.S
 	if dirs == nil {
 		dirs = []directory.Directory{dir}
 	}
-	tpl, err := mailer.ParseTemplates("", "", "")
+	tpl, err := mailtemplate.Parse("", "", "")
 	if err != nil {
 		t.Fatalf("parsing built-in templates: %v", err)
 	}

@@ -11,7 +11,7 @@ import (
 
 	"go.uber.org/zap"
 
-	"github.com/mailauth/caddy-mailauth/mailer"
+	"github.com/mailauth/caddy-mailauth/approval/mailtemplate"
 )
 
 // A manager's approval is a time-boxed grant: the manager picks how long
@@ -70,7 +70,7 @@ func (g GrantDuration) Label() string {
 	if g.EndOfDay {
 		return "until end of day"
 	}
-	return mailer.HumanDuration(g.For)
+	return mailtemplate.HumanDuration(g.For)
 }
 
 // until is when a grant of this duration given at from ends, at most

@@ -3,6 +3,7 @@ package approval
 import (
 	"strings"
 
+	"github.com/mailauth/caddy-mailauth/approval/mailtemplate"
 	"github.com/mailauth/caddy-mailauth/mailer"
 )
 
@@ -18,9 +19,9 @@ func link(p *Profile, token, pair string) string {
 }
 
 func (s *Service) renderApprovalMail(l *Login, p *Profile, recipient string, tokens map[string]string, escalatedFrom, code string) (*mailer.Message, error) {
-	data := mailer.TemplateData{
+	data := mailtemplate.Data{
 		Link:        link(p, tokens[actionApprove], tokens[actionDeny]),
-		User:        mailer.TemplateUser{Name: l.Name, Username: l.Username, Email: l.Email},
+		User:        mailtemplate.User{Name: l.Name, Username: l.Username, Email: l.Email},
 		App:         l.App,
 		ClientIP:    l.ClientIP,
 		Browser:     DescribeBrowser(l.UserAgent),

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/mailauth/caddy-mailauth/approval/mailtemplate"
 	"github.com/mailauth/caddy-mailauth/mailer"
 )
 
@@ -16,7 +17,7 @@ import (
 func newManagerHarness(t *testing.T) *harness {
 	t.Helper()
 	h := newHarness(t)
-	tpl, err := mailer.ParseManagerTemplates("", "", "")
+	tpl, err := mailtemplate.ParseManager("", "", "")
 	if err != nil {
 		t.Fatal(err)
 	}

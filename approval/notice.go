@@ -6,6 +6,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/mailauth/caddy-mailauth/approval/mailtemplate"
 	"github.com/mailauth/caddy-mailauth/mailer"
 )
 
@@ -117,8 +118,8 @@ func (s *Service) groupNotice(ctx context.Context, l *Login, msgID string) (send
 
 func (s *Service) renderNotice(l *Login, outcome string, repeats int) (*mailer.Message, error) {
 	p := s.cfg.Profiles[l.Profile]
-	subject, text, html, err := s.notice.Render(mailer.TemplateData{
-		User:        mailer.TemplateUser{Name: l.Name, Username: l.Username, Email: l.Email},
+	subject, text, html, err := s.notice.Render(mailtemplate.Data{
+		User:        mailtemplate.User{Name: l.Name, Username: l.Username, Email: l.Email},
 		App:         l.App,
 		ClientIP:    l.ClientIP,
 		Browser:     DescribeBrowser(l.UserAgent),

@@ -3,8 +3,8 @@ package approval
 import (
 	"time"
 
+	"github.com/mailauth/caddy-mailauth/approval/mailtemplate"
 	"github.com/mailauth/caddy-mailauth/directory"
-	"github.com/mailauth/caddy-mailauth/mailer"
 )
 
 // ProfileType says who approves a login.
@@ -35,7 +35,7 @@ type Profile struct {
 	// Directories are tried in order to find the user.
 	Directories []directory.Directory
 	// Templates render the approval mail.
-	Templates *mailer.Templates
+	Templates *mailtemplate.Templates
 	// NotifyFailedLogin mails the user's manager a short notice when a
 	// login is denied, expires undecided, is rate limited or is stopped
 	// by wrong codes.

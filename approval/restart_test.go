@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailauth/caddy-mailauth/approval/mailtemplate"
 	"github.com/mailauth/caddy-mailauth/directory"
-	"github.com/mailauth/caddy-mailauth/mailer"
 )
 
 func TestThisWasntMeDeniesTheLoginAndAuditsIt(t *testing.T) {
@@ -137,7 +137,7 @@ func TestTheUsersMailIsInTheirLanguageAndTheManagersInTheDefault(t *testing.T) {
 		t.Errorf("frank, who names no language, should get the default (German); subject %q", s)
 	}
 	h.site.Default.Type = TypeManager
-	if h.site.Default.Templates, err = mailer.ParseManagerTemplates("", "", ""); err != nil {
+	if h.site.Default.Templates, err = mailtemplate.ParseManager("", "", ""); err != nil {
 		t.Fatal(err)
 	}
 	h.start("deniz")

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mailauth/caddy-mailauth/approval/mailtemplate"
 	"github.com/mailauth/caddy-mailauth/directory"
 	"github.com/mailauth/caddy-mailauth/mailer"
 )
@@ -29,7 +30,7 @@ func TestEscalationGoesToTheManagersManagerOnlyWhileUndecided(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := newHarnessWith(t, []directory.Directory{dir})
-	tpl, _ := mailer.ParseManagerTemplates("", "", "")
+	tpl, _ := mailtemplate.ParseManager("", "", "")
 	p := h.site.Default
 	p.Type, p.Templates, p.EscalateAfter, p.Approvers = TypeManager, tpl, 5*time.Minute, []string{"security@example.com"}
 

@@ -17,6 +17,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/mailauth/caddy-mailauth/approval/mailtemplate"
 	"github.com/mailauth/caddy-mailauth/mailer"
 	"github.com/mailauth/caddy-mailauth/store"
 )
@@ -102,9 +103,9 @@ type Config struct {
 	// language ("de", "tr-TR"). Empty: no user has one.
 	LanguageAttribute string
 	// Brand is the operator's branding, shown in every mail.
-	Brand mailer.Brand
+	Brand mailtemplate.Brand
 	// Notice renders failed-login notices. Nil: the built-in templates.
-	Notice *mailer.Templates
+	Notice *mailtemplate.Templates
 	// Now and Rand default to the real clock and crypto/rand; tests
 	// replace them.
 	Now  func() time.Time
@@ -116,7 +117,7 @@ type Service struct {
 	cfg Config
 	// policyEpoch digests cfg.Policies; see policyEpoch.
 	policyEpoch uint32
-	notice      *mailer.Templates
+	notice      *mailtemplate.Templates
 	limits      *RateLimiters
 	revoked     *Revocations
 	// background runs the revocation refresh, apart from wg, which
@@ -150,7 +151,7 @@ func NewService(cfg Config) (*Service, error) {
 	notice := cfg.Notice
 	if notice == nil {
 		var err error
-		if notice, err = mailer.NoticeTemplates(); err != nil {
+		if notice, err = mailtemplate.Notice(); err != nil {
 			return nil, err
 		}
 	}

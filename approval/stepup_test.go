@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/mailauth/caddy-mailauth/approval/mailtemplate"
 	"github.com/mailauth/caddy-mailauth/directory"
 	"github.com/mailauth/caddy-mailauth/mailer"
 	"github.com/mailauth/caddy-mailauth/store"
@@ -47,11 +48,11 @@ func newRoutes(t *testing.T, configure func(daily, sensitive *Profile)) *routes 
 	if err != nil {
 		t.Fatal(err)
 	}
-	user, err := mailer.ParseTemplates("", "", "")
+	user, err := mailtemplate.Parse("", "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	manager, err := mailer.ParseManagerTemplates("", "", "")
+	manager, err := mailtemplate.ParseManager("", "", "")
 	if err != nil {
 		t.Fatal(err)
 	}

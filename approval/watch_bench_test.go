@@ -6,8 +6,8 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/mailauth/caddy-mailauth/approval/mailtemplate"
 	"github.com/mailauth/caddy-mailauth/directory"
-	"github.com/mailauth/caddy-mailauth/mailer"
 	"github.com/mailauth/caddy-mailauth/store"
 )
 
@@ -50,7 +50,7 @@ func watchedLoginFor(b *testing.B, input string) (*Service, *Site, string) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	tpl, err := mailer.ParseTemplates("", "", "")
+	tpl, err := mailtemplate.Parse("", "", "")
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -22,6 +22,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mailauth/caddy-mailauth/approval"
+	"github.com/mailauth/caddy-mailauth/approval/mailtemplate"
 	"github.com/mailauth/caddy-mailauth/caddymodule/directories"
 	"github.com/mailauth/caddy-mailauth/directory"
 	"github.com/mailauth/caddy-mailauth/internal/loopback"
@@ -100,7 +101,7 @@ type App struct {
 	// ones: pages by their file name at its top (login.html, wait.html,
 	// layout.html, …) and mails under mail/ (body.html, manager_body.txt,
 	// notice_subject.txt, …). The built-in templates in the module's
-	// source (caddymodule/pages, mailer/templates) are the starting point.
+	// source (caddymodule/pages, approval/mailtemplate/templates) are the starting point.
 	// A profile's own subject and message still win over mail/. A file
 	// that does not parse, or whose name no template has, is refused at
 	// load with its path. Default: the built-in templates only.
@@ -120,10 +121,10 @@ type App struct {
 	// directory's overrides; mailOverrides its mail templates by name.
 	pages         pageSet
 	mailOverrides map[string]string
-	notice        *mailer.Templates
+	notice        *mailtemplate.Templates
 	language      string
 	brand         pageBrand
-	mailBrand     mailer.Brand
+	mailBrand     mailtemplate.Brand
 	logo          []byte
 	logoType      string
 	brandCSS      []byte
@@ -510,9 +511,9 @@ func (a *App) buildProfiles(servers map[string]mailer.ServerConfig, dirs map[str
 			}
 			html = string(b)
 		}
-		parse, kind := mailer.ParseTemplates, ""
+		parse, kind := mailtemplate.Parse, ""
 		if p.Type == approval.TypeManager {
-			parse, kind = mailer.ParseManagerTemplates, "manager_"
+			parse, kind = mailtemplate.ParseManager, "manager_"
 		}
 		subject := c.Subject
 		if subject == "" {

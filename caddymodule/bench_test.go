@@ -14,8 +14,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/mailauth/caddy-mailauth/approval"
+	"github.com/mailauth/caddy-mailauth/approval/mailtemplate"
 	"github.com/mailauth/caddy-mailauth/directory"
-	"github.com/mailauth/caddy-mailauth/mailer"
 	"github.com/mailauth/caddy-mailauth/store"
 )
 
@@ -38,7 +38,7 @@ func loginHandler(b testing.TB) (*Handler, *approval.Service) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	tpl, err := mailer.ParseTemplates("", "", "")
+	tpl, err := mailtemplate.Parse("", "", "")
 	if err != nil {
 		b.Fatal(err)
 	}

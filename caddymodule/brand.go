@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/mailauth/caddy-mailauth/mailer"
+	"github.com/mailauth/caddy-mailauth/approval/mailtemplate"
 )
 
 // BrandConfig is the operator's branding, shown on every page and mail.
@@ -23,7 +23,7 @@ type BrandConfig struct {
 	// shown beside Name on every page. It is read at load and served by
 	// the module from its own static path, so the pages' CSP keeps
 	// img-src 'self' and nothing is loaded from elsewhere. Mail carries
-	// no logo (see mailer.Brand). Default: none.
+	// no logo (see mailtemplate.Brand). Default: none.
 	Logo string `json:"logo,omitempty"`
 	// Color is the brand colour as #rgb or #rrggbb: buttons, links and
 	// focus rings on pages, and the band with Name atop every mail. Where
@@ -50,7 +50,7 @@ var logoTypes = map[string]string{
 
 // buildBrand checks the brand and makes what pages and mails show of it.
 func (a *App) buildBrand() error {
-	a.brand, a.mailBrand, a.logo, a.logoType, a.brandCSS = pageBrand{}, mailer.Brand{}, nil, "", nil
+	a.brand, a.mailBrand, a.logo, a.logoType, a.brandCSS = pageBrand{}, mailtemplate.Brand{}, nil, "", nil
 	b := a.Brand
 	if b == nil {
 		return nil

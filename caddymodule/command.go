@@ -15,8 +15,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mailauth/caddy-mailauth/approval"
+	"github.com/mailauth/caddy-mailauth/approval/mailtemplate"
 	"github.com/mailauth/caddy-mailauth/directory"
-	"github.com/mailauth/caddy-mailauth/mailer"
 )
 
 func init() {
@@ -168,7 +168,7 @@ func explain(ctx context.Context, w io.Writer, s *approval.Site, user string) er
 	if d.Policy != nil {
 		how = "from policy " + d.Policy.Name
 	}
-	fmt.Fprintf(tw, "profile:\t%s (%s; type %s, links last %s, mail via %s)\n", d.Profile.Name, how, d.Profile.Type, mailer.HumanDuration(d.Profile.LinkExpiration), strings.Join(d.Profile.MailServers, ", "))
+	fmt.Fprintf(tw, "profile:\t%s (%s; type %s, links last %s, mail via %s)\n", d.Profile.Name, how, d.Profile.Type, mailtemplate.HumanDuration(d.Profile.LinkExpiration), strings.Join(d.Profile.MailServers, ", "))
 	switch {
 	case d.Profile.Type == approval.TypeUser && id.Email == "":
 		fmt.Fprintf(tw, "warning:\tthe user has no email address, so no sign-in link can be sent\n")

@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mailauth/caddy-mailauth/approval"
+	"github.com/mailauth/caddy-mailauth/approval/mailtemplate"
 	"github.com/mailauth/caddy-mailauth/locale"
 	"github.com/mailauth/caddy-mailauth/mailer"
 )
@@ -184,7 +185,7 @@ func preview(w io.Writer, cfgFile, adapter, profile, out string) error {
 	}
 	defer app.closeGuests()
 	p := app.profiles[profile]
-	d := mailer.SampleData()
+	d := mailtemplate.SampleData()
 	d.Link = p.Server + approval.VerifyPath + "?token=SAMPLE-TOKEN-NOT-VALID"
 	d.DenyLink = ""
 	if p.Type == approval.TypeManager {

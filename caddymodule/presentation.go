@@ -5,8 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/mailauth/caddy-mailauth/approval/mailtemplate"
 	"github.com/mailauth/caddy-mailauth/locale"
-	"github.com/mailauth/caddy-mailauth/mailer"
 )
 
 // defaultLanguageAttribute is the directory attribute of a user's own
@@ -60,8 +60,8 @@ func (a *App) buildPresentation() error {
 	}
 	// Each mail file is tried on its own, with the built-in text for the
 	// other parts, so the error names the file at fault.
-	kinds := map[string]func(subject, text, html string) (*mailer.Templates, error){
-		"": mailer.ParseTemplates, "manager_": mailer.ParseManagerTemplates, "notice_": mailer.ParseNoticeTemplates,
+	kinds := map[string]func(subject, text, html string) (*mailtemplate.Templates, error){
+		"": mailtemplate.Parse, "manager_": mailtemplate.ParseManager, "notice_": mailtemplate.ParseNotice,
 	}
 	for kind, parse := range kinds {
 		for i, part := range []string{"subject.txt", "body.txt", "body.html"} {
@@ -77,7 +77,7 @@ func (a *App) buildPresentation() error {
 		}
 	}
 	a.mailOverrides = mails
-	if a.notice, err = mailer.ParseNoticeTemplates(mails["notice_subject.txt"], mails["notice_body.txt"], mails["notice_body.html"]); err != nil {
+	if a.notice, err = mailtemplate.ParseNotice(mails["notice_subject.txt"], mails["notice_body.txt"], mails["notice_body.html"]); err != nil {
 		return fail("mail/notice_*", err)
 	}
 	return nil

@@ -9,7 +9,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/mailauth/caddy-mailauth/mailer"
+	"github.com/mailauth/caddy-mailauth/approval/mailtemplate"
 )
 
 // adaptedApp adapts the global options opts (with validOpts) and builds
@@ -138,7 +138,7 @@ func TestTemplatesDirectoryReplacesPagesAndMailsAndNamesTheFileThatFails(t *test
 	if err := h.loginForm(w, httptest.NewRequest(http.MethodGet, "/.mailauth/login", nil)); err != nil || !strings.Contains(w.Body.String(), "Welcome to Acme") {
 		t.Errorf("the overridden login page should render: %v\n%s", err, w.Body.String())
 	}
-	subject, _, _, err := a.profiles["daily"].Templates.Render(mailer.SampleData())
+	subject, _, _, err := a.profiles["daily"].Templates.Render(mailtemplate.SampleData())
 	if err != nil || subject != "Acme: Sign in to apps.example.com" {
 		t.Errorf("the overridden mail subject = %q, %v", subject, err)
 	}

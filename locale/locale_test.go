@@ -59,7 +59,7 @@ var keyUse = []*regexp.Regexp{
 
 func TestEveryKeyThePagesAndMailsUseIsInTheCatalogue(t *testing.T) {
 	var files []string
-	for _, g := range []string{"../caddymodule/pages/*.html", "../mailer/templates/*", "../caddymodule/*.go"} {
+	for _, g := range []string{"../caddymodule/pages/*.html", "../approval/mailtemplate/templates/*", "../caddymodule/*.go"} {
 		m, _ := filepath.Glob(g)
 		files = append(files, m...)
 	}

@@ -1,6 +1,6 @@
-// Package mailer delivers the mail that logins depend on: it renders
-// messages from templates, keeps them in a persistent outbox and sends them
-// through SMTP servers with go-mail. The HTTP side only queues; it never waits
+// Package mailer delivers the mail that logins depend on: it keeps
+// rendered messages in a persistent outbox and sends them through SMTP
+// servers with go-mail. The HTTP side only queues; it never waits
 // on a mail server.
 package mailer
 

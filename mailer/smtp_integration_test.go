@@ -19,6 +19,7 @@ import (
 
 	"go.uber.org/zap/zaptest"
 
+	"github.com/mailauth/caddy-mailauth/approval/mailtemplate"
 	"github.com/mailauth/caddy-mailauth/test/mailpit"
 )
 
@@ -46,7 +47,19 @@ func mustSMTP(t *testing.T, cfgs map[string]ServerConfig) *SMTP {
 
 func renderedMessage(t *testing.T, id, to string, servers ...string) *Message {
 	t.Helper()
-	subject, text, html, err := mustDefaults(t).Render(requestData())
+	// The mail the core renders, so the transport is tested with what it
+	// really carries: a multipart message with a link.
+	tpl, err := mailtemplate.Parse("", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2025, 6, 2, 10, 42, 0, 0, time.UTC)
+	subject, text, html, err := tpl.Render(mailtemplate.Data{
+		Link: "https://apps.example.com/.mailauth/verify?token=abc123",
+		User: mailtemplate.User{Name: "Alice Smith", Username: "asmith", Email: "alice@example.com"},
+		App:  "finance.example.com", ClientIP: "203.0.113.7", Browser: "Firefox on Windows",
+		RequestedAt: at, ExpiresAt: at.Add(15 * time.Minute), Reference: "K7Q-2ZP", MatchCode: "Z9Q4",
+	})
 	if err != nil {
 		t.Fatalf("Render failed: %v", err)
 	}

@@ -1,4 +1,8 @@
-package mailer
+// Package mailtemplate words the mail the core sends: sign-in links,
+// approval requests and failed-login notices, from templates (the built-in
+// ones or an operator's) in the language of the catalogue a mail asks for.
+// It renders subject, text and HTML; mailer carries what it renders.
+package mailtemplate
 
 import (
 	_ "embed"
@@ -22,8 +26,8 @@ var (
 	defaultHTML string
 )
 
-// TemplateUser is the person a sign-in mail is about.
-type TemplateUser struct {
+// User is the person a sign-in mail is about.
+type User struct {
 	// Name is the display name; it may be empty.
 	Name string
 	// Username is the directory account name.
@@ -32,10 +36,10 @@ type TemplateUser struct {
 	Email string
 }
 
-// TemplateData is what a mail template can refer to. Every string in it may
+// Data is what a mail template can refer to. Every string in it may
 // come from the request (App, ClientIP, Browser) or the directory, so the
 // HTML template escapes them all.
-type TemplateData struct {
+type Data struct {
 	// Link is the one-time sign-in or approval link.
 	Link string
 	// DenyLink is the link that refuses the request, in Manager Approval
@@ -53,7 +57,7 @@ type TemplateData struct {
 	// notices left out, so a manager gets one mail, not a storm.
 	Repeats int
 	// User is who asked to sign in.
-	User TemplateUser
+	User User
 	// App is the name or host of the protected site.
 	App string
 	// ClientIP and Browser describe where the request came from.
@@ -145,11 +149,11 @@ func htmlFuncs(c *locale.Catalog) htmltemplate.FuncMap {
 	}
 }
 
-// ParseTemplates parses the three parts of a mail; an empty argument selects
+// Parse parses the three parts of a mail; an empty argument selects
 // the built-in default. Each template is also run once against sample data,
-// so a template that refers to a field TemplateData lacks is refused here,
+// so a template that refers to a field Data lacks is refused here,
 // at config load, rather than when the first user asks for a link.
-func ParseTemplates(subject, text, html string) (*Templates, error) {
+func Parse(subject, text, html string) (*Templates, error) {
 	if subject == "" {
 		subject = defaultSubject
 	}
@@ -187,16 +191,16 @@ func ParseTemplates(subject, text, html string) (*Templates, error) {
 
 // sampleData fills every field, so that a trial run reaches every branch
 // that depends on a field being set.
-func sampleData() TemplateData {
+func sampleData() Data {
 	at := time.Date(2025, 1, 2, 10, 42, 0, 0, time.UTC)
-	return TemplateData{
+	return Data{
 		Link:        "https://apps.example.com/.mailauth/verify?token=sample",
 		DenyLink:    "https://apps.example.com/.mailauth/verify?token=sample-deny",
 		Approver:    "bob@example.com",
 		Outcome:     "denied",
 		Brand:       Brand{Name: "Example Access", Color: "#0b5fff", ColorText: "#ffffff", Support: "it-help@example.com"},
 		Repeats:     2,
-		User:        TemplateUser{Name: "Alice Example", Username: "alice", Email: "alice@example.com"},
+		User:        User{Name: "Alice Example", Username: "alice", Email: "alice@example.com"},
 		App:         "apps.example.com",
 		ClientIP:    "203.0.113.7",
 		Browser:     "Firefox on Windows",
@@ -210,7 +214,7 @@ func sampleData() TemplateData {
 
 // Render produces the three parts for d. The subject is reduced to a single
 // line, since a line break in it would end the header.
-func (t *Templates) Render(d TemplateData) (subject, text, html string, err error) {
+func (t *Templates) Render(d Data) (subject, text, html string, err error) {
 	tag := locale.Normalize(d.Language)
 	if tag == "" {
 		tag = locale.Default

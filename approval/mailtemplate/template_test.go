@@ -1,4 +1,4 @@
-package mailer
+package mailtemplate
 
 import (
 	"strings"
@@ -6,11 +6,11 @@ import (
 	"time"
 )
 
-func requestData() TemplateData {
+func requestData() Data {
 	at := time.Date(2025, 6, 2, 10, 42, 0, 0, time.UTC)
-	return TemplateData{
+	return Data{
 		Link:        "https://apps.example.com/.mailauth/verify?token=abc123",
-		User:        TemplateUser{Name: "Alice Smith", Username: "asmith", Email: "alice@example.com"},
+		User:        User{Name: "Alice Smith", Username: "asmith", Email: "alice@example.com"},
 		App:         "finance.example.com",
 		ClientIP:    "203.0.113.7",
 		Browser:     "Firefox on Windows",
@@ -23,7 +23,7 @@ func requestData() TemplateData {
 
 func mustDefaults(t *testing.T) *Templates {
 	t.Helper()
-	tpl, err := ParseTemplates("", "", "")
+	tpl, err := Parse("", "", "")
 	if err != nil {
 		t.Fatalf("default templates do not parse: %v", err)
 	}
@@ -113,9 +113,9 @@ func TestHTMLRefusesAJavaScriptLink(t *testing.T) {
 }
 
 func TestSubjectIsKeptToOneLine(t *testing.T) {
-	tpl, err := ParseTemplates("Sign in to {{.App}}\r\nfor {{.User.Email}}\n", "", "")
+	tpl, err := Parse("Sign in to {{.App}}\r\nfor {{.User.Email}}\n", "", "")
 	if err != nil {
-		t.Fatalf("ParseTemplates failed: %v", err)
+		t.Fatalf("Parse failed: %v", err)
 	}
 	d := requestData()
 	d.App = "evil\r\nBcc: victim@example.com"
@@ -132,9 +132,9 @@ func TestSubjectIsKeptToOneLine(t *testing.T) {
 }
 
 func TestCustomTemplatesReplaceOnlyTheGivenParts(t *testing.T) {
-	tpl, err := ParseTemplates("Your link for {{.App}}", "", "<p>Go to <a href=\"{{.Link}}\">{{.App}}</a></p>")
+	tpl, err := Parse("Your link for {{.App}}", "", "<p>Go to <a href=\"{{.Link}}\">{{.App}}</a></p>")
 	if err != nil {
-		t.Fatalf("ParseTemplates failed: %v", err)
+		t.Fatalf("Parse failed: %v", err)
 	}
 	subject, text, html, err := tpl.Render(requestData())
 	if err != nil {
@@ -167,9 +167,9 @@ func TestParseTemplatesRefusesBrokenTemplates(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			_, err := ParseTemplates(c.subject, c.text, c.html)
+			_, err := Parse(c.subject, c.text, c.html)
 			if err == nil {
-				t.Fatal("ParseTemplates accepted the template, want an error at load")
+				t.Fatal("Parse accepted the template, want an error at load")
 			}
 			if !strings.Contains(err.Error(), c.wantIn) {
 				t.Errorf("error %q does not name %q", err, c.wantIn)
@@ -179,9 +179,9 @@ func TestParseTemplatesRefusesBrokenTemplates(t *testing.T) {
 }
 
 func TestRenderDerivesExpiresInUnlessGiven(t *testing.T) {
-	tpl, err := ParseTemplates("", "{{.ExpiresIn}}", "")
+	tpl, err := Parse("", "{{.ExpiresIn}}", "")
 	if err != nil {
-		t.Fatalf("ParseTemplates failed: %v", err)
+		t.Fatalf("Parse failed: %v", err)
 	}
 	d := requestData()
 	d.ExpiresAt = d.RequestedAt.Add(90 * time.Minute)

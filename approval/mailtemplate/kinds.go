@@ -1,4 +1,4 @@
-package mailer
+package mailtemplate
 
 import _ "embed"
 
@@ -18,23 +18,23 @@ var (
 	noticeHTML string
 )
 
-// ParseManagerTemplates is ParseTemplates with the Manager Approval mail as
+// ParseManager is Parse with the Manager Approval mail as
 // the default: it asks the approver to decide and carries .Link (approve)
 // and .DenyLink.
-func ParseManagerTemplates(subject, text, html string) (*Templates, error) {
-	return ParseTemplates(or(subject, managerSubject), or(text, managerText), or(html, managerHTML))
+func ParseManager(subject, text, html string) (*Templates, error) {
+	return Parse(or(subject, managerSubject), or(text, managerText), or(html, managerHTML))
 }
 
-// NoticeTemplates parses the failed-login notice that a manager gets when a
+// Notice parses the failed-login notice that a manager gets when a
 // login is denied, expires undecided or is rate limited.
-func NoticeTemplates() (*Templates, error) {
-	return ParseTemplates(noticeSubject, noticeText, noticeHTML)
+func Notice() (*Templates, error) {
+	return Parse(noticeSubject, noticeText, noticeHTML)
 }
 
-// ParseNoticeTemplates is ParseTemplates with the failed-login notice as
+// ParseNotice is Parse with the failed-login notice as
 // the default.
-func ParseNoticeTemplates(subject, text, html string) (*Templates, error) {
-	return ParseTemplates(or(subject, noticeSubject), or(text, noticeText), or(html, noticeHTML))
+func ParseNotice(subject, text, html string) (*Templates, error) {
+	return Parse(or(subject, noticeSubject), or(text, noticeText), or(html, noticeHTML))
 }
 
 func or(s, def string) string {

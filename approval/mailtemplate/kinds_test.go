@@ -1,4 +1,4 @@
-package mailer
+package mailtemplate
 
 import (
 	"strings"
@@ -6,7 +6,7 @@ import (
 )
 
 func TestManagerMailCarriesBothDecisionLinksAndWhoAsks(t *testing.T) {
-	tpl, err := ParseManagerTemplates("", "", "")
+	tpl, err := ParseManager("", "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,7 +28,7 @@ func TestManagerMailCarriesBothDecisionLinksAndWhoAsks(t *testing.T) {
 }
 
 func TestNoticeSaysOutcomeAndGroupsRepeats(t *testing.T) {
-	tpl, err := NoticeTemplates()
+	tpl, err := Notice()
 	if err != nil {
 		t.Fatal(err)
 	}
