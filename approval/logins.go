@@ -297,7 +297,7 @@ func (s *Service) ask(ctx context.Context, l *Login, p *Profile, recipient strin
 		return
 	}
 	if !opt.notBefore.IsZero() {
-		msg.NotBefore, msg.LoginID, msg.Purpose = opt.notBefore, l.ID, purposeEscalation
+		msg.NotBefore, msg.Tag = opt.notBefore, scheduleTag(purposeEscalation, l.ID)
 	}
 	if err := s.persist(ctx, func() error { return s.cfg.Mail.Enqueue(ctx, msg) }); err != nil {
 		s.audit.Record(EventMailFailed, l, Detail{Reason: "outbox", Err: err})
@@ -305,7 +305,7 @@ func (s *Service) ask(ctx context.Context, l *Login, p *Profile, recipient strin
 	}
 	d := Detail{To: msg.To, MessageID: msg.ID}
 	if !opt.notBefore.IsZero() {
-		d.NotBefore, d.Purpose = opt.notBefore, msg.Purpose
+		d.NotBefore, d.Purpose = opt.notBefore, purposeEscalation
 	}
 	s.audit.Record(EventMailQueued, l, d)
 }

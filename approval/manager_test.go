@@ -50,7 +50,7 @@ func (h *harness) askManager() (started *Started, approve, deny string) {
 	for _, m := range h.mail.Messages()[before:] {
 		if m.NotBefore.IsZero() {
 			now = append(now, m)
-		} else if m.Purpose != purposeExpiryNotice || !m.NotBefore.Equal(h.clock.Now().Add(testLinkLife)) {
+		} else if schedulePurpose(m) != purposeExpiryNotice || !m.NotBefore.Equal(h.clock.Now().Add(testLinkLife)) {
 			h.t.Fatalf("unexpected scheduled mail: %+v", m)
 		}
 	}

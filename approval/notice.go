@@ -83,7 +83,7 @@ func (s *Service) scheduleExpiryNotice(ctx context.Context, l *Login) {
 		s.cfg.Logger.Error("rendering a failed-login notice", zap.String("reference", l.Reference), zap.Error(err))
 		return
 	}
-	msg.NotBefore, msg.LoginID, msg.Purpose = l.ExpiresAt, l.ID, purposeExpiryNotice
+	msg.NotBefore, msg.Tag = l.ExpiresAt, scheduleTag(purposeExpiryNotice, l.ID)
 	if err := s.cfg.Mail.Enqueue(ctx, msg); err != nil {
 		s.audit.Record(EventMailFailed, l, Detail{Reason: "outbox", Err: err})
 	}

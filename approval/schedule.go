@@ -17,6 +17,17 @@ const (
 	purposeExpiryNotice = "expiry-notice"
 )
 
+// scheduleTag labels a scheduled mail for BeforeSend with what it is for
+// and its login. (Messages queued before tags existed read as this tag;
+// see mailer.Message.UnmarshalJSON.)
+func scheduleTag(purpose, loginID string) string { return purpose + "/" + loginID }
+
+// schedulePurpose is the purpose in m's tag, if it has one.
+func schedulePurpose(m *mailer.Message) string {
+	purpose, _, _ := strings.Cut(m.Tag, "/")
+	return purpose
+}
+
 // approverChain says who decides a manager-approval login; see
 // ApproverChain.
 func (s *Service) approverChain(ctx context.Context, site *Site, p *Profile, l *Login) (now, later []string) {
@@ -55,7 +66,11 @@ func escalationTargets(ctx context.Context, dirs []directory.Directory, p *Profi
 // only while its request is still pending, and an expiry notice only for a
 // request that expired undecided, grouped with the user's other failures.
 func (s *Service) BeforeSend(ctx context.Context, m *mailer.Message) (bool, error) {
-	l, err := s.getLogin(ctx, m.LoginID)
+	purpose, id, ok := strings.Cut(m.Tag, "/")
+	if !ok {
+		return true, nil // not a tag of ours: nothing to check
+	}
+	l, err := s.getLogin(ctx, id)
 	if errors.Is(err, ErrLoginNotFound) {
 		return false, nil
 	}
@@ -63,7 +78,7 @@ func (s *Service) BeforeSend(ctx context.Context, m *mailer.Message) (bool, erro
 		return false, err
 	}
 	state := l.EffectiveState(s.now())
-	switch m.Purpose {
+	switch purpose {
 	case purposeEscalation:
 		if state != StatePending {
 			return false, nil

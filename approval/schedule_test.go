@@ -14,7 +14,7 @@ import (
 func (h *harness) scheduled(purpose string) []*mailer.Message {
 	var out []*mailer.Message
 	for _, m := range h.mail.Messages() {
-		if m.Purpose == purpose {
+		if schedulePurpose(m) == purpose {
 			out = append(out, m)
 		}
 	}
@@ -104,12 +104,12 @@ func TestNoticesQueueBehindApprovalRequests(t *testing.T) {
 	var requests, notices int
 	for _, m := range h.mail.Messages() {
 		switch {
-		case m.Purpose == purposeExpiryNotice:
+		case schedulePurpose(m) == purposeExpiryNotice:
 			notices++
 			if !m.Notice {
 				t.Errorf("expiry notice %s is not marked Notice; in a burst it would go before sign-in mail", m.ID)
 			}
-		case m.Purpose == "":
+		case schedulePurpose(m) == "":
 			requests++
 			if m.Notice {
 				t.Errorf("approval request %s is marked Notice; it would wait behind every sign-in link", m.ID)

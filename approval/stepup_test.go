@@ -474,7 +474,7 @@ func TestManagerRequestsNeverGoToTheRequester(t *testing.T) {
 		r.startOnFinance("loop")
 		var now, later []string
 		for _, m := range r.mail.Messages() {
-			if m.Purpose == purposeExpiryNotice {
+			if schedulePurpose(m) == purposeExpiryNotice {
 				continue
 			}
 			if m.NotBefore.IsZero() {

@@ -5,6 +5,7 @@
 package mailer
 
 import (
+	"encoding/json"
 	"time"
 
 	"go.uber.org/zap/zapcore"
@@ -31,16 +32,39 @@ type Message struct {
 	// NotBefore, when set, holds the message back until then: an
 	// escalation, or a notice that a request expired.
 	NotBefore time.Time `json:"not_before,omitzero"`
-	// LoginID and Purpose let the outbox's BeforeSend hook decide, at send
-	// time, whether a scheduled message still matters (an escalation after
-	// the manager decided does not).
-	LoginID string `json:"login_id,omitempty"`
-	Purpose string `json:"purpose,omitempty"`
+	// Tag is the sender's own label for the message, handed back to the
+	// outbox's BeforeSend hook, which decides at send time whether a
+	// scheduled message still matters (an escalation after the manager
+	// decided does not). The outbox does not read it; a message without
+	// one is sent without asking.
+	Tag string `json:"tag,omitempty"`
 	// Notice marks mail that informs rather than lets someone in (a
 	// failed-login notice): in a burst, the outbox sends every due sign-in
 	// link and approval request before it. Default: false, which is also
 	// what messages queued by older versions read as.
 	Notice bool `json:"notice,omitempty"`
+}
+
+// UnmarshalJSON reads messages as queued by any version. Those queued
+// before Tag carried the login and the purpose in fields of their own;
+// they read as the tag their sender now writes for them ("purpose/login"),
+// so that an escalation queued before an upgrade is still checked when it
+// comes due after it.
+func (m *Message) UnmarshalJSON(b []byte) error {
+	type fields Message // without this method, so no recursion
+	var v struct {
+		fields
+		LoginID string `json:"login_id"`
+		Purpose string `json:"purpose"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*m = Message(v.fields)
+	if m.Tag == "" && v.Purpose != "" {
+		m.Tag = v.Purpose + "/" + v.LoginID
+	}
+	return nil
 }
 
 // MarshalLogObject logs a message by its envelope only. Text and HTML hold

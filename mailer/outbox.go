@@ -56,7 +56,7 @@ type Pacer interface {
 }
 
 // BeforeSendFunc decides, right before an attempt, whether a message with
-// a Purpose is still worth sending. It may rewrite the message (a notice
+// a Tag is still worth sending. It may rewrite the message (a notice
 // that now counts grouped failures). An error postpones the message as a
 // temporary failure would.
 type BeforeSendFunc func(ctx context.Context, m *Message) (send bool, err error)
@@ -381,7 +381,7 @@ func (o *Outbox) stillWanted(bctx context.Context, item store.OutboxItem, m *Mes
 			Err: fmt.Errorf("mailer: link expired at %s before delivery", m.ExpiresAt.Format(time.RFC3339))})
 		return false
 	}
-	if o.before == nil || m.Purpose == "" {
+	if o.before == nil || m.Tag == "" {
 		return true
 	}
 	send, err := o.before(bctx, m)

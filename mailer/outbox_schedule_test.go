@@ -23,7 +23,7 @@ func TestScheduledMessageWaitsForItsTimeThenSends(t *testing.T) {
 func TestBeforeSendCanDropOrRewriteAScheduledMessage(t *testing.T) {
 	h := newHarness(t, &fakeSender{})
 	h.o.BeforeSend(func(_ context.Context, m *Message) (bool, error) {
-		if m.Purpose == "escalation" {
+		if m.Tag == "escalation" {
 			return false, nil
 		}
 		m.Subject = "rewritten"
@@ -31,11 +31,11 @@ func TestBeforeSendCanDropOrRewriteAScheduledMessage(t *testing.T) {
 	})
 	run(t, h.o)
 	esc := h.message("esc")
-	esc.Purpose = "escalation"
+	esc.Tag = "escalation"
 	h.enqueue(t, esc)
 	expectKind(t, h.ev.next(t), EventSkipped, 0)
 	notice := h.message("notice")
-	notice.Purpose = "notice"
+	notice.Tag = "notice"
 	h.enqueue(t, notice)
 	expectKind(t, h.ev.next(t), EventSent, 1)
 	calls := h.sender.calls()
@@ -46,6 +46,6 @@ func TestBeforeSendCanDropOrRewriteAScheduledMessage(t *testing.T) {
 	h.enqueue(t, plain)
 	expectKind(t, h.ev.next(t), EventSent, 1)
 	if got := h.sender.calls()[1].Subject; got != plain.Subject {
-		t.Fatalf("a message without a purpose must not pass through the hook; subject %q", got)
+		t.Fatalf("a message without a tag must not pass through the hook; subject %q", got)
 	}
 }
