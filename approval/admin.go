@@ -47,25 +47,25 @@ type SessionInfo struct {
 // recordSession keeps what ListSessions shows of a new session. A failure
 // is logged, not returned: the session works without its listing, and
 // RevokeUser still reaches it.
-func (s *Service) recordSession(ctx context.Context, l *Login, sess *Session, clientIP string) {
+func (s *sessions) recordSession(ctx context.Context, l *Login, sess *Session, clientIP string) {
 	info := SessionInfo{
 		ID: hex.EncodeToString(sess.ID[:]), User: sess.User, Email: sess.Email, Directory: sess.Directory, Profile: sess.Profile(),
 		Site: l.App, Reference: l.Reference, ClientIP: clientIP, UserAgent: l.UserAgent,
 		IssuedAt:  time.Unix(sess.IssuedAt, 0).UTC(),
-		ExpiresAt: time.Unix(sess.IssuedAt, 0).Add(s.cfg.SessionLifetime).UTC(),
+		ExpiresAt: time.Unix(sess.IssuedAt, 0).Add(s.lifetime).UTC(),
 	}
-	if err := sessionInfos.put(ctx, s.cfg.Store, info.ID, &info, s.cfg.SessionLifetime); err != nil {
-		s.cfg.Logger.Warn("recording a session for listing", zap.String("reference", l.Reference), zap.Error(err))
+	if err := sessionInfos.put(ctx, s.kv, info.ID, &info, s.lifetime); err != nil {
+		s.log.Warn("recording a session for listing", zap.String("reference", l.Reference), zap.Error(err))
 	}
 }
 
 // ListSessions returns the live sessions of user (every user when empty),
 // oldest first. Revoked sessions are left out.
-func (s *Service) ListSessions(ctx context.Context, user string) ([]SessionInfo, error) {
+func (s *sessions) ListSessions(ctx context.Context, user string) ([]SessionInfo, error) {
 	now := s.now()
 	revoked := s.revoked.load()
 	out := []SessionInfo{}
-	err := sessionInfos.scan(ctx, s.cfg.Store, func(info *SessionInfo) bool {
+	err := sessionInfos.scan(ctx, s.kv, func(info *SessionInfo) bool {
 		if user != "" && info.User != user || !info.ExpiresAt.After(now) {
 			return true
 		}
@@ -74,7 +74,7 @@ func (s *Service) ListSessions(ctx context.Context, user string) ([]SessionInfo,
 		}
 		out = append(out, *info)
 		return true
-	}, s.skipCorrupt("listing sessions"))
+	}, skipCorrupt(s.log, "listing sessions"))
 	if err != nil {
 		return nil, err
 	}
@@ -96,12 +96,12 @@ func (info *SessionInfo) session() (Session, bool) {
 
 // RevokeSessionID ends the session with the given hex id everywhere, on an
 // operator's word.
-func (s *Service) RevokeSessionID(ctx context.Context, id, operator string) (*SessionInfo, error) {
+func (s *sessions) RevokeSessionID(ctx context.Context, id, operator string) (*SessionInfo, error) {
 	id = strings.ToLower(id)
 	if b, err := hex.DecodeString(id); err != nil || len(b) != 16 {
 		return nil, ErrBadSessionID
 	}
-	info, err := sessionInfos.get(ctx, s.cfg.Store, id)
+	info, err := sessionInfos.get(ctx, s.kv, id)
 	if err != nil {
 		return nil, err
 	}
@@ -161,14 +161,14 @@ func (s *Service) ListLogins(ctx context.Context, all bool) ([]LoginInfo, error)
 }
 
 func (s *Service) scanLogins(ctx context.Context, fn func(*Login) bool) error {
-	return logins.scan(ctx, s.cfg.Store, fn, s.skipCorrupt("listing logins"))
+	return logins.scan(ctx, s.cfg.Store, fn, skipCorrupt(s.cfg.Logger, "listing logins"))
 }
 
 // skipCorrupt logs a record that an operator listing skips because it
 // does not read: the listing goes on without it.
-func (s *Service) skipCorrupt(doing string) func(key string, err error) {
+func skipCorrupt(log *zap.Logger, doing string) func(key string, err error) {
 	return func(key string, err error) {
-		s.cfg.Logger.Warn(doing+": skipping a corrupt record", zap.String("key", key), zap.Error(err))
+		log.Warn(doing+": skipping a corrupt record", zap.String("key", key), zap.Error(err))
 	}
 }
 

@@ -193,19 +193,19 @@ type GrantInfo struct {
 }
 
 // putGrant records the grant of an approved login.
-func (s *Service) putGrant(ctx context.Context, l *Login) error {
+func (s *sessions) putGrant(ctx context.Context, l *Login) error {
 	info := GrantInfo{
 		ID: l.Grant, User: l.Username, Name: l.Name, Email: l.Email, Directory: l.Directory,
 		Profile: l.Profile, App: l.App, Route: l.ReturnURL, Reason: l.Reason, Approver: l.Decider,
 		Duration: l.GrantLabel, DurationKey: l.GrantKey, Since: l.DecidedAt.UTC(), Until: l.GrantUntil.UTC(),
 		Reference: l.Reference, ClientIP: l.ClientIP,
 	}
-	return grantInfos.put(ctx, s.cfg.Store, info.ID, &info, l.GrantUntil.Sub(s.now())+grantKeep)
+	return grantInfos.put(ctx, s.kv, info.ID, &info, l.GrantUntil.Sub(s.now())+grantKeep)
 }
 
 // ListGrants returns the running grants, oldest first: those approved by
 // approver when it is set, of user when that is set.
-func (s *Service) ListGrants(ctx context.Context, approver, user string) ([]GrantInfo, error) {
+func (s *sessions) ListGrants(ctx context.Context, approver, user string) ([]GrantInfo, error) {
 	now := s.now()
 	revoked := s.revoked.load()
 	out := []GrantInfo{}
@@ -226,23 +226,23 @@ func (s *Service) ListGrants(ctx context.Context, approver, user string) ([]Gran
 	return out, nil
 }
 
-func (s *Service) scanGrants(ctx context.Context, f func(*GrantInfo)) error {
-	return grantInfos.scan(ctx, s.cfg.Store, func(g *GrantInfo) bool {
+func (s *sessions) scanGrants(ctx context.Context, f func(*GrantInfo)) error {
+	return grantInfos.scan(ctx, s.kv, func(g *GrantInfo) bool {
 		f(g)
 		return true
-	}, s.skipCorrupt("listing grants"))
+	}, skipCorrupt(s.log, "listing grants"))
 }
 
 // EndGrant ends a running grant everywhere, on the word of by (the
 // approver on the grants page, or an operator). With approver set, only a
 // grant that approver gave can be ended; any other id is not found, so the
 // page reveals nothing of others' grants.
-func (s *Service) EndGrant(ctx context.Context, id, approver, by string) (*GrantInfo, error) {
+func (s *sessions) EndGrant(ctx context.Context, id, approver, by string) (*GrantInfo, error) {
 	gid, ok := ParseGrantID(strings.ToLower(id))
 	if !ok {
 		return nil, ErrGrantNotFound
 	}
-	g, err := grantInfos.get(ctx, s.cfg.Store, gid.String())
+	g, err := grantInfos.get(ctx, s.kv, gid.String())
 	if err != nil {
 		return nil, err
 	}
@@ -261,7 +261,7 @@ func (s *Service) EndGrant(ctx context.Context, id, approver, by string) (*Grant
 // SweepGrants audits the end of every grant whose time has passed and
 // drops its record. Each record is taken, so of several instances that
 // sweep at once exactly one audits it.
-func (s *Service) SweepGrants(ctx context.Context) error {
+func (s *sessions) SweepGrants(ctx context.Context) error {
 	now := s.now()
 	var due []GrantInfo
 	if err := s.scanGrants(ctx, func(g *GrantInfo) {
@@ -272,7 +272,7 @@ func (s *Service) SweepGrants(ctx context.Context) error {
 		return err
 	}
 	for _, g := range due {
-		if _, _, err := grantInfos.take(ctx, s.cfg.Store, g.ID); err != nil {
+		if _, _, err := grantInfos.take(ctx, s.kv, g.ID); err != nil {
 			if errors.Is(err, ErrGrantNotFound) || errors.Is(err, errCorrupt) {
 				continue
 			}
@@ -290,7 +290,7 @@ func (s *Service) SweepGrants(ctx context.Context) error {
 // GrantSweep is how often SweepGrants runs.
 const GrantSweep = 30 * time.Second
 
-func (s *Service) sweepGrants() {
+func (s *sessions) sweepGrants() {
 	defer s.background.Done()
 	t := time.NewTicker(GrantSweep)
 	defer t.Stop()
@@ -302,7 +302,7 @@ func (s *Service) sweepGrants() {
 		}
 		ctx, cancel := context.WithTimeout(s.ctx, 20*time.Second)
 		if err := s.SweepGrants(ctx); err != nil {
-			s.cfg.Logger.Warn("sweeping ended grants", zap.Error(err))
+			s.log.Warn("sweeping ended grants", zap.Error(err))
 		}
 		cancel()
 	}

@@ -71,7 +71,7 @@ func (r *Revocations) check(sess *Session) error {
 // RevocationsRead reports whether the service has read the revocations at
 // least once (or was handed a list already read), and so can tell revoked
 // sessions from valid ones. Until it has, sign-in should answer 503.
-func (s *Service) RevocationsRead() bool { return s.revoked.load() != nil }
+func (s *sessions) RevocationsRead() bool { return s.revoked.load() != nil }
 
 // revocationsTopic announces a change of the revocations to every instance.
 const revocationsTopic = "revocations"
@@ -122,14 +122,14 @@ func (r *revocationSet) revoked(sess *Session) bool {
 // session's absolute expiry, not the idle deadline of the cookie presented:
 // a copy refreshed since then (a stolen cookie in use) expires later, and
 // must stay refused until no copy can be valid any more.
-func (s *Service) RevokeSession(ctx context.Context, sess *Session) error {
+func (s *sessions) RevokeSession(ctx context.Context, sess *Session) error {
 	id := hex.EncodeToString(sess.ID[:])
-	until := time.Unix(sess.IssuedAt, 0).Add(s.cfg.SessionLifetime).Unix()
+	until := time.Unix(sess.IssuedAt, 0).Add(s.lifetime).Unix()
 	return s.updateRevocations(ctx, func(r *revocations) { r.Sessions[id] = max(r.Sessions[id], until) })
 }
 
 // RevokeUser ends every session of user issued until now.
-func (s *Service) RevokeUser(ctx context.Context, user string) error {
+func (s *sessions) RevokeUser(ctx context.Context, user string) error {
 	now := s.now().Unix()
 	err := s.updateRevocations(ctx, func(r *revocations) { r.Users[user] = now })
 	if err == nil {
@@ -138,11 +138,11 @@ func (s *Service) RevokeUser(ctx context.Context, user string) error {
 	return err
 }
 
-func (s *Service) updateRevocations(ctx context.Context, change func(*revocations)) error {
+func (s *sessions) updateRevocations(ctx context.Context, change func(*revocations)) error {
 	now := s.now().Unix()
-	horizon := now - int64(s.cfg.SessionLifetime/time.Second)
+	horizon := now - int64(s.lifetime/time.Second)
 	var next revocations
-	err := revocationLists.update(ctx, s.cfg.Store, "", 0, func(cur *revocations, _ bool) error {
+	err := revocationLists.update(ctx, s.kv, "", 0, func(cur *revocations, _ bool) error {
 		if cur.Sessions == nil {
 			cur.Sessions = map[string]int64{}
 		}
@@ -177,8 +177,8 @@ func (s *Service) updateRevocations(ctx context.Context, change func(*revocation
 		return err
 	}
 	s.setRevocations(next)
-	if err := s.cfg.Store.Publish(ctx, revocationsTopic, nil); err != nil {
-		s.cfg.Logger.Warn("announcing a revocation; other instances pick it up within the refresh", zap.Error(err))
+	if err := s.notifier.Publish(ctx, revocationsTopic, nil); err != nil {
+		s.log.Warn("announcing a revocation; other instances pick it up within the refresh", zap.Error(err))
 	}
 	return nil
 }
@@ -187,7 +187,7 @@ func (r *revocations) empty() bool {
 	return len(r.Sessions) == 0 && len(r.Users) == 0 && len(r.Grants) == 0
 }
 
-func (s *Service) setRevocations(r revocations) {
+func (s *sessions) setRevocations(r revocations) {
 	set := &revocationSet{sessions: make(map[[16]byte]struct{}, len(r.Sessions)), users: r.Users, grants: make(map[GrantID]struct{}, len(r.Grants)), from: r}
 	for id := range r.Sessions {
 		var k [16]byte
@@ -205,8 +205,8 @@ func (s *Service) setRevocations(r revocations) {
 }
 
 // loadRevocations reads the store's revocations into memory.
-func (s *Service) loadRevocations(ctx context.Context) error {
-	r, err := revocationLists.get(ctx, s.cfg.Store, "")
+func (s *sessions) loadRevocations(ctx context.Context) error {
+	r, err := revocationLists.get(ctx, s.kv, "")
 	if err != nil {
 		if !isNotFound(err) {
 			return err
@@ -219,7 +219,7 @@ func (s *Service) loadRevocations(ctx context.Context) error {
 		// The store lost the key (a Redis restarted without persistence,
 		// say), while this instance still knows what was revoked: write
 		// it back rather than let revoked sessions work again.
-		s.cfg.Logger.Warn("session revocations are missing from the store; restoring them from memory")
+		s.log.Warn("session revocations are missing from the store; restoring them from memory")
 		return s.updateRevocations(ctx, func(r *revocations) {
 			for id, exp := range cur.from.Sessions {
 				r.Sessions[id] = exp
@@ -242,12 +242,12 @@ const revocationReadTimeout = 5 * time.Second
 // startRevocations reads the revocations and keeps them current. It
 // subscribes to announcements before the first read, so that a revocation
 // made meanwhile elsewhere is not missed.
-func (s *Service) startRevocations() {
+func (s *sessions) startRevocations() {
 	if s.revoked == nil {
 		s.revoked = new(Revocations)
 	}
 	changed := make(chan struct{}, 1)
-	unsubscribe := s.cfg.Store.Subscribe(revocationsTopic, func([]byte) {
+	unsubscribe := s.notifier.Subscribe(revocationsTopic, func([]byte) {
 		select {
 		case changed <- struct{}{}:
 		default:
@@ -261,14 +261,14 @@ func (s *Service) startRevocations() {
 }
 
 // readRevocations is loadRevocations with its failure logged.
-func (s *Service) readRevocations(ctx context.Context) {
+func (s *sessions) readRevocations(ctx context.Context) {
 	err := s.loadRevocations(ctx)
 	switch {
 	case err == nil:
 	case s.RevocationsRead():
-		s.cfg.Logger.Warn("reading session revocations; keeping the ones read before", zap.Error(err))
+		s.log.Warn("reading session revocations; keeping the ones read before", zap.Error(err))
 	default:
-		s.cfg.Logger.Error("reading session revocations; until they are read, sessions are refused and sign-in answers 503", zap.Error(err))
+		s.log.Error("reading session revocations; until they are read, sessions are refused and sign-in answers 503", zap.Error(err))
 	}
 }
 
@@ -276,7 +276,7 @@ func (s *Service) readRevocations(ctx context.Context) {
 // service closes: at once when another instance announces a change, and
 // every RevocationRefresh regardless (every RevocationRetry while none has
 // been read).
-func (s *Service) refreshRevocations(changed <-chan struct{}, unsubscribe func()) {
+func (s *sessions) refreshRevocations(changed <-chan struct{}, unsubscribe func()) {
 	defer s.background.Done()
 	defer unsubscribe()
 	t := time.NewTimer(RevocationRefresh)

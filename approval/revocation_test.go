@@ -73,8 +73,7 @@ func TestRevokingAUserReachesAnotherInstanceOnTheSameStore(t *testing.T) {
 }
 
 func TestIdleSessionsExpireAndUseSlidesTheDeadline(t *testing.T) {
-	h := newHarness(t)
-	h.svc.cfg.IdleTimeout = time.Hour
+	h := newHarnessTuned(t, nil, nil, func(c *Config) { c.IdleTimeout = time.Hour })
 	c := h.signIn()
 	if got := time.Unix(c.Session.ExpiresAt, 0).Sub(h.clock.Now()); got != time.Hour {
 		t.Fatalf("a new session should expire after the idle timeout, got %s", got)
@@ -99,8 +98,7 @@ func TestIdleSessionsExpireAndUseSlidesTheDeadline(t *testing.T) {
 }
 
 func TestSlidingNeverPassesTheSessionLifetime(t *testing.T) {
-	h := newHarness(t)
-	h.svc.cfg.IdleTimeout = 40 * time.Minute // lifetime is testLifetime
+	h := newHarnessTuned(t, nil, nil, func(c *Config) { c.IdleTimeout = 40 * time.Minute }) // lifetime is testLifetime
 	c := h.signIn()
 	cookie := c.Cookie
 	var s Session
@@ -174,8 +172,7 @@ func TestRevocationsLostByTheStoreAreRestoredFromMemory(t *testing.T) {
 }
 
 func TestLogoutRevocationOutlivesTheIdleDeadlineOfTheCookieLoggedOutWith(t *testing.T) {
-	h := newHarness(t)
-	h.svc.cfg.IdleTimeout = time.Hour
+	h := newHarnessTuned(t, nil, nil, func(c *Config) { c.IdleTimeout = time.Hour })
 	c := h.signIn()
 	var copied Session
 	h.clock.Advance(35 * time.Minute)

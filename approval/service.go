@@ -114,12 +114,12 @@ type Config struct {
 
 // Service runs logins. It is safe for concurrent use.
 type Service struct {
+	*sessions
 	cfg Config
 	// policyEpoch digests cfg.Policies; see policyEpoch.
 	policyEpoch uint32
 	notice      *mailtemplate.Templates
 	limits      *RateLimiters
-	revoked     *Revocations
 	// background runs the revocation refresh, apart from wg, which
 	// counts dispatches that Wait waits for.
 	background sync.WaitGroup
@@ -155,7 +155,7 @@ func NewService(cfg Config) (*Service, error) {
 			return nil, err
 		}
 	}
-	s := &Service{cfg: cfg, notice: notice, audit: cfg.Audit, now: cfg.Now, rand: cfg.Rand, revoked: cfg.Revocations}
+	s := &Service{cfg: cfg, notice: notice, audit: cfg.Audit, now: cfg.Now, rand: cfg.Rand}
 	s.setPolicies(cfg.Policies)
 	if s.audit == nil {
 		s.audit = NewAuditor(nil)
@@ -177,9 +177,12 @@ func NewService(cfg Config) (*Service, error) {
 		s.cfg.LookupTimeout = 10 * time.Second
 	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.startRevocations()
-	s.background.Add(1)
-	go s.sweepGrants()
+	s.sessions = &sessions{
+		codec: cfg.Codec, revoked: cfg.Revocations, kv: cfg.Store, notifier: cfg.Store,
+		audit: s.audit, log: s.cfg.Logger, now: s.now, lifetime: cfg.SessionLifetime, idle: cfg.IdleTimeout,
+		ctx: s.ctx, background: &s.background,
+	}
+	s.sessions.start()
 	return s, nil
 }
 

@@ -107,8 +107,8 @@ func (s *Service) approvalOf(l *Login, sess *Session) Approval {
 // VerifySession checks a session cookie value. It does no store I/O.
 // A revoked session is refused from memory, and every session while the
 // revocations have not been read (ErrRevocationsUnread).
-func (s *Service) VerifySession(value string, sess *Session) error {
-	if err := s.cfg.Codec.Decode(value, s.now(), sess); err != nil {
+func (s *sessions) VerifySession(value string, sess *Session) error {
+	if err := s.codec.Decode(value, s.now(), sess); err != nil {
 		return err
 	}
 	return s.revoked.check(sess)
@@ -119,20 +119,20 @@ func (s *Service) VerifySession(value string, sess *Session) error {
 // idle timeout from now, never past the session's absolute lifetime. It
 // returns "" when no refresh is due, which is almost always, so the
 // authenticated path rarely pays for an encode.
-func (s *Service) RefreshSession(sess *Session) string {
-	idle := s.cfg.IdleTimeout
+func (s *sessions) RefreshSession(sess *Session) string {
+	idle := s.idle
 	if idle <= 0 {
 		return ""
 	}
 	now := s.now()
-	hard := time.Unix(sess.IssuedAt, 0).Add(s.cfg.SessionLifetime)
+	hard := time.Unix(sess.IssuedAt, 0).Add(s.lifetime)
 	left := time.Unix(sess.ExpiresAt, 0).Sub(now)
 	if left > idle/2 || !hard.After(time.Unix(sess.ExpiresAt, 0)) {
 		return ""
 	}
 	next := *sess
 	next.ExpiresAt = minTime(now.Add(idle), hard).Unix()
-	cookie, err := s.cfg.Codec.Encode(&next)
+	cookie, err := s.codec.Encode(&next)
 	if err != nil {
 		return ""
 	}
