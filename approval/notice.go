@@ -2,6 +2,7 @@ package approval
 
 import (
 	"context"
+	"io"
 	"time"
 
 	"go.uber.org/zap"
@@ -37,21 +38,44 @@ const (
 	OutcomeNotMe       = "not_me"
 )
 
+// notices is the component that tells managers of failed logins: at once
+// for a deny or a lockout, scheduled for an expiry, grouped per manager and
+// user so that a storm of failures is one mail. It needs the profiles (who
+// asked for notices), its templates, the store's records (KV) for the
+// grouping and the mail queue.
+//
+// The Service embeds it; BeforeSend, which sends a scheduled notice only
+// for a login that did expire, is the Service's, as it reads the login.
+type notices struct {
+	profiles  map[string]*Profile
+	templates *mailtemplate.Templates
+	kv        KV
+	mail      MailQueue
+	audit     *Auditor
+	log       *zap.Logger
+	now       func() time.Time
+	rand      io.Reader
+	// language and brand word and mark every notice: they go to managers,
+	// in the deployment's language (see Config.DefaultLanguage).
+	language string
+	brand    mailtemplate.Brand
+}
+
 // notifyFailed tells the user's manager at once that a login failed (one
 // of the Outcome constants), when the login's profile asks for it with
 // notify_failed_login.
-func (s *Service) notifyFailed(ctx context.Context, l *Login, outcome string) {
+func (s *notices) notifyFailed(ctx context.Context, l *Login, outcome string) {
 	if !s.wantsNotice(l) {
 		return
 	}
 	msg, err := s.renderNotice(l, outcome, 0)
 	if err != nil {
-		s.cfg.Logger.Error("rendering a failed-login notice", zap.String("reference", l.Reference), zap.Error(err))
+		s.log.Error("rendering a failed-login notice", zap.String("reference", l.Reference), zap.Error(err))
 		return
 	}
 	send, repeats, err := s.groupNotice(ctx, l, msg.ID)
 	if err != nil {
-		s.cfg.Logger.Error("grouping a failed-login notice", zap.String("reference", l.Reference), zap.Error(err))
+		s.log.Error("grouping a failed-login notice", zap.String("reference", l.Reference), zap.Error(err))
 		return
 	}
 	if !send {
@@ -63,7 +87,7 @@ func (s *Service) notifyFailed(ctx context.Context, l *Login, outcome string) {
 			return
 		}
 	}
-	if err := s.cfg.Mail.Enqueue(ctx, msg); err != nil {
+	if err := s.mail.Enqueue(ctx, msg); err != nil {
 		s.audit.Record(EventMailFailed, l, Detail{Reason: "outbox", Err: err})
 		return
 	}
@@ -74,33 +98,33 @@ func (s *Service) notifyFailed(ctx context.Context, l *Login, outcome string) {
 // undecided. It waits in the outbox until the login's expiry; the outbox's
 // BeforeSend hook then sends it only if nobody decided, so expiry needs no
 // sweeper and survives restarts.
-func (s *Service) scheduleExpiryNotice(ctx context.Context, l *Login) {
+func (s *notices) scheduleExpiryNotice(ctx context.Context, l *Login) {
 	if !s.wantsNotice(l) {
 		return
 	}
 	msg, err := s.renderNotice(l, OutcomeExpired, 0)
 	if err != nil {
-		s.cfg.Logger.Error("rendering a failed-login notice", zap.String("reference", l.Reference), zap.Error(err))
+		s.log.Error("rendering a failed-login notice", zap.String("reference", l.Reference), zap.Error(err))
 		return
 	}
 	msg.NotBefore, msg.Tag = l.ExpiresAt, scheduleTag(purposeExpiryNotice, l.ID)
-	if err := s.cfg.Mail.Enqueue(ctx, msg); err != nil {
+	if err := s.mail.Enqueue(ctx, msg); err != nil {
 		s.audit.Record(EventMailFailed, l, Detail{Reason: "outbox", Err: err})
 	}
 }
 
-func (s *Service) wantsNotice(l *Login) bool {
-	p := s.cfg.Profiles[l.Profile]
+func (s *notices) wantsNotice(l *Login) bool {
+	p := s.profiles[l.Profile]
 	return p != nil && p.NotifyFailedLogin && l.ManagerEmail != ""
 }
 
 // groupNotice decides whether the notice msgID goes out now and how many
 // grouped failures it reports. A retry of the same notice is let through
 // without being counted again.
-func (s *Service) groupNotice(ctx context.Context, l *Login, msgID string) (send bool, repeats int, err error) {
+func (s *notices) groupNotice(ctx context.Context, l *Login, msgID string) (send bool, repeats int, err error) {
 	now := s.now()
 	id := hashSecret(l.ManagerEmail + "\x00" + l.Username)
-	err = notices.update(ctx, s.cfg.Store, id, noticeMemory, func(r *noticeRecord, found bool) error {
+	err = noticeGroups.update(ctx, s.kv, id, noticeMemory, func(r *noticeRecord, found bool) error {
 		switch {
 		case found && r.Message == msgID:
 			send, repeats = true, r.Repeats
@@ -116,9 +140,9 @@ func (s *Service) groupNotice(ctx context.Context, l *Login, msgID string) (send
 	return send, repeats, err
 }
 
-func (s *Service) renderNotice(l *Login, outcome string, repeats int) (*mailer.Message, error) {
-	p := s.cfg.Profiles[l.Profile]
-	subject, text, html, err := s.notice.Render(mailtemplate.Data{
+func (s *notices) renderNotice(l *Login, outcome string, repeats int) (*mailer.Message, error) {
+	p := s.profiles[l.Profile]
+	subject, text, html, err := s.templates.Render(mailtemplate.Data{
 		User:        mailtemplate.User{Name: l.Name, Username: l.Username, Email: l.Email},
 		App:         l.App,
 		ClientIP:    l.ClientIP,
@@ -130,8 +154,8 @@ func (s *Service) renderNotice(l *Login, outcome string, repeats int) (*mailer.M
 		Repeats:     repeats,
 		// A notice goes to the manager: the deployment's language (see
 		// Config.DefaultLanguage).
-		Language: s.cfg.DefaultLanguage,
-		Brand:    s.cfg.Brand,
+		Language: s.language,
+		Brand:    s.brand,
 	})
 	if err != nil {
 		return nil, err

@@ -27,10 +27,10 @@ var (
 	// codeTryCounts: wrong codes tried on a login, by login id, for as
 	// long as the login can live.
 	codeTryCounts = recordKind[codeTries]{prefix: "codetries/", name: "code tries"}
-	// notices: the grouping of failed-login notices, by the hash of
+	// noticeGroups: the grouping of failed-login notices, by the hash of
 	// manager and user, for noticeMemory. A corrupt record reads as none:
 	// it only groups notices, and failing would lose the notice.
-	notices = recordKind[noticeRecord]{prefix: "notice/", name: "notice", lenient: true}
+	noticeGroups = recordKind[noticeRecord]{prefix: "notice/", name: "notice", lenient: true}
 	// sessionInfos: what the operator listing shows of a session, by its
 	// hex id, for the session lifetime. Checking a session never reads it.
 	sessionInfos = recordKind[SessionInfo]{prefix: "session/", name: "session record", notFound: ErrSessionNotFound}

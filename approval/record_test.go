@@ -97,7 +97,7 @@ func TestLenientKindsReadACorruptRecordAsNone(t *testing.T) {
 	if err := kv.Put(bg, "notice/x", []byte("\x01{broken"), time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	err := notices.update(bg, kv, "x", time.Hour, func(r *noticeRecord, found bool) error {
+	err := noticeGroups.update(bg, kv, "x", time.Hour, func(r *noticeRecord, found bool) error {
 		if !found || r.Suppressed != 0 || r.Message != "" {
 			t.Errorf("the corrupt notice record reads as %+v (found %v), want the zero record, found", r, found)
 		}
@@ -107,7 +107,7 @@ func TestLenientKindsReadACorruptRecordAsNone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r, err := notices.get(bg, kv, "x"); err != nil || r.Message != "m1" {
+	if r, err := noticeGroups.get(bg, kv, "x"); err != nil || r.Message != "m1" {
 		t.Fatalf("after the update the notice record is %+v, %v", r, err)
 	}
 }

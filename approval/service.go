@@ -115,10 +115,10 @@ type Config struct {
 // Service runs logins. It is safe for concurrent use.
 type Service struct {
 	*sessions
+	*notices
 	cfg Config
 	// policyEpoch digests cfg.Policies; see policyEpoch.
 	policyEpoch uint32
-	notice      *mailtemplate.Templates
 	limits      *RateLimiters
 	// background runs the revocation refresh, apart from wg, which
 	// counts dispatches that Wait waits for.
@@ -155,7 +155,7 @@ func NewService(cfg Config) (*Service, error) {
 			return nil, err
 		}
 	}
-	s := &Service{cfg: cfg, notice: notice, audit: cfg.Audit, now: cfg.Now, rand: cfg.Rand}
+	s := &Service{cfg: cfg, audit: cfg.Audit, now: cfg.Now, rand: cfg.Rand}
 	s.setPolicies(cfg.Policies)
 	if s.audit == nil {
 		s.audit = NewAuditor(nil)
@@ -183,6 +183,10 @@ func NewService(cfg Config) (*Service, error) {
 		ctx: s.ctx, background: &s.background,
 	}
 	s.sessions.start()
+	s.notices = &notices{
+		profiles: cfg.Profiles, templates: notice, kv: cfg.Store, mail: cfg.Mail, audit: s.audit, log: s.cfg.Logger,
+		now: s.now, rand: s.rand, language: cfg.DefaultLanguage, brand: cfg.Brand,
+	}
 	return s, nil
 }
 
