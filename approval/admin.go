@@ -253,10 +253,17 @@ type AuditPage struct {
 // KnownEvent reports whether ev is one the Auditor writes.
 func KnownEvent(ev Event) bool { return slices.Contains(allEvents, ev) }
 
+// auditQueries is the operator's read of the stored audit trail, which
+// needs of the store only its log.
+type auditQueries struct {
+	log   store.Log
+	audit *Auditor
+}
+
 // QueryAudit reads the stored audit trail, oldest first. It waits for the
 // records queued so far to be stored, so an operator sees the events that
 // led up to the query.
-func (s *Service) QueryAudit(ctx context.Context, q AuditQuery) (*AuditPage, error) {
+func (s *auditQueries) QueryAudit(ctx context.Context, q AuditQuery) (*AuditPage, error) {
 	if q.Limit <= 0 || q.Limit > MaxAuditLimit {
 		return nil, fmt.Errorf("approval: audit limit must be 1 to %d", MaxAuditLimit)
 	}
@@ -274,7 +281,7 @@ func (s *Service) QueryAudit(ctx context.Context, q AuditQuery) (*AuditPage, err
 	}
 	page := &AuditPage{Records: []AuditRecord{}}
 	for read := 0; read < auditScanBound; {
-		recs, err := s.cfg.Store.ReadLog(ctx, AuditLog, from, 500)
+		recs, err := s.log.ReadLog(ctx, AuditLog, from, 500)
 		if err != nil {
 			return nil, err
 		}
@@ -314,8 +321,8 @@ func matchesAudit(r *AuditRecord, q *AuditQuery) bool {
 
 // firstAuditSince finds the first record at or after since by bisection:
 // records are appended in time order, so their times only grow.
-func (s *Service) firstAuditSince(ctx context.Context, since time.Time) (uint64, error) {
-	head, err := s.cfg.Store.LastRecord(ctx, AuditLog)
+func (s *auditQueries) firstAuditSince(ctx context.Context, since time.Time) (uint64, error) {
+	head, err := s.log.LastRecord(ctx, AuditLog)
 	if errors.Is(err, store.ErrNotFound) {
 		return 1, nil
 	}
@@ -325,7 +332,7 @@ func (s *Service) firstAuditSince(ctx context.Context, since time.Time) (uint64,
 	lo, hi := uint64(1), head.Seq+1
 	for lo < hi {
 		mid := lo + (hi-lo)/2
-		recs, err := s.cfg.Store.ReadLog(ctx, AuditLog, mid, 1)
+		recs, err := s.log.ReadLog(ctx, AuditLog, mid, 1)
 		if err != nil {
 			return 0, err
 		}

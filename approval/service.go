@@ -116,6 +116,7 @@ type Config struct {
 type Service struct {
 	*sessions
 	*notices
+	*auditQueries
 	cfg Config
 	// policyEpoch digests cfg.Policies; see policyEpoch.
 	policyEpoch uint32
@@ -183,6 +184,7 @@ func NewService(cfg Config) (*Service, error) {
 		ctx: s.ctx, background: &s.background,
 	}
 	s.sessions.start()
+	s.auditQueries = &auditQueries{log: cfg.Store, audit: s.audit}
 	s.notices = &notices{
 		profiles: cfg.Profiles, templates: notice, kv: cfg.Store, mail: cfg.Mail, audit: s.audit, log: s.cfg.Logger,
 		now: s.now, rand: s.rand, language: cfg.DefaultLanguage, brand: cfg.Brand,
