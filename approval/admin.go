@@ -161,7 +161,7 @@ func (s *Service) ListLogins(ctx context.Context, all bool) ([]LoginInfo, error)
 }
 
 func (s *Service) scanLogins(ctx context.Context, fn func(*Login) bool) error {
-	return logins.scan(ctx, s.cfg.Store, fn, skipCorrupt(s.cfg.Logger, "listing logins"))
+	return logins.scan(ctx, s.kv, fn, skipCorrupt(s.cfg.Logger, "listing logins"))
 }
 
 // skipCorrupt logs a record that an operator listing skips because it

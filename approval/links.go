@@ -107,7 +107,7 @@ func (s *Service) linkRecord(ctx context.Context, token string) (*linkRecord, er
 	if !validSecret(token) {
 		return nil, ErrLinkInvalid
 	}
-	return validLink(links.get(ctx, s.cfg.Store, hashSecret(token)))
+	return validLink(links.get(ctx, s.kv, hashSecret(token)))
 }
 
 // validLink passes on a link record that names an action; any other, or
@@ -185,7 +185,7 @@ type redemption struct {
 
 // takeLink takes the token, so that it works once, and reads its login.
 func (s *Service) takeLink(ctx context.Context, c Confirmation) (*redemption, error) {
-	rec, raw, err := links.take(ctx, s.cfg.Store, hashSecret(c.Token))
+	rec, raw, err := links.take(ctx, s.kv, hashSecret(c.Token))
 	if errors.Is(err, ErrLinkInvalid) {
 		s.audit.Record(EventLinkRejected, nil, Detail{ClientIP: c.ClientIP, Reason: "unknown or used token"})
 		return nil, ErrLinkInvalid

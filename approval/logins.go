@@ -218,7 +218,7 @@ func (s *Service) request(ctx context.Context, l *Login, p *Profile, site *Site,
 }
 
 func (s *Service) writeLogin(ctx context.Context, l *Login, e store.Entry) {
-	if err := s.cfg.Store.PutMany(ctx, []store.Entry{e}); err != nil {
+	if err := s.kv.PutMany(ctx, []store.Entry{e}); err != nil {
 		s.audit.Record(EventMailFailed, l, Detail{Reason: "store", Err: err})
 	}
 }
@@ -252,7 +252,7 @@ func (s *Service) ask(ctx context.Context, l *Login, p *Profile, recipient strin
 		actions = append(actions, actionDeny)
 		if !s.limits.Manager.Allow(strings.ToLower(recipient)) {
 			if len(opt.with) > 0 {
-				if err := s.cfg.Store.PutMany(ctx, opt.with); err != nil {
+				if err := s.kv.PutMany(ctx, opt.with); err != nil {
 					s.audit.Record(EventMailFailed, l, Detail{Reason: "store", Err: err})
 				}
 			}
@@ -287,7 +287,7 @@ func (s *Service) ask(ctx context.Context, l *Login, p *Profile, recipient strin
 		}
 		entries = append(entries, entry)
 	}
-	if err := s.persist(ctx, func() error { return s.cfg.Store.PutMany(ctx, entries) }); err != nil {
+	if err := s.persist(ctx, func() error { return s.kv.PutMany(ctx, entries) }); err != nil {
 		s.audit.Record(EventMailFailed, l, Detail{Reason: "store", Err: err})
 		return
 	}
@@ -349,16 +349,16 @@ func (s *Service) pendingLogin(ctx context.Context, pending string) (*Login, err
 }
 
 func (s *Service) getLogin(ctx context.Context, id string) (*Login, error) {
-	return logins.get(ctx, s.cfg.Store, id)
+	return logins.get(ctx, s.kv, id)
 }
 
 func (s *Service) putLogin(ctx context.Context, l *Login, ttl time.Duration) error {
-	return logins.put(ctx, s.cfg.Store, l.ID, l, ttl)
+	return logins.put(ctx, s.kv, l.ID, l, ttl)
 }
 
 // updateLogin applies fn to the stored login atomically.
 func (s *Service) updateLogin(ctx context.Context, id string, fn func(*Login) error) error {
-	err := logins.update(ctx, s.cfg.Store, id, 0, func(l *Login, found bool) error {
+	err := logins.update(ctx, s.kv, id, 0, func(l *Login, found bool) error {
 		if !found {
 			return ErrLoginNotFound
 		}
@@ -367,7 +367,7 @@ func (s *Service) updateLogin(ctx context.Context, id string, fn func(*Login) er
 	if err == nil {
 		// Waiting pages of this login, on any instance, look again now
 		// rather than at their next poll.
-		if perr := s.cfg.Store.Publish(ctx, logins.key(id), nil); perr != nil {
+		if perr := s.notifier.Publish(ctx, logins.key(id), nil); perr != nil {
 			s.cfg.Logger.Debug("publishing a login change", zap.Error(perr))
 		}
 	}

@@ -216,7 +216,7 @@ func (s *Service) RedeemCode(ctx context.Context, pending, code, clientIP string
 func (s *Service) countCodeTry(ctx context.Context, l *Login) (int, error) {
 	ttl := max(l.CreatedAt.Add(s.longestLink()+loginGrace).Sub(s.now()), time.Second)
 	var n int
-	err := codeTryCounts.update(ctx, s.cfg.Store, l.ID, ttl, func(r *codeTries, _ bool) error {
+	err := codeTryCounts.update(ctx, s.kv, l.ID, ttl, func(r *codeTries, _ bool) error {
 		if r.Tries >= maxCodeTries {
 			return errTriesDone
 		}
@@ -232,7 +232,7 @@ func (s *Service) countCodeTry(ctx context.Context, l *Login) (int, error) {
 // manager profile, code_fallback off) costs the same single update as a
 // wrong code.
 func (s *Service) takeCode(ctx context.Context, id, code, mac string) (bool, error) {
-	err := codes.update(ctx, s.cfg.Store, id, 0, func(r *codeRecord, found bool) error {
+	err := codes.update(ctx, s.kv, id, 0, func(r *codeRecord, found bool) error {
 		if !found || code == "" || r.MAC == "" || !hmac.Equal([]byte(r.MAC), []byte(mac)) {
 			return errNoCode
 		}
@@ -285,7 +285,7 @@ func (s *Service) lockCodes(ctx context.Context, l *Login) {
 // directory was being asked; the lockout is read back after it and
 // applied again. (A lockout after this read finds the written login.)
 func (s *Service) keepCodeLockout(ctx context.Context, l *Login) {
-	r, err := codeTryCounts.get(ctx, s.cfg.Store, l.ID)
+	r, err := codeTryCounts.get(ctx, s.kv, l.ID)
 	if err != nil || r.Tries < maxCodeTries {
 		return // no try yet, or the store failed: then so did the write
 	}

@@ -46,6 +46,7 @@ var (
 // KV is the part of a store that records live in.
 type KV interface {
 	Put(ctx context.Context, key string, value []byte, ttl time.Duration) error
+	PutMany(ctx context.Context, entries []store.Entry) error
 	Get(ctx context.Context, key string) ([]byte, error)
 	Take(ctx context.Context, key string) ([]byte, error)
 	Update(ctx context.Context, key string, ttl time.Duration, fn func(current []byte, found bool) ([]byte, error)) error

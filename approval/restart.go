@@ -145,7 +145,7 @@ func (s *Service) NotMe(ctx context.Context, req NotMeRequest) (*LinkView, error
 		// An approver has Deny for this.
 		return nil, ErrLinkInvalid
 	}
-	if _, err := s.cfg.Store.Take(ctx, links.key(hashSecret(req.Token))); err != nil {
+	if _, err := s.kv.Take(ctx, links.key(hashSecret(req.Token))); err != nil {
 		return nil, ErrLinkInvalid
 	}
 	decider := rec.Recipient

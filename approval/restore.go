@@ -40,7 +40,7 @@ func (s *Service) restoreToken(ctx context.Context, token string, raw []byte, l 
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), restoreTimeout)
 	defer cancel()
-	err := s.cfg.Store.Update(ctx, links.key(hashSecret(token)), ttl, func(_ []byte, found bool) ([]byte, error) {
+	err := s.kv.Update(ctx, links.key(hashSecret(token)), ttl, func(_ []byte, found bool) ([]byte, error) {
 		if found {
 			return nil, errKept
 		}
@@ -56,7 +56,7 @@ func (s *Service) restoreToken(ctx context.Context, token string, raw []byte, l 
 func (s *Service) restoreCode(ctx context.Context, l *Login, mac string) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), restoreTimeout)
 	defer cancel()
-	err := codes.update(ctx, s.cfg.Store, l.ID, 0, func(r *codeRecord, found bool) error {
+	err := codes.update(ctx, s.kv, l.ID, 0, func(r *codeRecord, found bool) error {
 		if !found || r.MAC != "" {
 			return errKept
 		}
@@ -73,7 +73,7 @@ func (s *Service) restoreCode(ctx context.Context, l *Login, mac string) {
 // uncountCodeTry takes back a try that countCodeTry counted for an
 // attempt that was never decided.
 func (s *Service) uncountCodeTry(ctx context.Context, l *Login) {
-	err := codeTryCounts.update(ctx, s.cfg.Store, l.ID, 0, func(r *codeTries, found bool) error {
+	err := codeTryCounts.update(ctx, s.kv, l.ID, 0, func(r *codeTries, found bool) error {
 		if !found || r.Tries == 0 {
 			return errKept
 		}

@@ -118,6 +118,10 @@ type Service struct {
 	*notices
 	*auditQueries
 	cfg Config
+	// kv and notifier are what logins and links use of the store: records,
+	// and announcements of a login's change to its waiting pages.
+	kv       KV
+	notifier store.Notifier
 	// policyEpoch digests cfg.Policies; see policyEpoch.
 	policyEpoch uint32
 	limits      *RateLimiters
@@ -156,7 +160,7 @@ func NewService(cfg Config) (*Service, error) {
 			return nil, err
 		}
 	}
-	s := &Service{cfg: cfg, audit: cfg.Audit, now: cfg.Now, rand: cfg.Rand}
+	s := &Service{cfg: cfg, kv: cfg.Store, notifier: cfg.Store, audit: cfg.Audit, now: cfg.Now, rand: cfg.Rand}
 	s.setPolicies(cfg.Policies)
 	if s.audit == nil {
 		s.audit = NewAuditor(nil)

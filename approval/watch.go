@@ -17,7 +17,7 @@ func (s *Service) WatchChange(ctx context.Context, site *Site, pending string, k
 	changed := make(chan struct{}, 1)
 	// Subscribe before reading, so a change between the read and the
 	// wait is not missed.
-	cancel := s.cfg.Store.Subscribe(logins.key(id), func([]byte) {
+	cancel := s.notifier.Subscribe(logins.key(id), func([]byte) {
 		select {
 		case changed <- struct{}{}:
 		default:
