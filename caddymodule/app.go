@@ -198,27 +198,16 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
 	a.parent = ctx
 	a.sites = &siteSet{byID: map[string]*approval.Site{}}
-	lifetime := time.Duration(a.SessionLifetime)
-	if lifetime == 0 {
-		lifetime = defaultSessionLifetime
-	}
-	if lifetime < 0 {
-		return errors.New("mailauth: session_lifetime must be positive")
-	}
-	idle := time.Duration(a.SessionIdleTimeout)
-	if idle == 0 {
-		idle = defaultIdleTimeout
-	}
-	if idle < 0 {
-		return errors.New("mailauth: session_idle_timeout must be positive")
-	}
-	if idle >= lifetime {
-		idle = 0 // no shorter than the lifetime: only the lifetime applies
-	}
-
 	servers, err := a.build()
 	if err != nil {
 		return err
+	}
+	lifetime, idle := a.sessionLifetime(), time.Duration(a.SessionIdleTimeout)
+	if idle == 0 {
+		idle = defaultIdleTimeout
+	}
+	if idle >= lifetime {
+		idle = 0 // no shorter than the lifetime: only the lifetime applies
 	}
 	if err := a.openStore(); err != nil {
 		return err
@@ -226,9 +215,6 @@ func (a *App) Provision(ctx caddy.Context) error {
 	codec, err := a.keys(ctx)
 	if err != nil {
 		return err
-	}
-	if a.AuditRetention < 0 {
-		return errors.New("mailauth: audit_retention must be positive")
 	}
 	audit := approval.NewAuditor(a.logger.Named("audit"))
 	a.trail = approval.NewAuditTrail(a.store, time.Duration(a.AuditRetention), a.logger.Named("audit_trail"))
@@ -242,19 +228,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("mailauth: metrics: %w", err)
 	}
-	// One wrapper per directory, shared by every profile that uses it:
-	// sites tell their directories apart by name.
-	counted := make(map[string]directory.Directory, len(a.dirs))
-	for name, d := range a.dirs {
-		counted[name] = mets.counted(d)
-	}
-	for _, p := range a.profiles {
-		for i, d := range p.Directories {
-			if c, ok := counted[d.Name()]; ok {
-				p.Directories[i] = c
-			}
-		}
-	}
+	a.countLookups(mets)
 	audit.Observe(mets.audit)
 	a.trail.OnDrop(mets.auditDropped)
 	smtp.OnDial(mets.dialed)
@@ -302,12 +276,32 @@ func (a *App) Provision(ctx caddy.Context) error {
 	return nil
 }
 
+// countLookups has the profiles' directories counted in mets. There is
+// one wrapper per directory, shared by every profile that uses it: sites
+// tell their directories apart by name.
+func (a *App) countLookups(mets *appMetrics) {
+	counted := make(map[string]directory.Directory, len(a.dirs))
+	for name, d := range a.dirs {
+		counted[name] = mets.counted(d)
+	}
+	for _, p := range a.profiles {
+		for i, d := range p.Directories {
+			if c, ok := counted[d.Name()]; ok {
+				p.Directories[i] = c
+			}
+		}
+	}
+}
+
 // build turns the configuration into directories, profiles and policies.
 // It opens nothing and dials nothing, so `caddy mailauth explain` can use
 // it beside a running Caddy that holds the store.
 func (a *App) build() (map[string]mailer.ServerConfig, error) {
 	if a.logger == nil {
 		a.logger = zap.NewNop()
+	}
+	if err := a.validate(); err != nil {
+		return nil, fmt.Errorf("mailauth: %w", err)
 	}
 	var err error
 	if a.limits, err = a.RateLimit.limits(); err != nil {
@@ -335,17 +329,7 @@ func (a *App) build() (map[string]mailer.ServerConfig, error) {
 	}
 	a.policies = make(map[string]*approval.Policy, len(a.Policies))
 	for name, c := range a.Policies {
-		if c == nil {
-			return nil, fmt.Errorf("mailauth: policy %q: empty", name)
-		}
-		p := a.profiles[c.Profile]
-		if p == nil {
-			return nil, fmt.Errorf("mailauth: policy %q: profile: no profile named %q (have: %s)", name, c.Profile, names(a.profiles))
-		}
-		if c.Directory != "" && a.dirs[c.Directory] == nil {
-			return nil, fmt.Errorf("mailauth: policy %q: directory: no directory named %q (have: %s)", name, c.Directory, names(a.dirs))
-		}
-		pol, err := approval.NewPolicy(name, p, c.Directory, c.Attribute, c.Values)
+		pol, err := approval.NewPolicy(name, a.profiles[c.Profile], c.Directory, c.Attribute, c.Values)
 		if err != nil {
 			return nil, fmt.Errorf("mailauth: %w", err)
 		}
@@ -408,9 +392,8 @@ func (a *App) mailServers(repl *caddy.Replacer) (map[string]mailer.ServerConfig,
 			err = sc.Validate()
 		}
 		if err != nil {
-			var ce *mailer.ConfigError
-			if errors.As(err, &ce) {
-				return nil, fmt.Errorf("mailauth: mail_server %q: %s: %s", name, ce.Field, ce.Reason)
+			if err = fromConfigError(err, name); errors.As(err, new(*FieldError)) {
+				return nil, fmt.Errorf("mailauth: %w", err)
 			}
 			return nil, fmt.Errorf("mailauth: mail_server %q: %w", name, err)
 		}
@@ -426,136 +409,111 @@ func (a *App) mailServers(repl *caddy.Replacer) (map[string]mailer.ServerConfig,
 	return out, nil
 }
 
+// buildProfiles makes the approval profiles of a config that validate
+// has passed: defaults filled in, names resolved and mail templates read.
 func (a *App) buildProfiles(servers map[string]mailer.ServerConfig, dirs map[string]directory.Directory) (map[string]*approval.Profile, error) {
-	if len(a.Profiles) == 0 {
-		return nil, errors.New("mailauth: no profile is configured; add a profile block")
-	}
 	out := make(map[string]*approval.Profile, len(a.Profiles))
 	for name, c := range a.Profiles {
-		if c == nil {
-			return nil, fmt.Errorf("mailauth: profile %q: empty", name)
-		}
-		field := func(f string, format string, args ...any) error {
-			return fmt.Errorf("mailauth: profile %q: %s: %s", name, f, fmt.Sprintf(format, args...))
-		}
-		p := &approval.Profile{Name: name, Type: approval.ProfileType(c.Type)}
-		switch p.Type {
-		case "":
-			p.Type = approval.TypeUser
-		case approval.TypeUser, approval.TypeManager:
-		default:
-			return nil, field("type", "%q is not a profile type (user or manager)", c.Type)
-		}
-		if c.Server == "" {
-			return nil, field("server", "required: the base URL of links in mail, such as https://apps.example.com")
-		}
-		u, err := url.Parse(c.Server)
-		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
-			return nil, field("server", "%q must be an http or https URL with a host and no path, such as https://apps.example.com", c.Server)
-		}
-		if u.Scheme == "http" && !loopback.Host(u.Hostname()) {
-			return nil, field("server", "%q sends sign-in links in clear text; use https:// (http:// is allowed only for loopback hosts such as localhost)", c.Server)
-		}
-		p.Server = u.Scheme + "://" + u.Host
-		p.LinkExpiration = time.Duration(c.LinkExpiration)
-		if p.LinkExpiration == 0 {
-			p.LinkExpiration = defaultLinkExpiration
-		}
-		if p.LinkExpiration < 0 {
-			return nil, field("link_expiration", "must be positive")
-		}
-		if p.LinkExpiration < minAdvisedExpiration || p.LinkExpiration > maxAdvisedExpiration {
-			a.logger.Warn("link_expiration outside the recommended range: users need time to reach their inbox, and 15m to 30m is recommended",
-				zap.String("profile", name), zap.Duration("link_expiration", p.LinkExpiration))
-		}
-		p.MailServers = c.MailServers
-		if len(p.MailServers) == 0 {
-			if len(servers) != 1 {
-				return nil, field("mail_servers", "required when there is not exactly one mail_server")
-			}
-			for n := range servers {
-				p.MailServers = []string{n}
-			}
-		}
-		for _, s := range p.MailServers {
-			if _, ok := servers[s]; !ok {
-				return nil, field("mail_servers", "no mail_server named %q", s)
-			}
-		}
-		if len(c.Fallback) == 0 {
-			return nil, field("fallback", "required: name the directories that users come from")
-		}
-		for _, dn := range c.Fallback {
-			d, ok := dirs[dn]
-			if !ok {
-				return nil, field("fallback", "no directory named %q (have: %s)", dn, names(dirs))
-			}
-			p.Directories = append(p.Directories, d)
-		}
-		if c.Message != "" && c.MessageFile != "" {
-			return nil, field("message_file", "conflicts with message; set one")
-		}
-		text := c.Message
-		if c.MessageFile != "" {
-			b, err := os.ReadFile(c.MessageFile)
-			if err != nil {
-				return nil, field("message_file", "%v", err)
-			}
-			text = string(b)
-		}
-		html := ""
-		if c.MessageHTMLFile != "" {
-			b, err := os.ReadFile(c.MessageHTMLFile)
-			if err != nil {
-				return nil, field("message_html_file", "%v", err)
-			}
-			html = string(b)
-		}
-		parse, kind := mailtemplate.Parse, ""
-		if p.Type == approval.TypeManager {
-			parse, kind = mailtemplate.ParseManager, "manager_"
-		}
-		subject := c.Subject
-		if subject == "" {
-			subject = a.mailOverrides[kind+"subject.txt"]
-		}
-		if text == "" {
-			text = a.mailOverrides[kind+"body.txt"]
-		}
-		if html == "" {
-			html = a.mailOverrides[kind+"body.html"]
-		}
-		p.Templates, err = parse(subject, text, html)
+		p, err := a.buildProfile(name, c, servers, dirs)
 		if err != nil {
-			return nil, field("subject/message", "%v", err)
-		}
-		p.NotifyFailedLogin = c.NotifyFailedLogin
-		p.EscalateAfter, p.Approvers = time.Duration(c.EscalateAfter), c.Approvers
-		if (p.EscalateAfter != 0 || len(p.Approvers) > 0) && p.Type != approval.TypeManager {
-			return nil, field("escalate_after", "escalation needs type manager")
-		}
-		if p.EscalateAfter < 0 || (p.EscalateAfter > 0 && p.EscalateAfter >= p.LinkExpiration) {
-			return nil, field("escalate_after", "%s must be positive and shorter than link_expiration (%s)", p.EscalateAfter, p.LinkExpiration)
-		}
-		if c.DisableNumberMatching && p.Type == approval.TypeManager {
-			return nil, field("number_matching", "a manager profile always matches numbers")
-		}
-		p.NoNumberMatching = c.DisableNumberMatching
-		if err := a.buildGrants(p, c, field); err != nil {
-			return nil, err
-		}
-		if c.DisableCodeFallback && p.Type == approval.TypeManager {
-			return nil, field("code_fallback", "a manager profile never mails a code; code_fallback is for type user")
-		}
-		p.NoCodeFallback = c.DisableCodeFallback
-		for _, a := range p.Approvers {
-			if !validAddress(a) {
-				return nil, field("approvers", "%q is not a mail address", a)
-			}
+			return nil, fmt.Errorf("mailauth: %w", named(err, name))
 		}
 		out[name] = p
 	}
 	return out, nil
+}
+
+func (a *App) buildProfile(name string, c *ProfileConfig, servers map[string]mailer.ServerConfig, dirs map[string]directory.Directory) (*approval.Profile, error) {
+	p := &approval.Profile{
+		Name:              name,
+		Type:              approval.ProfileType(c.Type),
+		LinkExpiration:    c.linkExpiration(),
+		MailServers:       c.MailServers,
+		NotifyFailedLogin: c.NotifyFailedLogin,
+		EscalateAfter:     time.Duration(c.EscalateAfter),
+		Approvers:         c.Approvers,
+		NoNumberMatching:  c.DisableNumberMatching,
+		NoCodeFallback:    c.DisableCodeFallback,
+	}
+	if p.Type == "" {
+		p.Type = approval.TypeUser
+	}
+	var err error
+	if p.Server, err = linkServer(c.Server); err != nil {
+		return nil, err
+	}
+	if p.LinkExpiration < minAdvisedExpiration || p.LinkExpiration > maxAdvisedExpiration {
+		a.logger.Warn("link_expiration outside the recommended range: users need time to reach their inbox, and 15m to 30m is recommended",
+			zap.String("profile", name), zap.Duration("link_expiration", p.LinkExpiration))
+	}
+	if len(p.MailServers) == 0 {
+		// validate made sure there is exactly one.
+		p.MailServers = slices.Collect(maps.Keys(servers))
+	}
+	for _, dn := range c.Fallback {
+		p.Directories = append(p.Directories, dirs[dn])
+	}
+	if p.Templates, err = a.profileTemplates(c, p.Type); err != nil {
+		return nil, err
+	}
+	buildGrants(p, c)
+	return p, nil
+}
+
+// linkServer is the scheme and host of a profile's server URL. It is
+// checked here rather than in Validate so that `caddy adapt` still takes
+// a Caddyfile whose links would go out in clear text, as it always has;
+// loading such a config fails.
+func linkServer(server string) (string, error) {
+	u, err := url.Parse(server)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return "", fieldErr("profile", "server", "%q must be an http or https URL with a host and no path, such as https://apps.example.com", server)
+	}
+	if u.Scheme == "http" && !loopback.Host(u.Hostname()) {
+		return "", fieldErr("profile", "server", "%q sends sign-in links in clear text; use https:// (http:// is allowed only for loopback hosts such as localhost)", server)
+	}
+	return u.Scheme + "://" + u.Host, nil
+}
+
+// profileTemplates reads and parses a profile's mail templates: its own
+// subject and message first, then the templates directory's.
+func (a *App) profileTemplates(c *ProfileConfig, typ approval.ProfileType) (*mailtemplate.Templates, error) {
+	field := func(f string, format string, args ...any) error { return fieldErr("profile", f, format, args...) }
+	text := c.Message
+	if c.MessageFile != "" {
+		b, err := os.ReadFile(c.MessageFile)
+		if err != nil {
+			return nil, field("message_file", "%v", err)
+		}
+		text = string(b)
+	}
+	html := ""
+	if c.MessageHTMLFile != "" {
+		b, err := os.ReadFile(c.MessageHTMLFile)
+		if err != nil {
+			return nil, field("message_html_file", "%v", err)
+		}
+		html = string(b)
+	}
+	parse, kind := mailtemplate.Parse, ""
+	if typ == approval.TypeManager {
+		parse, kind = mailtemplate.ParseManager, "manager_"
+	}
+	subject := c.Subject
+	if subject == "" {
+		subject = a.mailOverrides[kind+"subject.txt"]
+	}
+	if text == "" {
+		text = a.mailOverrides[kind+"body.txt"]
+	}
+	if html == "" {
+		html = a.mailOverrides[kind+"body.html"]
+	}
+	t, err := parse(subject, text, html)
+	if err != nil {
+		return nil, field("subject/message", "%v", err)
+	}
+	return t, nil
 }
 
 // sessionLifetime is session_lifetime with its default.
@@ -566,48 +524,19 @@ func (a *App) sessionLifetime() time.Duration {
 	return time.Duration(a.SessionLifetime)
 }
 
-// buildGrants reads a manager profile's grant durations, cap and
-// justification; other profiles may not set them.
-func (a *App) buildGrants(p *approval.Profile, c *ProfileConfig, field func(string, string, ...any) error) error {
+// buildGrants sets a manager profile's grant durations, cap and
+// justification, which validate has checked.
+func buildGrants(p *approval.Profile, c *ProfileConfig) {
 	if p.Type != approval.TypeManager {
-		for f, set := range map[string]bool{"grant_durations": len(c.GrantDurations) > 0, "grant_max": c.GrantMax != 0, "justification": c.Justification != ""} {
-			if set {
-				return field(f, "only a manager profile gives time-boxed grants; set type manager or remove %s", f)
-			}
-		}
-		return nil
+		return
 	}
-	lifetime := a.sessionLifetime()
 	p.GrantMax = time.Duration(c.GrantMax)
-	if p.GrantMax < 0 || p.GrantMax > lifetime {
-		return field("grant_max", "%s must be positive and at most session_lifetime (%s): a grant cannot outlive its session", p.GrantMax, lifetime)
-	}
-	limit := p.GrantMax
-	if limit == 0 {
-		limit = lifetime
-	}
-	seen := map[string]bool{}
 	for _, v := range c.GrantDurations {
-		g, err := approval.ParseGrantDuration(v)
-		if err != nil {
-			return field("grant_durations", "%v", err)
+		if g, err := approval.ParseGrantDuration(v); err == nil {
+			p.GrantDurations = append(p.GrantDurations, g)
 		}
-		if !g.EndOfDay && g.For > limit {
-			return field("grant_durations", "%s is longer than grant_max (%s); shorten it or raise grant_max", v, limit)
-		}
-		if seen[g.Key()] {
-			return field("grant_durations", "%s is listed twice", v)
-		}
-		seen[g.Key()] = true
-		p.GrantDurations = append(p.GrantDurations, g)
 	}
-	switch approval.Justification(c.Justification) {
-	case "", approval.JustificationOptional, approval.JustificationRequired:
-		p.Justification = approval.Justification(c.Justification)
-	default:
-		return field("justification", "%q is not optional or required", c.Justification)
-	}
-	return nil
+	p.Justification = approval.Justification(c.Justification)
 }
 
 // keys loads the signing keys (session_keys, or the key kept in the

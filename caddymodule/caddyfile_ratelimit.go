@@ -2,17 +2,9 @@ package caddymodule
 
 import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-
-	"github.com/mailauth/caddy-mailauth/approval"
 )
 
-// rateLimitOptions are the options of a rate_limit block.
-var rateLimitOptions = map[string]bool{
-	"login_per_ip": true, "login_per_identity": true, "redeem_per_ip": true, "mails_per_manager": true, "open_per_ip": true,
-	"code_failures_per_identity": true,
-}
-
-// parseRateLimit reads a rate_limit block; the dispenser is on
+// UnmarshalCaddyfile reads a rate_limit block; the dispenser is on
 // "rate_limit":
 //
 //	rate_limit {
@@ -27,42 +19,32 @@ var rateLimitOptions = map[string]bool{
 // A limit reads like 20/10m, 5/15m or 20/h. Options left out keep their
 // defaults (RateLimitConfig). Errors name the option and its line: an
 // unknown option, one set twice and a value that is not a limit.
-func parseRateLimit(d *caddyfile.Dispenser) (*RateLimitConfig, error) {
+func (c *RateLimitConfig) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
-		return nil, d.Errf("rate_limit: unexpected argument %q; the limits go in a block", d.Val())
+		return d.Errf("rate_limit: unexpected argument %q; the limits go in a block", d.Val())
 	}
-	rl := &RateLimitConfig{}
-	seen := map[string]bool{}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		opt := d.Val()
-		if !rateLimitOptions[opt] {
-			return nil, d.Errf("rate_limit: unknown option %q (login_per_ip, login_per_identity, redeem_per_ip, mails_per_manager, open_per_ip, code_failures_per_identity)", opt)
-		}
-		if seen[opt] {
-			return nil, d.Errf("rate_limit: %s: set twice", opt)
-		}
-		seen[opt] = true
+	start := *d
+	err := parseOptions(d, block{prefix: "rate_limit", listOptions: true, options: optionTable{
+		{name: "login_per_ip", read: limitArg(&c.LoginPerIP)},
+		{name: "login_per_identity", read: limitArg(&c.LoginPerIdentity)},
+		{name: "redeem_per_ip", read: limitArg(&c.RedeemPerIP)},
+		{name: "mails_per_manager", read: limitArg(&c.MailsPerManager)},
+		{name: "open_per_ip", read: limitArg(&c.OpenPerIP)},
+		{name: "code_failures_per_identity", read: limitArg(&c.CodeFailuresPerIdentity)},
+	}})
+	if err != nil {
+		return err
+	}
+	return errorAt(start, c.Validate())
+}
+
+// limitArg reads a limit's one value, which Validate reads as a limit.
+func limitArg(dst *string) option {
+	return func(d *caddyfile.Dispenser, what string) error {
 		if !d.NextArg() || d.CountRemainingArgs() > 0 {
-			return nil, d.Errf("rate_limit: %s: want one limit such as 5/15m, or off", opt)
+			return d.Errf("%s: want one limit such as 5/15m, or off", what)
 		}
-		v := d.Val()
-		if _, err := approval.ParseLimit(v); err != nil {
-			return nil, d.Errf("rate_limit: %s: %v", opt, err)
-		}
-		switch opt {
-		case "login_per_ip":
-			rl.LoginPerIP = v
-		case "login_per_identity":
-			rl.LoginPerIdentity = v
-		case "redeem_per_ip":
-			rl.RedeemPerIP = v
-		case "mails_per_manager":
-			rl.MailsPerManager = v
-		case "open_per_ip":
-			rl.OpenPerIP = v
-		case "code_failures_per_identity":
-			rl.CodeFailuresPerIdentity = v
-		}
+		*dst = d.Val()
+		return nil
 	}
-	return rl, nil
 }

@@ -13,14 +13,15 @@ import (
 )
 
 // dispenseRateLimit parses src, which starts with rate_limit, as
-// parseGlobal would hand it over: on the option's name.
+// parseGlobal hands it over: on the option's name.
 func dispenseRateLimit(t *testing.T, src string) (*RateLimitConfig, error) {
 	t.Helper()
 	d := caddyfile.NewTestDispenser(src)
 	if !d.Next() || d.Val() != "rate_limit" {
 		t.Fatalf("test input does not start with rate_limit: %q", src)
 	}
-	return parseRateLimit(d)
+	rl := &RateLimitConfig{}
+	return rl, rl.UnmarshalCaddyfile(d)
 }
 
 func TestCaddyfileRateLimitTakesEveryOption(t *testing.T) {

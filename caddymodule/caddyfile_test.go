@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -333,5 +334,29 @@ func TestCaddyfileCodeFallbackOff(t *testing.T) {
 	out, err = adapt(t, globalBlock(strings.Replace(validOpts, "fallback staff\n", "fallback staff\n\t\t\tcode_fallback on\n", 1)))
 	if err != nil || strings.Contains(string(out), "code_fallback") {
 		t.Fatalf("code_fallback on is the default and adapts to nothing: %v\n%s", err, out)
+	}
+}
+
+// TestCaddyfileGetsTheLoadChecksAtTheirLine: a rule that only load used
+// to check now refuses the Caddyfile when it is adapted, at the line of
+// the field.
+func TestCaddyfileGetsTheLoadChecksAtTheirLine(t *testing.T) {
+	_, err := adapt(t, globalBlock(strings.Replace(validOpts, "fallback staff\n", "fallback staff\n\t\t\tescalate_after 5m\n", 1)))
+	wantParseError(t, err, "Caddyfile:18 - Error during parsing: profile \"daily\": escalate_after: escalation needs type manager")
+}
+
+// TestJSONGetsTheCaddyfileChecks: a rule that only the adapter used to
+// check refuses a JSON config too, as a FieldError naming the block.
+func TestJSONGetsTheCaddyfileChecks(t *testing.T) {
+	app := &App{
+		MailServers: map[string]*MailServerConfig{"m": {Host: "127.0.0.1", TLS: "none", From: "gw@example.test"}},
+		Directories: map[string]json.RawMessage{"staff": json.RawMessage(`{"type":"local"}`), "other": json.RawMessage(`{"type":"local"}`)},
+		Profiles:    map[string]*ProfileConfig{"daily": {Server: "https://apps.example.test", Fallback: []string{"staff"}}},
+		Policies:    map[string]*PolicyConfig{"execs": {Profile: "daily", Directory: "other", Attribute: "memberOf", Values: []string{"x"}}},
+	}
+	err := app.validate()
+	fe, ok := errors.AsType[*FieldError](err)
+	if !ok || fe.Block != "policy" || fe.Name != "execs" || fe.Field != "directory" || !strings.Contains(err.Error(), `policy "execs": directory: "other" is not in the fallback list of profile "daily"`) {
+		t.Fatalf("a JSON policy on a directory outside its profile's fallback list gave %v; want a FieldError naming policy execs and its directory", err)
 	}
 }

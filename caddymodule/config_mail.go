@@ -75,6 +75,20 @@ type MailServerConfig struct {
 	Rate string `json:"rate,omitempty"`
 }
 
+// Validate checks the server with the mailer's rules. Placeholders in
+// username and password count as values here; Provision checks the
+// expanded ones again, since an unset variable expands to nothing.
+func (c *MailServerConfig) Validate() error {
+	if c.Host == "" {
+		return fieldErr("mail_server", "host", "required")
+	}
+	sc, err := c.serverConfig("", c.Username, c.Password)
+	if err == nil {
+		err = sc.Validate()
+	}
+	return fromConfigError(err, "")
+}
+
 // serverConfig is c as the mailer takes it, with username and password as
 // given (expanded or not) and no CA pool: the caller loads TLSCA. A rate
 // that does not parse is a *mailer.ConfigError for the field "rate".

@@ -1,8 +1,6 @@
 package caddymodule
 
 import (
-	"fmt"
-
 	"github.com/mailauth/caddy-mailauth/approval"
 )
 
@@ -42,8 +40,14 @@ type RateLimitConfig struct {
 	CodeFailuresPerIdentity string `json:"code_failures_per_identity,omitempty"`
 }
 
+// Validate checks that every limit that is set reads as one.
+func (c *RateLimitConfig) Validate() error {
+	_, err := c.limits()
+	return err
+}
+
 // limits returns c as the approval service takes it, with defaults for
-// empty fields; a nil c means every default. Errors name the field.
+// empty fields; a nil c means every default. Errors are *FieldError.
 func (c *RateLimitConfig) limits() (approval.RateLimits, error) {
 	r := approval.DefaultRateLimits()
 	if c == nil {
@@ -66,7 +70,7 @@ func (c *RateLimitConfig) limits() (approval.RateLimits, error) {
 		}
 		l, err := approval.ParseLimit(f.val)
 		if err != nil {
-			return approval.RateLimits{}, fmt.Errorf("rate_limit: %s: %w", f.name, err)
+			return approval.RateLimits{}, fieldErr("rate_limit", f.name, "%v", err)
 		}
 		*f.dst = l
 	}
