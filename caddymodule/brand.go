@@ -48,7 +48,33 @@ var logoTypes = map[string]string{
 	".gif": "image/gif", ".webp": "image/webp",
 }
 
-// buildBrand checks the brand and makes what pages and mails show of it.
+// Validate checks the brand's fields; the logo file is read at load.
+func (b *BrandConfig) Validate() error {
+	field := func(f, format string, args ...any) error { return fieldErr("brand", f, format, args...) }
+	if strings.ContainsAny(b.Name, "\r\n") || len(b.Name) > 100 {
+		return field("name", "%q must be one line of at most 100 characters", b.Name)
+	}
+	if b.Support != "" && !strings.HasPrefix(b.Support, "https://") && !validAddress(b.Support) {
+		return field("support", "%q must be a mail address or an https:// URL", b.Support)
+	}
+	if b.Logo != "" {
+		if b.Name == "" {
+			return field("logo", "needs name as well: the name is the logo's text for people who cannot see it")
+		}
+		if _, ok := logoTypes[strings.ToLower(filepath.Ext(b.Logo))]; !ok {
+			return field("logo", "%s is not an .svg, .png, .jpg, .gif or .webp file", b.Logo)
+		}
+	}
+	if b.Color != "" {
+		if _, err := parseHexColor(b.Color); err != nil {
+			return field("color", "%q is not a colour like #0b5fff", b.Color)
+		}
+	}
+	return nil
+}
+
+// buildBrand makes what pages and mails show of the brand, which
+// validate has checked.
 func (a *App) buildBrand() error {
 	a.brand, a.mailBrand, a.logo, a.logoType, a.brandCSS = pageBrand{}, mailtemplate.Brand{}, nil, "", nil
 	b := a.Brand
@@ -56,26 +82,12 @@ func (a *App) buildBrand() error {
 		return nil
 	}
 	field := func(f, format string, args ...any) error {
-		return fmt.Errorf("mailauth: brand: %s: %s", f, fmt.Sprintf(format, args...))
-	}
-	if strings.ContainsAny(b.Name, "\r\n") || len(b.Name) > 100 {
-		return field("name", "%q must be one line of at most 100 characters", b.Name)
+		return fmt.Errorf("mailauth: %w", fieldErr("brand", f, format, args...))
 	}
 	a.brand.Name, a.mailBrand.Name = b.Name, b.Name
-	if b.Support != "" {
-		if !strings.HasPrefix(b.Support, "https://") && !validAddress(b.Support) {
-			return field("support", "%q must be a mail address or an https:// URL", b.Support)
-		}
-		a.brand.Support, a.mailBrand.Support = b.Support, b.Support
-	}
+	a.brand.Support, a.mailBrand.Support = b.Support, b.Support
 	if b.Logo != "" {
-		if b.Name == "" {
-			return field("logo", "needs name as well: the name is the logo's text for people who cannot see it")
-		}
-		typ, ok := logoTypes[strings.ToLower(filepath.Ext(b.Logo))]
-		if !ok {
-			return field("logo", "%s is not an .svg, .png, .jpg, .gif or .webp file", b.Logo)
-		}
+		typ := logoTypes[strings.ToLower(filepath.Ext(b.Logo))]
 		raw, err := os.ReadFile(b.Logo)
 		if err != nil {
 			return field("logo", "%v", err)
@@ -90,7 +102,7 @@ func (a *App) buildBrand() error {
 	if b.Color != "" {
 		c, err := parseHexColor(b.Color)
 		if err != nil {
-			return field("color", "%q: %v (write it as #0b5fff or #05f)", b.Color, err)
+			return field("color", "%q is not a colour like #0b5fff", b.Color)
 		}
 		light := readableOn(c, rgb{255, 255, 255}, rgb{0, 0, 0})
 		dark := readableOn(c, rgb{0x1d, 0x23, 0x2c}, rgb{255, 255, 255})

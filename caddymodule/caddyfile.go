@@ -2,7 +2,6 @@ package caddymodule
 
 import (
 	"encoding/json"
-	"strings"
 
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -253,41 +252,22 @@ func parseHandler(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 //		support <address or https URL>
 //	}
 //
-// The logo file is read, and the colour checked, when the config loads.
+// and checks it as load does (BrandConfig.Validate); the logo file itself
+// is read when the config loads.
 func parseBrand(d *caddyfile.Dispenser) (*BrandConfig, error) {
 	if d.NextArg() {
 		return nil, d.Errf("brand: takes a block, not %q", d.Val())
 	}
 	b := &BrandConfig{}
-	seen := map[string]bool{}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		f := d.Val()
-		if seen[f] {
-			return nil, d.Errf("brand: %s: set twice", f)
-		}
-		seen[f] = true
-		if !d.NextArg() || d.CountRemainingArgs() > 0 {
-			return nil, d.Errf("brand: %s: want one value", f)
-		}
-		v := d.Val()
-		switch f {
-		case "name":
-			b.Name = v
-		case "logo":
-			b.Logo = v
-		case "color":
-			if _, err := parseHexColor(v); err != nil {
-				return nil, d.Errf("brand: color: %q is not a colour like #0b5fff", v)
-			}
-			b.Color = v
-		case "support":
-			if !strings.HasPrefix(v, "https://") && !validAddress(v) {
-				return nil, d.Errf("brand: support: %q must be a mail address or an https:// URL", v)
-			}
-			b.Support = v
-		default:
-			return nil, d.Errf("brand: unknown option %q (name, logo, color, support)", f)
-		}
+	start := *d
+	err := parseOptions(d, block{prefix: "brand", listOptions: true, options: optionTable{
+		{name: "name", read: stringArg(&b.Name)},
+		{name: "logo", read: stringArg(&b.Logo)},
+		{name: "color", read: stringArg(&b.Color)},
+		{name: "support", read: stringArg(&b.Support)},
+	}})
+	if err != nil {
+		return nil, err
 	}
-	return b, nil
+	return b, errorAt(start, b.Validate())
 }

@@ -33,6 +33,11 @@ func (a *App) validate() error {
 	if err := a.RateLimit.Validate(); err != nil {
 		return err
 	}
+	if a.Brand != nil {
+		if err := a.Brand.Validate(); err != nil {
+			return err
+		}
+	}
 	for _, name := range slices.Sorted(maps.Keys(a.MailServers)) {
 		c := a.MailServers[name]
 		if c == nil {

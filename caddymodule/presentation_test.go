@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"encoding/json"
+	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -180,5 +181,19 @@ func TestPagesFollowAcceptLanguageThenTheDefault(t *testing.T) {
 		if !strings.Contains(w.Body.String(), tc.want) {
 			t.Errorf("Accept-Language %q, default %q: the login page should say %q:\n%s", tc.header, tc.def, tc.want, w.Body.String())
 		}
+	}
+}
+
+// The brand is checked once, by BrandConfig.Validate: a Caddyfile gets
+// the error at the line of the field, and a JSON config the same words.
+func TestBrandChecksAreTheSameForCaddyfileAndJSON(t *testing.T) {
+	_, err := adapt(t, globalBlock(validOpts+"\n\t\tbrand {\n\t\t\tname Acme\n\t\t\tcolor blue\n\t\t}"))
+	wantParseError(t, err, `Caddyfile:21 - Error during parsing: brand: color: "blue" is not a colour like #0b5fff`)
+
+	app := &App{Brand: &BrandConfig{Name: "Acme", Support: "help-desk"}}
+	err = app.Brand.Validate()
+	fe, ok := errors.AsType[*FieldError](err)
+	if !ok || fe.Block != "brand" || fe.Field != "support" || err.Error() != `brand: support: "help-desk" must be a mail address or an https:// URL` {
+		t.Fatalf("a JSON brand with a bad support address gave %v; want the Caddyfile's FieldError", err)
 	}
 }
