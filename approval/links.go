@@ -148,10 +148,9 @@ func (s *Service) Confirm(ctx context.Context, c Confirmation) (*LinkView, error
 	if !validSecret(c.Token) {
 		return nil, ErrLinkInvalid
 	}
-	if !s.limits.RedeemIP.Allow(ipKey(c.ClientIP)) {
+	if !s.redeemAllowed(c.ClientIP) {
 		// Answered as an invalid link, without touching the store, so a
 		// guesser learns nothing and costs nothing.
-		s.audit.Record(EventRateLimited, nil, Detail{Limit: "redeem_per_ip", ClientIP: c.ClientIP})
 		return nil, ErrLinkInvalid
 	}
 	if c.Duration != "" {
@@ -169,6 +168,17 @@ func (s *Service) Confirm(ctx context.Context, c Confirmation) (*LinkView, error
 		return s.wrongNumber(ctx, c, r)
 	}
 	return s.decide(ctx, c, r)
+}
+
+// redeemAllowed counts one redemption (a link confirmed or refused, a
+// code tried) against the client's redeem_per_ip budget, and audits the
+// refusal when it is spent.
+func (s *Service) redeemAllowed(clientIP string) bool {
+	if s.limits.RedeemIP.Allow(ipKey(clientIP)) {
+		return true
+	}
+	s.audit.Record(EventRateLimited, nil, Detail{Limit: "redeem_per_ip", ClientIP: clientIP})
+	return false
 }
 
 // redemption is a link taken for a decision.

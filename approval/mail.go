@@ -1,6 +1,7 @@
 package approval
 
 import (
+	"io"
 	"strings"
 
 	"github.com/mailauth/caddy-mailauth/approval/mailtemplate"
@@ -46,23 +47,29 @@ func (s *Service) renderApprovalMail(l *Login, p *Profile, recipient string, tok
 		data.Approver = recipient
 		data.EscalatedFrom = escalatedFrom
 	}
-	subject, text, html, err := p.Templates.Render(data)
+	msg, err := compose(s.rand, p.Templates, data, recipient, p.MailServers)
 	if err != nil {
 		return nil, err
 	}
-	mid, err := newSecret(s.rand, 16)
+	msg.ExpiresAt = l.ExpiresAt
+	return msg, nil
+}
+
+// compose renders data with tpl into a message to recipient through
+// servers, under a fresh random id and data's reference.
+func compose(rand io.Reader, tpl *mailtemplate.Templates, data mailtemplate.Data, recipient string, servers []string) (*mailer.Message, error) {
+	subject, text, html, err := tpl.Render(data)
+	if err != nil {
+		return nil, err
+	}
+	id, err := newSecret(rand, 16)
 	if err != nil {
 		return nil, err
 	}
 	return &mailer.Message{
-		ID:        mid,
-		Servers:   p.MailServers,
-		To:        recipient,
-		Subject:   subject,
-		Text:      text,
-		HTML:      html,
-		ExpiresAt: l.ExpiresAt,
-		Reference: l.Reference,
+		ID: id, Servers: servers, To: recipient,
+		Subject: subject, Text: text, HTML: html,
+		Reference: data.Reference,
 	}, nil
 }
 

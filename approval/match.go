@@ -133,8 +133,7 @@ func (s *Service) codeMAC(loginID, code string) string {
 // and past the identity's budget of wrong codes across logins every code
 // is refused with ErrCodesPaused.
 func (s *Service) RedeemCode(ctx context.Context, pending, code, clientIP string) error {
-	if !s.limits.RedeemIP.Allow(ipKey(clientIP)) {
-		s.audit.Record(EventRateLimited, nil, Detail{Limit: "redeem_per_ip", ClientIP: clientIP})
+	if !s.redeemAllowed(clientIP) {
 		return ErrWrongCode
 	}
 	l, err := s.pendingLogin(ctx, pending)

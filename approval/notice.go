@@ -142,7 +142,7 @@ func (s *notices) groupNotice(ctx context.Context, l *Login, msgID string) (send
 
 func (s *notices) renderNotice(l *Login, outcome string, repeats int) (*mailer.Message, error) {
 	p := s.profiles[l.Profile]
-	subject, text, html, err := s.templates.Render(mailtemplate.Data{
+	msg, err := compose(s.rand, s.templates, mailtemplate.Data{
 		User:        mailtemplate.User{Name: l.Name, Username: l.Username, Email: l.Email},
 		App:         l.App,
 		ClientIP:    l.ClientIP,
@@ -156,27 +156,15 @@ func (s *notices) renderNotice(l *Login, outcome string, repeats int) (*mailer.M
 		// Config.DefaultLanguage).
 		Language: s.language,
 		Brand:    s.brand,
-	})
+	}, l.ManagerEmail, p.MailServers)
 	if err != nil {
 		return nil, err
 	}
-	id, err := newSecret(s.rand, 16)
-	if err != nil {
-		return nil, err
-	}
-	return &mailer.Message{
-		ID:      id,
-		Servers: p.MailServers,
-		To:      l.ManagerEmail,
-		Subject: subject,
-		Text:    text,
-		HTML:    html,
-		// A notice carries no link, so it stays worth sending for a day.
-		ExpiresAt: maxTime(s.now(), l.ExpiresAt).Add(noticeMemory),
-		Reference: l.Reference,
-		// Nobody waits on a notice; in a burst the sign-in links go first.
-		Notice: true,
-	}, nil
+	// A notice carries no link, so it stays worth sending for a day.
+	msg.ExpiresAt = maxTime(s.now(), l.ExpiresAt).Add(noticeMemory)
+	// Nobody waits on a notice; in a burst the sign-in links go first.
+	msg.Notice = true
+	return msg, nil
 }
 
 func maxTime(a, b time.Time) time.Time {

@@ -6,13 +6,11 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/zap"
-
 	"github.com/mailauth/caddy-mailauth/store"
 )
 
 func TestRecordsAreWrittenWithTheirVersion(t *testing.T) {
-	kv := newMemStore(t)
+	kv := openMemStore(t)
 	l := &Login{ID: "abc", Username: "alice", State: StatePending}
 	if err := logins.put(bg, kv, l.ID, l, time.Minute); err != nil {
 		t.Fatal(err)
@@ -33,7 +31,7 @@ func TestRecordsAreWrittenWithTheirVersion(t *testing.T) {
 // A store written by an earlier release holds bare JSON records; they
 // read, and the next write gives them a version.
 func TestUnversionedRecordsStillRead(t *testing.T) {
-	kv := newMemStore(t)
+	kv := openMemStore(t)
 	if err := kv.Put(bg, "login/old", []byte(`{"id":"old","username":"bob","state":"pending"}`), time.Minute); err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +56,7 @@ func TestUnversionedRecordsStillRead(t *testing.T) {
 }
 
 func TestCorruptRecordsSayWhichOneAndAreNotMissing(t *testing.T) {
-	kv := newMemStore(t)
+	kv := openMemStore(t)
 	for key, raw := range map[string]string{"login/v9": "\x09{}", "login/bad": "\x01{not json", "login/empty": ""} {
 		if err := kv.Put(bg, key, []byte(raw), time.Minute); err != nil {
 			t.Fatal(err)
@@ -78,7 +76,7 @@ func TestCorruptRecordsSayWhichOneAndAreNotMissing(t *testing.T) {
 }
 
 func TestMissingRecordsAnswerAsTheirKindSays(t *testing.T) {
-	kv := newMemStore(t)
+	kv := openMemStore(t)
 	if _, err := logins.get(bg, kv, "nope"); !errors.Is(err, ErrLoginNotFound) {
 		t.Errorf("missing login: %v, want ErrLoginNotFound", err)
 	}
@@ -93,7 +91,7 @@ func TestMissingRecordsAnswerAsTheirKindSays(t *testing.T) {
 // Notice grouping only saves managers from a storm of mail: a record
 // that does not read starts the grouping over rather than lose a notice.
 func TestLenientKindsReadACorruptRecordAsNone(t *testing.T) {
-	kv := newMemStore(t)
+	kv := openMemStore(t)
 	if err := kv.Put(bg, "notice/x", []byte("\x01{broken"), time.Minute); err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +113,7 @@ func TestLenientKindsReadACorruptRecordAsNone(t *testing.T) {
 // take hands back the stored form, so a token taken before a store
 // failure is given back byte for byte.
 func TestTakeReturnsTheStoredForm(t *testing.T) {
-	kv := newMemStore(t)
+	kv := openMemStore(t)
 	e, err := links.entry("h", &linkRecord{LoginID: "l1", Action: actionApprove}, time.Minute)
 	if err != nil {
 		t.Fatal(err)
@@ -130,14 +128,4 @@ func TestTakeReturnsTheStoredForm(t *testing.T) {
 	if _, err := kv.Get(bg, "token/h"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("after take the link is still stored (%v)", err)
 	}
-}
-
-func newMemStore(t *testing.T) store.Store {
-	t.Helper()
-	st, err := store.OpenBadger(store.BadgerOptions{InMemory: true}, zap.NewNop())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	return st
 }

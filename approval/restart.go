@@ -126,8 +126,7 @@ func (s *Service) NotMe(ctx context.Context, req NotMeRequest) (*LinkView, error
 	if !validSecret(req.Token) {
 		return nil, ErrLinkInvalid
 	}
-	if !s.limits.RedeemIP.Allow(ipKey(req.ClientIP)) {
-		s.audit.Record(EventRateLimited, nil, Detail{Limit: "redeem_per_ip", ClientIP: req.ClientIP})
+	if !s.redeemAllowed(req.ClientIP) {
 		return nil, ErrLinkInvalid
 	}
 	rec, err := s.linkRecord(ctx, req.Token)

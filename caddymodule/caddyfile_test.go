@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -70,14 +69,7 @@ const validOpts = `		mail_server m {
 		}`
 
 func TestCaddyfileExampleAdapts(t *testing.T) {
-	src, err := os.ReadFile(filepath.Join("..", "Caddyfile.example"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := adapt(t, string(src))
-	if err != nil {
-		t.Fatalf("Caddyfile.example does not adapt: %v", err)
-	}
+	out := adaptExample(t)
 	var cfg struct {
 		Apps struct {
 			Mailauth App `json:"mailauth"`

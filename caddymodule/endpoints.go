@@ -107,20 +107,32 @@ func (h *Handler) loginStart(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// resend sends the mail again from the waiting page: a new login for what
-// was typed, replacing this one, once ResendCooldown has passed since it
-// started. It is a login start, counted by the same limits.
-func (h *Handler) resend(w http.ResponseWriter, r *http.Request) error {
+// pendingForm reads a form that the waiting page posts about its login,
+// and returns the pending cookie. handled means it has answered already:
+// sign-in is closed, there is no login (back to the login page), or the
+// form token is missing or wrong (403).
+func (h *Handler) pendingForm(w http.ResponseWriter, r *http.Request) (pending string, handled bool, err error) {
 	if closed, err := h.signInClosed(w, r); closed {
-		return err
+		return "", true, err
 	}
 	p, ok := cookieValue(r.Header, pendingCookie)
 	if !ok {
 		http.Redirect(w, r, prefix+"login", http.StatusSeeOther)
-		return nil
+		return "", true, nil
 	}
 	if err := r.ParseForm(); err != nil || !h.app.csrfOK(r, p) {
-		return caddyhttp.Error(http.StatusForbidden, errors.New("mailauth: form token missing or wrong"))
+		return "", true, caddyhttp.Error(http.StatusForbidden, errors.New("mailauth: form token missing or wrong"))
+	}
+	return p, false, nil
+}
+
+// resend sends the mail again from the waiting page: a new login for what
+// was typed, replacing this one, once ResendCooldown has passed since it
+// started. It is a login start, counted by the same limits.
+func (h *Handler) resend(w http.ResponseWriter, r *http.Request) error {
+	p, handled, err := h.pendingForm(w, r)
+	if handled {
+		return err
 	}
 	started, err := h.app.service.Resend(r.Context(), approval.StartRequest{
 		Site: h.site, App: siteHost(r), ClientIP: clientIP(r), UserAgent: r.UserAgent(),
@@ -370,16 +382,9 @@ func (h *Handler) linkError(w http.ResponseWriter, r *http.Request, err error) e
 
 // complete hands the session to the browser that started the login.
 func (h *Handler) complete(w http.ResponseWriter, r *http.Request) error {
-	if closed, err := h.signInClosed(w, r); closed {
+	p, handled, err := h.pendingForm(w, r)
+	if handled {
 		return err
-	}
-	p, ok := cookieValue(r.Header, pendingCookie)
-	if !ok {
-		http.Redirect(w, r, prefix+"login", http.StatusSeeOther)
-		return nil
-	}
-	if err := r.ParseForm(); err != nil || !h.app.csrfOK(r, p) {
-		return caddyhttp.Error(http.StatusForbidden, errors.New("mailauth: form token missing or wrong"))
 	}
 	current, _ := h.session(r)
 	c, err := h.app.service.Complete(r.Context(), p, clientIP(r), current)

@@ -16,17 +16,10 @@ const exampleFixture = "testdata/Caddyfile.example.json"
 // The JSON that Caddyfile.example adapts to is a contract with every
 // operator who keeps their config as JSON, or diffs `caddy adapt` output
 // across upgrades: a refactoring of the adapter or of the config types
-// must not change it. Run `go test -run Fixture -update` only for a change
+// must not change it. Run `go test -run Fixture ./caddymodule -args -update` only for a change
 // of the config format itself, and say so in the changelog.
 func TestCaddyfileExampleAdaptsToTheFixture(t *testing.T) {
-	src, err := os.ReadFile(filepath.Join("..", "Caddyfile.example"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := adapt(t, string(src))
-	if err != nil {
-		t.Fatalf("Caddyfile.example does not adapt: %v", err)
-	}
+	out := adaptExample(t)
 	got := indent(t, out)
 	if *updateFixtures {
 		if err := os.WriteFile(exampleFixture, got, 0o644); err != nil {
@@ -72,6 +65,20 @@ func TestExampleFixtureRoundTripsThroughTheConfigTypes(t *testing.T) {
 	if got, want := indent(t, back), indent(t, cfg.Apps.Mailauth); !bytes.Equal(got, want) {
 		t.Fatalf("App changes the JSON on the way through:\ngot  %s\nwant %s", got, want)
 	}
+}
+
+// adaptExample is the JSON that Caddyfile.example adapts to.
+func adaptExample(t *testing.T) []byte {
+	t.Helper()
+	src, err := os.ReadFile(filepath.Join("..", "Caddyfile.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := adapt(t, string(src))
+	if err != nil {
+		t.Fatalf("Caddyfile.example does not adapt: %v", err)
+	}
+	return out
 }
 
 func indent(t *testing.T, raw []byte) []byte {
